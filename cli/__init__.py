@@ -1,0 +1,1 @@
+"""The headwater admin CLI."""

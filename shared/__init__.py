@@ -1,0 +1,1 @@
+"""Code two or more headwater services share."""

@@ -1,0 +1,75 @@
+"""The single mapping from headwater errors to gRPC status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from opentelemetry import trace
+
+from headwater.shared import errors
+
+log = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[errors.HeadwaterError], grpc.StatusCode], ...] = (
+    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ModelNotReady, grpc.StatusCode.UNAVAILABLE),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ArtifactIntegrityError, grpc.StatusCode.DATA_LOSS),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(error: BaseException) -> grpc.StatusCode:
+    """Return the gRPC status code for an error.
+
+    >>> status_for(errors.ModelNotFound("no model 'x'")).name
+    'NOT_FOUND'
+    >>> status_for(ValueError("boom")).name
+    'INTERNAL'
+    """
+    for kind, code in _STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _trace_id() -> str:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else "-"
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+    """Abort the RPC with the status for ``error``; internals never leak."""
+    code = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        trace_id = _trace_id()
+        log.exception("internal error", extra={"trace_id": trace_id})
+        await context.abort(code, f"internal error (trace id {trace_id})")
+    await context.abort(code, str(error))
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def grpc_errors(method: F) -> F:
+    """Decorate an async servicer method so errors become gRPC statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+            await abort_with(context, error)
+
+    return wrapper  # type: ignore[return-value]
