@@ -69,7 +69,7 @@ def grpc_errors(method: F) -> F:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+        except Exception as error:  # the one place errors become statuses
             await abort_with(context, error)
 
     return wrapper  # type: ignore[return-value]
