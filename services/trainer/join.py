@@ -1,0 +1,235 @@
+"""The feedback join: pair each prediction with its ground truth, at most once.
+
+Pure logic, no I/O. One :class:`Slot` per prediction id holds whichever side
+arrived first (or remembers that the pair was already joined); the caller keeps
+the slots in any ``MutableMapping`` (a dict in tests, a changelog-backed Faust
+table in the trainer) and passes the current processing time in, so the state
+machine is deterministic.
+
+Every slot lives ``ttl_s`` seconds from the moment it was written:
+
+* a prediction waits up to the TTL for its feedback, feedback that comes first
+  waits up to the TTL for its prediction;
+* when the other side arrives in time the pair is joined exactly once: the slot
+  becomes ``JOINED`` and stays another TTL so that redelivered duplicates of
+  either side are recognised and ignored;
+* an expired slot is as good as absent (the outcome does not depend on when the
+  sweep ran); :func:`expired` lists the slots a periodic sweep should delete.
+
+>>> join = Join(ttl_s=60.0)
+>>> slots: dict[str, Slot] = {}
+>>> join.on_prediction(slots, "p1", b"prediction", now=0.0, partition=0).kind
+<OutcomeKind.WAITING: 'waiting'>
+>>> outcome = join.on_feedback(slots, "p1", b"label", now=5.0, partition=0)
+>>> outcome.kind, outcome.prediction, outcome.feedback
+(<OutcomeKind.JOINED: 'joined'>, b'prediction', b'label')
+>>> join.on_feedback(slots, "p1", b"label", now=6.0, partition=0).kind
+<OutcomeKind.DUPLICATE: 'duplicate'>
+>>> sorted(expired(slots, now=100.0))
+['p1']
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+from headwater.shared.errors import InvalidInput
+
+
+class SlotState(Enum):
+    """What a slot is waiting for."""
+
+    AWAITING_FEEDBACK = 1
+    AWAITING_PREDICTION = 2
+    JOINED = 3
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The join state of one prediction id.
+
+    Attributes:
+        state: Which side is present, or that the pair is joined.
+        expires_at: Processing time (seconds since the epoch) after which the slot is void.
+        partition: Source partition of the event that wrote it (where its changelog lives).
+        payload: The encoded event waiting for its partner; empty once joined.
+    """
+
+    state: SlotState
+    expires_at: float
+    partition: int
+    payload: bytes = b""
+
+    def is_expired(self, now: float) -> bool:
+        """Whether the slot is void at processing time ``now``."""
+        return now >= self.expires_at
+
+
+class OutcomeKind(StrEnum):
+    """What an arriving event did to the join."""
+
+    WAITING = "waiting"
+    JOINED = "joined"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one arriving event; ``prediction``/``feedback`` are set when joined."""
+
+    kind: OutcomeKind
+    prediction: bytes = b""
+    feedback: bytes = b""
+    replaced_expired: SlotState | None = None
+
+
+@dataclass(frozen=True)
+class Join:
+    """The join state machine for a given TTL.
+
+    Args:
+        ttl_s: How long either side waits for the other, and how long a joined
+            id is remembered to ignore duplicates.
+    """
+
+    ttl_s: float
+
+    def __post_init__(self) -> None:
+        if self.ttl_s <= 0:
+            raise InvalidInput(f"join ttl must be positive, got {self.ttl_s}")
+
+    def on_prediction(
+        self,
+        slots: MutableMapping[str, Slot],
+        prediction_id: str,
+        payload: bytes,
+        *,
+        now: float,
+        partition: int,
+    ) -> Outcome:
+        """A prediction arrived: wait for its feedback, or join with feedback already there.
+
+        >>> join, slots = Join(ttl_s=10.0), {}
+        >>> join.on_feedback(slots, "p", b"f", now=0.0, partition=1).kind
+        <OutcomeKind.WAITING: 'waiting'>
+        >>> join.on_prediction(slots, "p", b"x", now=9.0, partition=1).kind
+        <OutcomeKind.JOINED: 'joined'>
+        >>> join.on_prediction(slots, "p", b"x", now=9.5, partition=1).kind
+        <OutcomeKind.DUPLICATE: 'duplicate'>
+        """
+        return self._arrive(
+            slots,
+            prediction_id,
+            payload,
+            now=now,
+            partition=partition,
+            waiting_for_me=SlotState.AWAITING_PREDICTION,
+            waiting_for_other=SlotState.AWAITING_FEEDBACK,
+        )
+
+    def on_feedback(
+        self,
+        slots: MutableMapping[str, Slot],
+        prediction_id: str,
+        payload: bytes,
+        *,
+        now: float,
+        partition: int,
+    ) -> Outcome:
+        """Feedback arrived: join with its waiting prediction, or wait up to the TTL for it.
+
+        Feedback for a prediction whose slot expired starts waiting afresh:
+
+        >>> join, slots = Join(ttl_s=10.0), {}
+        >>> join.on_prediction(slots, "p", b"x", now=0.0, partition=0).kind
+        <OutcomeKind.WAITING: 'waiting'>
+        >>> late = join.on_feedback(slots, "p", b"f", now=10.0, partition=0)
+        >>> late.kind, late.replaced_expired
+        (<OutcomeKind.WAITING: 'waiting'>, <SlotState.AWAITING_FEEDBACK: 1>)
+        >>> slots["p"].state
+        <SlotState.AWAITING_PREDICTION: 2>
+        """
+        return self._arrive(
+            slots,
+            prediction_id,
+            payload,
+            now=now,
+            partition=partition,
+            waiting_for_me=SlotState.AWAITING_FEEDBACK,
+            waiting_for_other=SlotState.AWAITING_PREDICTION,
+        )
+
+    def _arrive(
+        self,
+        slots: MutableMapping[str, Slot],
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        partition: int,
+        waiting_for_me: SlotState,
+        waiting_for_other: SlotState,
+    ) -> Outcome:
+        slot = slots.get(key)
+        replaced = None
+        if slot is not None and slot.is_expired(now):
+            replaced, slot = slot.state, None
+        if slot is None:
+            slots[key] = Slot(waiting_for_other, now + self.ttl_s, partition, payload)
+            return Outcome(OutcomeKind.WAITING, replaced_expired=replaced)
+        if slot.state is not waiting_for_me:
+            # The same side again (a redelivery), or the pair is already joined.
+            return Outcome(OutcomeKind.DUPLICATE)
+        slots[key] = Slot(SlotState.JOINED, now + self.ttl_s, partition)
+        if waiting_for_me is SlotState.AWAITING_FEEDBACK:
+            return Outcome(OutcomeKind.JOINED, prediction=slot.payload, feedback=payload)
+        return Outcome(OutcomeKind.JOINED, prediction=payload, feedback=slot.payload)
+
+
+def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:
+    """The ids of the slots that are void at ``now`` (for a TTL sweep to delete).
+
+    >>> slots = {"a": Slot(SlotState.JOINED, 5.0, 0), "b": Slot(SlotState.JOINED, 50.0, 0)}
+    >>> list(expired(slots, now=10.0))
+    ['a']
+    """
+    for key, slot in list(slots.items()):
+        if slot.is_expired(now):
+            yield key
+
+
+_HEADER = struct.Struct(">BdI")
+
+
+def encode_slot(slot: Slot) -> bytes:
+    """Serialise a slot for a changelog-backed table (state, expiry, partition, payload).
+
+    >>> slot = Slot(SlotState.AWAITING_FEEDBACK, 12.5, 3, b"event")
+    >>> decode_slot(encode_slot(slot)) == slot
+    True
+    """
+    return _HEADER.pack(slot.state.value, slot.expires_at, slot.partition) + slot.payload
+
+
+def decode_slot(data: bytes) -> Slot:
+    """Parse what :func:`encode_slot` wrote.
+
+    Raises:
+        InvalidInput: The bytes are not an encoded slot.
+
+    >>> decode_slot(b"xx")
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: join slot too short: 2 bytes
+    """
+    if len(data) < _HEADER.size:
+        raise InvalidInput(f"join slot too short: {len(data)} bytes")
+    state, expires_at, partition = _HEADER.unpack_from(data)
+    try:
+        slot_state = SlotState(state)
+    except ValueError as err:
+        raise InvalidInput(f"join slot has unknown state {state}") from err
+    return Slot(slot_state, expires_at, partition, bytes(data[_HEADER.size :]))
