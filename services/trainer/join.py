@@ -56,6 +56,7 @@ class Slot:
         expires_at: Processing time (seconds since the epoch) after which the slot is void.
         partition: Source partition of the event that wrote it (where its changelog lives).
         payload: The encoded event waiting for its partner; empty once joined.
+
     """
 
     state: SlotState
@@ -93,6 +94,7 @@ class Join:
     Args:
         ttl_s: How long either side waits for the other, and how long a joined
             id is remembered to ignore duplicates.
+
     """
 
     ttl_s: float
@@ -224,6 +226,7 @@ def decode_slot(data: bytes) -> Slot:
     Traceback (most recent call last):
     ...
     headwater.shared.errors.InvalidInput: join slot too short: 2 bytes
+
     """
     if len(data) < _HEADER.size:
         raise InvalidInput(f"join slot too short: {len(data)} bytes")

@@ -58,7 +58,9 @@ def test_many_ids_join_independently() -> None:
     events += [("feedback", f"p{i}", 20.0 + i) for i in reversed(range(10))]
     outcomes, slots = run(events)
     joined = [o for o in outcomes if o.kind is OutcomeKind.JOINED]
-    assert sorted(o.prediction for o in joined) == sorted(f"prediction:p{i}".encode() for i in range(10))
+    assert sorted(o.prediction for o in joined) == sorted(
+        f"prediction:p{i}".encode() for i in range(10)
+    )
     assert all(o.feedback == o.prediction.replace(b"prediction", b"feedback") for o in joined)
     assert all(s.state is SlotState.JOINED for s in slots.values())
 
@@ -103,7 +105,9 @@ def test_joined_id_remembered_for_the_ttl_then_forgotten() -> None:
 def test_first_of_duplicated_waiting_events_wins() -> None:
     join, slots = Join(ttl_s=TTL), {}
     join.on_feedback(slots, "p", b"first", now=0.0, partition=0)
-    assert join.on_feedback(slots, "p", b"second", now=1.0, partition=0).kind is OutcomeKind.DUPLICATE
+    assert (
+        join.on_feedback(slots, "p", b"second", now=1.0, partition=0).kind is OutcomeKind.DUPLICATE
+    )
     outcome = join.on_prediction(slots, "p", b"x", now=2.0, partition=0)
     assert outcome.feedback == b"first"
     # the duplicate did not extend the wait either
