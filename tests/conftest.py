@@ -1,0 +1,77 @@
+"""Fixtures every integration test shares: a real broker and a real PostgreSQL.
+
+- ``broker`` (session): a started Tansu broker (``.bootstrap``, ``.pause()``,
+  ``.resume()``, ``.pid``), or the external one in ``HEADWATER_TEST_KAFKA_BOOTSTRAP``.
+- ``postgres_server`` (session): embedded PostgreSQL on 127.0.0.1 (``.url(db)``),
+  or the external one in ``HEADWATER_TEST_DATABASE_URL``.
+- ``database_url`` (function): DSN of a fresh, empty database, dropped afterwards.
+- ``kafka_settings`` (function): KafkaSettings with a unique topic prefix and
+  every headwater topic created (2 partitions each).
+
+The servers start only when a test asks for them, so unit tests never pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from headwater.cli.localstack import EmbeddedPostgres, TansuBroker
+from headwater.shared.bus.topics import ensure_topics
+from headwater.shared.settings import KafkaSettings
+from tests.fixtures import (
+    ExternalBroker,
+    ExternalPostgres,
+    start_broker,
+    start_postgres,
+    unique_name,
+)
+
+TEST_PARTITIONS = 2
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> TansuBroker | ExternalBroker:
+    """A Kafka-compatible broker for the whole session."""
+    return start_broker(request)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> EmbeddedPostgres | ExternalPostgres:
+    """A PostgreSQL server for the whole session."""
+    return start_postgres(request)
+
+
+@pytest.fixture
+async def database_url(
+    postgres_server: EmbeddedPostgres | ExternalPostgres,
+) -> AsyncIterator[str]:
+    """A fresh, empty database; dropped after the test (connections forced out)."""
+    name = unique_name("t")
+    admin_url = postgres_server.url("postgres")
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"', timeout=30)
+    finally:
+        await conn.close(timeout=5)
+    yield postgres_server.url(name)
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=30)
+    finally:
+        await conn.close(timeout=5)
+
+
+@pytest.fixture
+async def kafka_settings(broker: TansuBroker | ExternalBroker) -> KafkaSettings:
+    """KafkaSettings with a topic prefix of this test's own, every topic created."""
+    settings = KafkaSettings(
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"{unique_name('t')}.",
+        partitions=TEST_PARTITIONS,
+        request_timeout_ms=5_000,
+    )
+    await ensure_topics(settings)
+    return settings

@@ -1,0 +1,153 @@
+"""Helpers behind the shared test fixtures (see conftest.py).
+
+Set ``HEADWATER_TEST_KAFKA_BOOTSTRAP`` or ``HEADWATER_TEST_DATABASE_URL`` to run
+the integration tests against servers of your own instead of the embedded ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
+
+T = TypeVar("T")
+
+__all__ = [
+    "ExternalBroker",
+    "ExternalPostgres",
+    "TestStackSettings",
+    "eventually",
+    "free_port",
+    "start_broker",
+    "start_postgres",
+    "unique_name",
+    "with_database",
+]
+
+
+class TestStackSettings(BaseSettings):
+    """Where the integration tests find their servers (empty: start embedded ones)."""
+
+    __test__ = False  # not a test class, despite the name
+
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_TEST_", frozen=True)
+
+    kafka_bootstrap: str = Field("", description="host:port of an external broker.")
+    database_url: str = Field(
+        "", description="DSN of an external PostgreSQL; its database is the admin database."
+    )
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A short name no other test uses (``t3f2a9c01``)."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def with_database(url: str, database: str) -> str:
+    """The same DSN pointing at another database.
+
+    >>> with_database("postgresql://u:p@h:5432/admin?sslmode=disable", "t1")
+    'postgresql://u:p@h:5432/t1?sslmode=disable'
+    """
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+class ExternalBroker:
+    """A broker the tests did not start: it cannot be paused or stopped."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.pid: int | None = None
+
+    def pause(self) -> None:
+        pytest.skip("the broker is external (HEADWATER_TEST_KAFKA_BOOTSTRAP): cannot pause it")
+
+    def resume(self) -> None:
+        pass
+
+    def is_running(self) -> bool:
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+class ExternalPostgres:
+    """A PostgreSQL server the tests did not start."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.pid: int | None = None
+
+    def url(self, database: str = "headwater") -> str:
+        return with_database(self.admin_url, database)
+
+    def is_running(self) -> bool:
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+def start_broker(request: pytest.FixtureRequest) -> TansuBroker | ExternalBroker:
+    """The session's broker: external when configured, else a Tansu child process."""
+    settings = TestStackSettings()
+    if settings.kafka_bootstrap:
+        return ExternalBroker(settings.kafka_bootstrap)
+    log_dir = Path(tempfile.mkdtemp(prefix="hw-tansu-"))
+    broker = TansuBroker(log_path=log_dir / "tansu.log")
+    request.addfinalizer(lambda: shutil.rmtree(log_dir, ignore_errors=True))
+    request.addfinalizer(broker.stop)  # registered before start: runs even if start fails
+    broker.start()
+    return broker
+
+
+def start_postgres(request: pytest.FixtureRequest) -> EmbeddedPostgres | ExternalPostgres:
+    """The session's PostgreSQL: external when configured, else an embedded server.
+
+    The data lives in a fresh directory outside pytest's tmp tree, whose
+    permissions pytest resets (the server runs as another user when root).
+    """
+    settings = TestStackSettings()
+    if settings.database_url:
+        return ExternalPostgres(settings.database_url)
+    root = Path(tempfile.mkdtemp(prefix="hw-pg-"))
+    server = EmbeddedPostgres(root / "data")
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
+    request.addfinalizer(server.stop)
+    server.start()
+    return server
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Await ``probe()`` until it returns something truthy; fail the test after ``timeout_s``.
+
+    Returns:
+        The first truthy value ``probe`` returned.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} not reached within {timeout_s}s")
+        await asyncio.sleep(interval_s)
