@@ -33,7 +33,7 @@ async def http_ok(url: str) -> bool:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as reply:
             return reply.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return False
 
 
@@ -42,7 +42,7 @@ async def tcp_open(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT_S)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True
@@ -52,7 +52,7 @@ async def postgres_up(url: str) -> bool:
     """True when PostgreSQL accepts a connection and answers a query."""
     try:
         connection = await asyncpg.connect(url, timeout=TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
         return bool(await connection.fetchval("SELECT 1", timeout=TIMEOUT_S) == 1)

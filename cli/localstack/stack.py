@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headwater.cli.localstack import health
 from headwater.cli.localstack.broker import TansuBroker
+from headwater.cli.localstack.ports import die_with_parent_hook
 from headwater.cli.localstack.postgres import EmbeddedPostgres
 from headwater.shared.bus.topics import ensure_topics
 from headwater.shared.settings import KafkaSettings
@@ -120,14 +121,6 @@ def service_environment(settings: StackSettings, endpoints: Endpoints) -> dict[s
     }
 
 
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM when the supervisor dies, so nothing is orphaned."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 class LocalStack:
     """Start and stop the whole embedded stack from one process."""
 
@@ -147,9 +140,11 @@ class LocalStack:
     async def start(self) -> StackState:
         """Start every part and wait until all are healthy."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.broker.start)
-        await asyncio.to_thread(self.postgres.start)
-        await asyncio.to_thread(self.postgres.ensure_database, "headwater")
+        # On the main thread, not in a worker: the children's parent-death signal
+        # fires when the thread that forked them exits.
+        self.broker.start()
+        self.postgres.start()
+        self.postgres.ensure_database("headwater")
         kafka = KafkaSettings(bootstrap=self.endpoints.kafka_bootstrap,
                               partitions=self.settings.partitions)
         await ensure_topics(kafka)
@@ -175,7 +170,7 @@ class LocalStack:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"headwater.services.{name}"],
                 env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent_hook(),
             )
         log.info("started %s (pid %d)", name, self.processes[name].pid)
 

@@ -1,0 +1,21 @@
+"""The ``headwater`` console script: parses, then delegates. No logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from headwater.cli import stack_commands
+
+app = typer.Typer(
+    name="headwater",
+    help="headwater: event-driven MLOps for River models that never stop learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(stack_commands.up)
+app.command()(stack_commands.down)
+app.command()(stack_commands.status)
+app.command()(stack_commands.serve)
+
+if __name__ == "__main__":
+    app()
