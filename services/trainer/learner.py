@@ -1,0 +1,352 @@
+"""One model's online learner: test-then-train in offset order, exactly once per example.
+
+Pure apart from the River model it drives: no I/O, no clock. The runtime
+(:mod:`headwater.services.trainer.learning`) feeds it the examples of one model
+with their ``(topic, partition, offset)`` positions; the learner
+
+* skips a position it has already consumed (at-least-once redelivery after a
+  restart), and an example id it has recently learned (a duplicate written
+  twice to the log);
+* otherwise predicts first, scores the prediction (progressive validation), then
+  learns — exactly what ``river.evaluate.progressive_val_score`` does;
+* records, per topic-partition, the inclusive range of offsets it consumed since
+  its base version: the lineage that lets anyone rebuild the model by replay.
+
+Its bookkeeping (:class:`Progress`) round-trips through :func:`encode_progress`
+so a restarted learner continues where the saved one stopped.
+
+>>> from river import linear_model
+>>> learner = Learner("m", "classifier", base_version=1, model=linear_model.LogisticRegression())
+>>> learner.process(Example("e1", {"x": 1.0}, True), Position("ex", 0, 10))
+<StepKind.LEARNED: 'learned'>
+>>> learner.process(Example("e1", {"x": 1.0}, True), Position("ex", 0, 11))
+<StepKind.DUPLICATE: 'duplicate'>
+>>> learner.process(Example("e2", {"x": 1.0}, True), Position("ex", 0, 10))
+<StepKind.ALREADY_CONSUMED: 'already_consumed'>
+>>> learner.progress().offsets
+(OffsetSpan(topic='ex', partition=0, first=10, last=11),)
+>>> learner.progress().examples_learned, learner.next_offset("ex", 0)
+(1, 12)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from headwater.shared.errors import InvalidInput
+
+Value = float | int | str | bool
+LearnerKind = Literal["classifier", "regressor"]
+
+DEFAULT_DEDUPE_IDS = 1_000
+DEFAULT_METRIC_WINDOW = 1_000
+_ID_DIGEST_BYTES = 8
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labelled example as the learner sees it.
+
+    Attributes:
+        example_id: Unique per example; duplicates of it are learned once.
+        features: Feature name to value.
+        label: The ground truth.
+        labelled_at: When the label was observed (seconds since the epoch), if known.
+
+    """
+
+    example_id: str
+    features: Mapping[str, Value]
+    label: Value
+    labelled_at: float | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where an example sits in the log."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class OffsetSpan:
+    """An inclusive range of offsets of one topic-partition (a lineage ``OffsetRange``)."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class StepKind(StrEnum):
+    """What the learner did with one example."""
+
+    LEARNED = "learned"
+    DUPLICATE = "duplicate"
+    ALREADY_CONSUMED = "already_consumed"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Everything a learner knows besides its River model, as plain values.
+
+    Attributes:
+        base_version: Registry version the learner started from.
+        examples_learned: Examples learned since the base version.
+        duplicates: Examples skipped because their id was recently learned.
+        scored: Predictions scored by the progressive metric.
+        score_total: Sum of per-example scores (1/0 correct, or absolute error).
+        window: The last per-example scores (rolling metric), oldest first.
+        recent_ids: Digests of the most recently learned example ids, oldest first.
+        offsets: Consumed offset ranges since the base version.
+        newest_label_at: Newest ``labelled_at`` learned, if any.
+
+    """
+
+    base_version: int
+    examples_learned: int = 0
+    duplicates: int = 0
+    scored: int = 0
+    score_total: float = 0.0
+    window: tuple[float, ...] = ()
+    recent_ids: tuple[bytes, ...] = ()
+    offsets: tuple[OffsetSpan, ...] = ()
+    newest_label_at: float | None = None
+
+
+def id_digest(example_id: str) -> bytes:
+    """A short, stable digest of an example id (what the dedupe set stores).
+
+    >>> len(id_digest("p-1")), id_digest("p-1") == id_digest("p-1")
+    (8, True)
+    """
+    return hashlib.blake2b(example_id.encode(), digest_size=_ID_DIGEST_BYTES).digest()
+
+
+@dataclass
+class _Score:
+    """Progressive validation: cumulative and rolling, for one kind of task."""
+
+    kind: LearnerKind
+    window_size: int
+    scored: int = 0
+    total: float = 0.0
+    window: deque[float] = field(default_factory=deque)
+
+    def add(self, y_true: Value, y_pred: Any) -> None:
+        if self.kind == "classifier":
+            score = 1.0 if y_pred == y_true else 0.0
+        else:
+            score = abs(float(y_true) - float(y_pred))
+        self.scored += 1
+        self.total += score
+        self.window.append(score)
+        if len(self.window) > self.window_size:
+            self.window.popleft()
+
+    def metrics(self) -> dict[str, float]:
+        name = "accuracy" if self.kind == "classifier" else "mae"
+        if not self.scored:
+            return {}
+        return {
+            name: self.total / self.scored,
+            f"rolling_{name}": sum(self.window) / len(self.window),
+        }
+
+
+class Learner:
+    """The online learner of one model, from one base version.
+
+    Args:
+        model_name: The model it learns.
+        kind: ``classifier`` (accuracy) or ``regressor`` (mean absolute error).
+        base_version: Registry version whose artifact ``model`` was loaded from.
+        model: The River estimator; the learner mutates it in place.
+        progress: Saved bookkeeping to continue from (None: a fresh start).
+        dedupe_ids: How many recent example ids are remembered to drop duplicates.
+        metric_window: Size of the rolling metric window.
+
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        kind: LearnerKind,
+        *,
+        base_version: int,
+        model: Any,
+        progress: Progress | None = None,
+        dedupe_ids: int = DEFAULT_DEDUPE_IDS,
+        metric_window: int = DEFAULT_METRIC_WINDOW,
+    ) -> None:
+        if kind not in ("classifier", "regressor"):
+            raise InvalidInput(f"learner kind must be classifier or regressor, got {kind!r}")
+        saved = progress or Progress(base_version=base_version)
+        if saved.base_version != base_version:
+            raise InvalidInput(
+                f"progress of base version {saved.base_version} does not fit version {base_version}"
+            )
+        self.model_name = model_name
+        self.kind: LearnerKind = kind
+        self.base_version = base_version
+        self.model = model
+        self._learned = saved.examples_learned
+        self._duplicates = saved.duplicates
+        self._score = _Score(kind, metric_window, saved.scored, saved.score_total)
+        self._score.window.extend(saved.window[-metric_window:])
+        self._recent: deque[bytes] = deque(saved.recent_ids[-dedupe_ids:], maxlen=dedupe_ids)
+        self._recent_set = set(self._recent)
+        self._spans = {(s.topic, s.partition): [s.first, s.last] for s in saved.offsets}
+        self._newest_label_at = saved.newest_label_at
+
+    @property
+    def examples_learned(self) -> int:
+        """Examples learned since the base version."""
+        return self._learned
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The first offset of ``topic``/``partition`` not yet consumed (None: never read it)."""
+        span = self._spans.get((topic, partition))
+        return span[1] + 1 if span else None
+
+    def process(self, example: Example, at: Position) -> StepKind:
+        """Test-then-train on one example, unless it was already consumed or learned.
+
+        Raises:
+            Exception: Whatever the River model raises on this example; the
+                learner's bookkeeping is left unchanged in that case.
+
+        """
+        span = self._spans.get((at.topic, at.partition))
+        if span is not None and at.offset <= span[1]:
+            return StepKind.ALREADY_CONSUMED
+        digest = id_digest(example.example_id)
+        if digest in self._recent_set:
+            self._consume(at)
+            self._duplicates += 1
+            return StepKind.DUPLICATE
+        y_pred = self.model.predict_one(dict(example.features))
+        self.model.learn_one(dict(example.features), example.label)
+        if y_pred is not None and y_pred != {}:
+            self._score.add(example.label, y_pred)
+        self._remember(digest)
+        self._consume(at)
+        self._learned += 1
+        if example.labelled_at is not None:
+            self._newest_label_at = max(self._newest_label_at or 0.0, example.labelled_at)
+        return StepKind.LEARNED
+
+    def skip(self, at: Position) -> None:
+        """Mark a position consumed without learning (e.g. an example that failed)."""
+        span = self._spans.get((at.topic, at.partition))
+        if span is None or at.offset > span[1]:
+            self._consume(at)
+
+    def _consume(self, at: Position) -> None:
+        span = self._spans.get((at.topic, at.partition))
+        if span is None:
+            self._spans[(at.topic, at.partition)] = [at.offset, at.offset]
+        else:
+            span[1] = at.offset
+
+    def _remember(self, digest: bytes) -> None:
+        if self._recent.maxlen == 0:
+            return
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(digest)
+        self._recent_set.add(digest)
+
+    def metrics(self) -> dict[str, float]:
+        """Progressive-validation metrics (cumulative and rolling) and the example count."""
+        return {**self._score.metrics(), "examples": float(self._learned)}
+
+    def offsets(self) -> tuple[OffsetSpan, ...]:
+        """Consumed offset ranges since the base version, sorted by topic and partition."""
+        return tuple(
+            OffsetSpan(topic, partition, first, last)
+            for (topic, partition), (first, last) in sorted(self._spans.items())
+        )
+
+    def progress(self) -> Progress:
+        """A snapshot of the bookkeeping (to save next to the model's state)."""
+        return Progress(
+            base_version=self.base_version,
+            examples_learned=self._learned,
+            duplicates=self._duplicates,
+            scored=self._score.scored,
+            score_total=self._score.total,
+            window=tuple(self._score.window),
+            recent_ids=tuple(self._recent),
+            offsets=self.offsets(),
+            newest_label_at=self._newest_label_at,
+        )
+
+
+def encode_progress(progress: Progress) -> bytes:
+    """Serialise progress as compact JSON (ids as hex digests).
+
+    >>> p = Progress(base_version=2, examples_learned=3, recent_ids=(id_digest("a"),),
+    ...              offsets=(OffsetSpan("ex", 1, 4, 9),), window=(1.0, 0.0))
+    >>> decode_progress(encode_progress(p)) == p
+    True
+    """
+    body = {
+        "base_version": progress.base_version,
+        "examples_learned": progress.examples_learned,
+        "duplicates": progress.duplicates,
+        "scored": progress.scored,
+        "score_total": progress.score_total,
+        "window": list(progress.window),
+        "recent_ids": "".join(d.hex() for d in progress.recent_ids),
+        "offsets": [[s.topic, s.partition, s.first, s.last] for s in progress.offsets],
+        "newest_label_at": progress.newest_label_at,
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_progress(data: bytes) -> Progress:
+    """Parse what :func:`encode_progress` wrote.
+
+    Raises:
+        InvalidInput: The bytes are not encoded progress.
+
+    >>> decode_progress(b"{}")
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: malformed learner progress: 'base_version'
+
+    """
+    try:
+        body = json.loads(data)
+        base_version = int(body["base_version"])
+        ids = bytes.fromhex(body["recent_ids"])
+        size = _ID_DIGEST_BYTES
+        newest = body["newest_label_at"]
+        window = tuple(float(x) for x in body["window"])
+        if not all(math.isfinite(x) for x in window):
+            raise ValueError("non-finite score in window")
+        return Progress(
+            base_version=base_version,
+            examples_learned=int(body["examples_learned"]),
+            duplicates=int(body["duplicates"]),
+            scored=int(body["scored"]),
+            score_total=float(body["score_total"]),
+            window=window,
+            recent_ids=tuple(ids[i : i + size] for i in range(0, len(ids), size)),
+            offsets=tuple(
+                OffsetSpan(str(t), int(p), int(f), int(last)) for t, p, f, last in body["offsets"]
+            ),
+            newest_label_at=None if newest is None else float(newest),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidInput(f"malformed learner progress: {err}") from None
