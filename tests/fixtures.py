@@ -17,10 +17,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
+from headwater.shared.bus.topics import Topic
+from headwater.shared.settings import KafkaSettings
 
 T = TypeVar("T")
 
@@ -30,6 +33,7 @@ __all__ = [
     "TestStackSettings",
     "eventually",
     "free_port",
+    "read_records",
     "start_broker",
     "start_postgres",
     "unique_name",
@@ -151,3 +155,42 @@ async def eventually(
         if time.monotonic() >= deadline:
             pytest.fail(f"{what} not reached within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def read_records(
+    kafka: KafkaSettings,
+    topic: Topic,
+    count: int,
+    timeout_s: float = 15.0,
+) -> list[ConsumerRecord]:
+    """Read at least ``count`` records of ``topic`` from the beginning (no consumer group).
+
+    Group-less and assigned to every partition, so it skips the group join
+    (seconds on Tansu). Fails the test if fewer arrive within ``timeout_s``.
+    """
+    name = kafka.topic(topic.value)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        partitions = consumer.partitions_for_topic(name) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(name) or set()
+        consumer.assign([TopicPartition(name, p) for p in sorted(partitions)])
+        deadline = time.monotonic() + timeout_s
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    if len(records) < count:
+        pytest.fail(f"read {len(records)} of {count} records from {name} in {timeout_s}s")
+    return records
