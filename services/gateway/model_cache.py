@@ -1,0 +1,293 @@
+"""What the gateway serves: per model its schema, deployment and loaded versions.
+
+The cache is plain state owned by the event loop: requests read it, the
+registry-event and model-update consumers replace its entries. A swap is one
+dict assignment of a frozen value, so a request sees the old entry or the new
+one, never half of each. River's ``predict_one`` is synchronous and fast, so
+requests call it inline; the expensive part of a swap (unpickling) happens
+before the assignment, off the event loop.
+
+Live mode: a deployed version's learner publishes :class:`ModelUpdate`
+messages (signed state, ``base_version``, increasing ``sequence``). An update is
+swapped in when its base version is deployed and its sequence is newer than the
+one served. Updates that arrive before their deployment are remembered (the
+latest per model and base version) and applied when it is installed. An update
+whose signature does not verify is refused, logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from headwater.services.gateway.routing import Route, RouteTable
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.errors import ArtifactIntegrityError, ModelNotFound, ModelNotReady
+from headwater.shared.pb import events_pb2, registry_pb2
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_TASKS = frozenset({registry_pb2.TASK_BINARY, registry_pb2.TASK_MULTICLASS})
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One loaded version of a model.
+
+    Attributes:
+        version: The registry version number.
+        estimator: The River estimator answering for it.
+        live_sequence: Sequence of the live update in use; 0 for the registry artifact.
+
+    """
+
+    version: int
+    estimator: Any
+    live_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A deployed model, ready to serve.
+
+    Attributes:
+        model: The registry model: name, task and ordered feature schema.
+        deployment: The deployment being served.
+        routes: The deployment's routes, ready to choose from.
+        versions: Every version the routes name, loaded.
+
+    """
+
+    model: registry_pb2.Model
+    deployment: registry_pb2.Deployment
+    routes: RouteTable
+    versions: Mapping[int, ServedVersion]
+
+    @classmethod
+    def build(
+        cls,
+        model: registry_pb2.Model,
+        deployment: registry_pb2.Deployment,
+        versions: Mapping[int, ServedVersion],
+    ) -> ModelEntry:
+        """Assemble an entry; every routed version must be in ``versions``."""
+        routes = RouteTable.of(Route.from_proto(r) for r in deployment.routes)
+        missing = [v for v in routes.versions if v not in versions]
+        if missing:
+            raise ValueError(f"versions {missing} of {model.name!r} are routed but not loaded")
+        return cls(model, deployment, routes, MappingProxyType(dict(versions)))
+
+    @property
+    def name(self) -> str:
+        """The model name."""
+        return self.model.name
+
+    @property
+    def revision(self) -> int:
+        """The deployment revision."""
+        return self.deployment.revision
+
+    @property
+    def classifier(self) -> bool:
+        """Whether the model is a binary or multiclass classifier."""
+        return self.model.task in CLASSIFIER_TASKS
+
+    @property
+    def live(self) -> bool:
+        """Whether live updates are swapped in (LIVE, and UNSPECIFIED, the online default)."""
+        return is_live(self.deployment)
+
+
+def is_live(deployment: registry_pb2.Deployment) -> bool:
+    """Whether a deployment serves live updates: any mode but PINNED.
+
+    >>> is_live(registry_pb2.Deployment(mode=registry_pb2.SERVING_MODE_PINNED))
+    False
+    >>> is_live(registry_pb2.Deployment())
+    True
+    """
+    return deployment.mode != registry_pb2.SERVING_MODE_PINNED
+
+
+class UpdatePlan(enum.Enum):
+    """What to do with a live update."""
+
+    APPLY = "apply"
+    STALE = "stale"  # not newer than the one served
+    NOT_DEPLOYED = "not_deployed"  # model or base version not served (kept for later)
+    PINNED = "pinned"  # the deployment is pinned to its artifact
+    REFUSED = "refused"  # does not verify
+
+
+@dataclass
+class ModelCache:
+    """The models a gateway serves (see the module docstring)."""
+
+    _entries: dict[str, ModelEntry] = field(default_factory=dict)
+    _known: set[str] = field(default_factory=set)
+    _pending: dict[str, dict[int, events_pb2.ModelUpdate]] = field(default_factory=dict)
+
+    def get(self, name: str) -> ModelEntry:
+        """The deployed entry of ``name``.
+
+        Raises:
+            ModelNotFound: No model of that name is known.
+            ModelNotReady: The model exists but is not deployed (or not loaded yet).
+
+        """
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry
+        if name in self._known:
+            raise ModelNotReady(f"model '{name}' is not deployed")
+        raise ModelNotFound(f"model '{name}' not found")
+
+    def find(self, name: str) -> ModelEntry | None:
+        """The deployed entry of ``name``, or None."""
+        return self._entries.get(name)
+
+    def entries(self) -> list[ModelEntry]:
+        """Every deployed entry."""
+        return list(self._entries.values())
+
+    def know(self, *names: str) -> None:
+        """Record that models exist (so a request for one is UNAVAILABLE, not NOT_FOUND)."""
+        self._known.update(names)
+
+    def is_known(self, name: str) -> bool:
+        """Whether a model of that name exists, deployed or not."""
+        return name in self._known or name in self._entries
+
+    def revision(self, name: str) -> int:
+        """The deployment revision served for ``name``; -1 when none."""
+        entry = self._entries.get(name)
+        return entry.revision if entry is not None else -1
+
+    def install(self, entry: ModelEntry) -> bool:
+        """Serve ``entry`` unless a newer deployment revision is already served."""
+        current = self._entries.get(entry.name)
+        if current is not None and current.revision > entry.revision:
+            return False
+        self._known.add(entry.name)
+        self._entries[entry.name] = entry
+        return True
+
+    def remove(self, name: str, revision: int) -> bool:
+        """Stop serving ``name`` (undeployed) unless a newer revision is served."""
+        current = self._entries.get(name)
+        if current is None or current.revision > revision:
+            return False
+        del self._entries[name]
+        return True
+
+    def reusable(self, name: str, version: int, live: bool) -> ServedVersion | None:
+        """A loaded version a new deployment can keep instead of fetching its artifact.
+
+        A live state is kept only if the new deployment is live too: a pinned
+        deployment serves exactly the registry artifact.
+        """
+        entry = self._entries.get(name)
+        served = entry.versions.get(version) if entry is not None else None
+        if served is None or (served.live_sequence and not live):
+            return None
+        return served
+
+    def plan(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
+        """Decide what to do with a (verified) update, without applying it."""
+        entry = self._entries.get(update.model)
+        if entry is None or update.base_version not in entry.versions:
+            return UpdatePlan.NOT_DEPLOYED
+        if not entry.live:
+            return UpdatePlan.PINNED
+        if update.sequence <= entry.versions[update.base_version].live_sequence:
+            return UpdatePlan.STALE
+        return UpdatePlan.APPLY
+
+    def remember(self, update: events_pb2.ModelUpdate) -> None:
+        """Keep the newest verified update per model and base version for later installs."""
+        by_version = self._pending.setdefault(update.model, {})
+        kept = by_version.get(update.base_version)
+        if kept is None or update.sequence > kept.sequence:
+            by_version[update.base_version] = update
+
+    def pending(self, name: str) -> list[events_pb2.ModelUpdate]:
+        """The remembered updates of a model, one per base version."""
+        return list(self._pending.get(name, {}).values())
+
+    def swap_live(self, update: events_pb2.ModelUpdate, estimator: Any) -> bool:
+        """Serve ``estimator`` for the update's base version if the update still applies."""
+        if self.plan(update) is not UpdatePlan.APPLY:
+            return False
+        entry = self._entries[update.model]
+        served = ServedVersion(update.base_version, estimator, update.sequence)
+        versions = {**entry.versions, update.base_version: served}
+        self._entries[update.model] = replace(entry, versions=MappingProxyType(versions))
+        return True
+
+
+class LiveUpdater:
+    """Verifies live updates, then decodes and swaps them into a :class:`ModelCache`.
+
+    Args:
+        cache: The cache to update.
+        codec: Verifies signatures and decodes model state.
+
+    Attributes:
+        counts: How many updates ended in each :class:`UpdatePlan`.
+
+    """
+
+    def __init__(self, cache: ModelCache, codec: ArtifactCodec) -> None:
+        self.cache = cache
+        self.codec = codec
+        self.counts: dict[UpdatePlan, int] = dict.fromkeys(UpdatePlan, 0)
+
+    async def offer(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
+        """Verify an update, remember it, and swap it in when it applies now."""
+        try:
+            self.codec.verify(update.state, update.signature, update.sha256 or None)
+        except ArtifactIntegrityError as error:
+            log.error(
+                "live update refused",
+                extra={"model": update.model, "sequence": update.sequence, "reason": str(error)},
+            )
+            return self._count(UpdatePlan.REFUSED)
+        self.cache.remember(update)
+        return await self._apply(update)
+
+    async def apply_pending(self, name: str) -> None:
+        """Apply the remembered updates of a model (after its deployment is installed)."""
+        for update in self.cache.pending(name):
+            await self._apply(update)
+
+    async def _apply(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
+        plan = self.cache.plan(update)
+        if plan is not UpdatePlan.APPLY:
+            return self._count(plan)
+        try:
+            estimator = await asyncio.to_thread(
+                self.codec.decode, update.state, update.signature, update.sha256 or None
+            )
+        except ArtifactIntegrityError as error:
+            log.error("live update refused", extra={"model": update.model, "reason": str(error)})
+            return self._count(UpdatePlan.REFUSED)
+        if not self.cache.swap_live(update, estimator):
+            return self._count(self.cache.plan(update))
+        log.info(
+            "live update swapped in",
+            extra={
+                "model": update.model,
+                "base_version": update.base_version,
+                "sequence": update.sequence,
+            },
+        )
+        return self._count(UpdatePlan.APPLY)
+
+    def _count(self, plan: UpdatePlan) -> UpdatePlan:
+        self.counts[plan] += 1
+        return plan
