@@ -1,0 +1,71 @@
+"""TansuBroker: ready when it serves metadata, pausable, and never outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from headwater.cli.localstack import TansuBroker, wait_until
+from headwater.cli.localstack.broker import kafka_metadata_ok
+from headwater.cli.localstack.ports import pid_alive
+
+pytestmark = pytest.mark.integration
+
+
+def test_start_pause_resume_stop() -> None:
+    broker = TansuBroker()
+    try:
+        broker.start()
+        assert broker.is_running()
+        assert broker.bootstrap == f"127.0.0.1:{broker.port}"
+        assert kafka_metadata_ok(broker.host, broker.port)
+
+        broker.pause()
+        assert not kafka_metadata_ok(broker.host, broker.port, timeout_s=0.3)
+        broker.resume()
+        assert wait_until(lambda: kafka_metadata_ok(broker.host, broker.port), 5.0)
+    finally:
+        broker.stop()
+    assert not broker.is_running()
+    assert not pid_alive(broker.pid)
+
+
+def test_paused_broker_still_stops() -> None:
+    broker = TansuBroker()
+    broker.start()
+    broker.pause()
+    broker.stop(timeout_s=2)
+    assert not broker.is_running()
+
+
+def test_broker_dies_with_its_parent() -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from headwater.cli.localstack import TansuBroker
+        broker = TansuBroker()
+        broker.start()
+        print(broker.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    broker_pid = None
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(parent.stdout.readline())
+        assert pid_alive(broker_pid)
+        parent.kill()  # SIGKILL: the parent gets no chance to clean up
+        parent.wait(timeout=5)
+        assert wait_until(lambda: not pid_alive(broker_pid), 5.0)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=5)
+        if broker_pid is not None and pid_alive(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)
