@@ -12,11 +12,8 @@ Values come either in the typed ``contents`` field of the tensor or in
 little-endian length followed by its bytes). Every problem raises
 :class:`InvalidInput` naming the tensor and what is wrong.
 
->>> from headwater.shared.pb import oip_pb2, registry_pb2
->>> schema = [
-...     registry_pb2.Feature(name="x", type=registry_pb2.FEATURE_TYPE_FLOAT, required=True),
-...     registry_pb2.Feature(name="n", type=registry_pb2.FEATURE_TYPE_INT, required=True),
-... ]
+>>> from headwater.shared.features import FeatureSchema, FeatureSpec
+>>> schema = FeatureSchema((FeatureSpec("x", "float"), FeatureSpec("n", "int")))
 >>> request = oip_pb2.ModelInferRequest(model_name="m")
 >>> dense = request.inputs.add(name="input__0", datatype="FP64", shape=[2, 2])
 >>> dense.contents.fp64_contents.extend([0.5, 1.0, 1.5, 2.0])
@@ -38,34 +35,18 @@ input 'x': value at row 0 is nan; NaN and infinity are not accepted
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from headwater.shared.errors import InvalidInput
-from headwater.shared.pb import oip_pb2, registry_pb2
+from headwater.shared.features import FeatureSchema, FeatureSpec
+from headwater.shared.pb import oip_pb2
 
 Value: TypeAlias = float | int | str | bool
 Row: TypeAlias = dict[str, Value]
 InputTensor: TypeAlias = oip_pb2.ModelInferRequest.InferInputTensor
-
-
-class FeatureLike(Protocol):
-    """What decoding needs of a feature: a registry ``Feature`` fits."""
-
-    @property
-    def name(self) -> str:
-        """Feature name, also the name of its tensor."""
-
-    @property
-    def type(self) -> int:
-        """A ``registry_pb2.FeatureType`` value."""
-
-    @property
-    def required(self) -> bool:
-        """Whether every request must carry it."""
 
 
 @dataclass(frozen=True)
@@ -102,50 +83,37 @@ def _datatypes() -> dict[str, Datatype]:
 DATATYPES: dict[str, Datatype] = _datatypes()
 
 # Which datatype kinds each feature type accepts in the per-feature layout.
-_ACCEPTS: dict[int, frozenset[str]] = {
-    registry_pb2.FEATURE_TYPE_FLOAT: frozenset({"float", "int"}),
-    registry_pb2.FEATURE_TYPE_INT: frozenset({"int"}),
-    registry_pb2.FEATURE_TYPE_STR: frozenset({"bytes"}),
-    registry_pb2.FEATURE_TYPE_BOOL: frozenset({"bool"}),
-    registry_pb2.FEATURE_TYPE_UNSPECIFIED: frozenset({"float", "int", "bytes", "bool"}),
-}
-
-_TYPE_NAMES = {
-    registry_pb2.FEATURE_TYPE_FLOAT: "float",
-    registry_pb2.FEATURE_TYPE_INT: "int",
-    registry_pb2.FEATURE_TYPE_STR: "str",
-    registry_pb2.FEATURE_TYPE_BOOL: "bool",
-    registry_pb2.FEATURE_TYPE_UNSPECIFIED: "any",
+_ACCEPTS: dict[str, frozenset[str]] = {
+    "float": frozenset({"float", "int"}),
+    "int": frozenset({"int"}),
+    "str": frozenset({"bytes"}),
+    "bool": frozenset({"bool"}),
 }
 
 
-def accepted_datatypes(feature_type: int) -> tuple[str, ...]:
-    """The OIP datatypes a feature of this type may be sent as.
+def accepted_datatypes(feature_type: str) -> tuple[str, ...]:
+    """The OIP datatypes a feature of this type (``float``, ``int``, ``str``, ``bool``) accepts.
 
-    >>> accepted_datatypes(registry_pb2.FEATURE_TYPE_STR)
+    >>> accepted_datatypes("str")
     ('BYTES',)
-    >>> accepted_datatypes(registry_pb2.FEATURE_TYPE_INT)[:2]
+    >>> accepted_datatypes("int")[:2]
     ('INT8', 'INT16')
     """
-    kinds = _ACCEPTS.get(feature_type, _ACCEPTS[registry_pb2.FEATURE_TYPE_UNSPECIFIED])
+    kinds = _ACCEPTS[feature_type]
     return tuple(name for name, dt in DATATYPES.items() if dt.kind in kinds)
 
 
-def preferred_datatype(feature_type: int) -> str:
+def preferred_datatype(feature_type: str) -> str:
     """The datatype advertised for a feature in model metadata.
 
-    >>> [preferred_datatype(t) for t in (1, 2, 3, 4)]
+    >>> [preferred_datatype(t) for t in ("float", "int", "str", "bool")]
     ['FP64', 'INT64', 'BYTES', 'BOOL']
     """
-    return {
-        registry_pb2.FEATURE_TYPE_INT: "INT64",
-        registry_pb2.FEATURE_TYPE_STR: "BYTES",
-        registry_pb2.FEATURE_TYPE_BOOL: "BOOL",
-    }.get(feature_type, "FP64")
+    return {"int": "INT64", "str": "BYTES", "bool": "BOOL"}.get(feature_type, "FP64")
 
 
 def decode_rows(
-    request: oip_pb2.ModelInferRequest, schema: Sequence[FeatureLike], max_batch_rows: int
+    request: oip_pb2.ModelInferRequest, schema: FeatureSchema, max_batch_rows: int
 ) -> list[Row]:
     """Decode the inputs of ``request`` into one feature dict per row, in schema order.
 
@@ -169,18 +137,18 @@ def decode_rows(
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(inputs)} input tensors"
         )
-    names = {f.name for f in schema}
+    names = {f.name for f in schema.features}
     if len(inputs) == 1 and inputs[0].name not in names:
         return _decode_dense(inputs[0], raw[0] if raw else None, schema, max_batch_rows)
     return _decode_per_feature(inputs, raw, schema, max_batch_rows)
 
 
 def _decode_dense(
-    tensor: InputTensor, raw: bytes | None, schema: Sequence[FeatureLike], max_batch_rows: int
+    tensor: InputTensor, raw: bytes | None, schema: FeatureSchema, max_batch_rows: int
 ) -> list[Row]:
     name = tensor.name
     if tensor.datatype not in ("FP32", "FP64"):
-        names = ", ".join(f.name for f in schema)
+        names = ", ".join(f.name for f in schema.features)
         raise InvalidInput(
             f"input '{name}': a single tensor that is not named after a feature must be "
             f"FP32 or FP64 of shape [batch, {len(schema)}] (columns {names}), "
@@ -195,19 +163,19 @@ def _decode_dense(
     batch = _check_batch(name, shape[0], max_batch_rows)
     matrix = _values(tensor, raw, batch * len(schema)).reshape(batch, len(schema))
     _check_finite(name, matrix.reshape(-1), columns=len(schema))
-    columns = [_dense_column(name, f, matrix[:, i]) for i, f in enumerate(schema)]
-    keys = [f.name for f in schema]
+    columns = [_dense_column(name, f, matrix[:, i]) for i, f in enumerate(schema.features)]
+    keys = [f.name for f in schema.features]
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def _dense_column(tensor: str, feature: FeatureLike, column: np.ndarray) -> list[Value]:
+def _dense_column(tensor: str, feature: FeatureSpec, column: np.ndarray) -> list[Value]:
     kind = feature.type
-    if kind == registry_pb2.FEATURE_TYPE_STR:
+    if kind == "str":
         raise InvalidInput(
             f"input '{tensor}': feature '{feature.name}' is a string and cannot be sent in a "
             f"dense FP tensor; send one tensor per feature (BYTES for '{feature.name}')"
         )
-    if kind == registry_pb2.FEATURE_TYPE_INT:
+    if kind == "int":
         bad = np.flatnonzero(column != np.round(column))
         if bad.size:
             raise InvalidInput(
@@ -215,7 +183,7 @@ def _dense_column(tensor: str, feature: FeatureLike, column: np.ndarray) -> list
                 f"holds {float(column[bad[0]])!r}"
             )
         return [int(v) for v in column.tolist()]
-    if kind == registry_pb2.FEATURE_TYPE_BOOL:
+    if kind == "bool":
         bad = np.flatnonzero((column != 0) & (column != 1))
         if bad.size:
             raise InvalidInput(
@@ -229,10 +197,10 @@ def _dense_column(tensor: str, feature: FeatureLike, column: np.ndarray) -> list
 def _decode_per_feature(
     inputs: list[InputTensor],
     raw: list[bytes],
-    schema: Sequence[FeatureLike],
+    schema: FeatureSchema,
     max_batch_rows: int,
 ) -> list[Row]:
-    by_name = {f.name: f for f in schema}
+    by_name = {f.name: f for f in schema.features}
     seen: dict[str, list[Value]] = {}
     batch: int | None = None
     for index, tensor in enumerate(inputs):
@@ -248,16 +216,16 @@ def _decode_per_feature(
             )
         batch = rows
         seen[tensor.name] = _feature_column(tensor, raw[index] if raw else None, feature, rows)
-    missing = [f.name for f in schema if f.required and f.name not in seen]
+    missing = [f.name for f in schema.features if f.required and f.name not in seen]
     if missing:
         raise InvalidInput(f"missing required feature(s): {', '.join(missing)}")
-    keys = [f.name for f in schema if f.name in seen]
+    keys = [f.name for f in schema.features if f.name in seen]
     columns = [seen[k] for k in keys]
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def _unknown_tensor(name: str, schema: Sequence[FeatureLike]) -> str:
-    names = ", ".join(f.name for f in schema)
+def _unknown_tensor(name: str, schema: FeatureSchema) -> str:
+    names = ", ".join(f.name for f in schema.features)
     return (
         f"unknown input tensor '{name}': send one tensor per feature ({names}) "
         f"or a single FP32/FP64 tensor of shape [batch, {len(schema)}]"
@@ -272,21 +240,21 @@ def _feature_rows(tensor: InputTensor, max_batch_rows: int) -> int:
 
 
 def _feature_column(
-    tensor: InputTensor, raw: bytes | None, feature: FeatureLike, rows: int
+    tensor: InputTensor, raw: bytes | None, feature: FeatureSpec, rows: int
 ) -> list[Value]:
     datatype = _datatype(tensor)
     if datatype.name not in accepted_datatypes(feature.type):
         expected = ", ".join(accepted_datatypes(feature.type))
         raise InvalidInput(
-            f"input '{tensor.name}': wrong datatype {datatype.name} for a "
-            f"{_TYPE_NAMES.get(feature.type, 'any')} feature; expected one of {expected}"
+            f"input '{tensor.name}': wrong datatype {datatype.name} for feature type "
+            f"{feature.type}; expected one of {expected}"
         )
     values = _values(tensor, raw, rows)
     if datatype.kind == "bytes":
         return [_text(tensor.name, i, v) for i, v in enumerate(values.tolist())]
     if datatype.kind == "float":
         _check_finite(tensor.name, values)
-    if feature.type == registry_pb2.FEATURE_TYPE_FLOAT:
+    if feature.type == "float":
         return [float(v) for v in values.tolist()]
     return list(values.tolist())
 

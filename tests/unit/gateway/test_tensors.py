@@ -7,21 +7,20 @@ import pytest
 
 from headwater.services.gateway.tensors import decode_rows
 from headwater.shared.errors import InvalidInput
-from headwater.shared.pb import oip_pb2, registry_pb2
+from headwater.shared.features import FeatureSchema, FeatureSpec
+from headwater.shared.pb import oip_pb2
 
-F = registry_pb2
-
-SCHEMA = [
-    F.Feature(name="amount", type=F.FEATURE_TYPE_FLOAT, required=True),
-    F.Feature(name="count", type=F.FEATURE_TYPE_INT, required=True),
-    F.Feature(name="city", type=F.FEATURE_TYPE_STR, required=False),
-    F.Feature(name="vip", type=F.FEATURE_TYPE_BOOL, required=False),
-]
-NUMERIC = [
-    F.Feature(name="a", type=F.FEATURE_TYPE_FLOAT, required=True),
-    F.Feature(name="b", type=F.FEATURE_TYPE_INT, required=True),
-    F.Feature(name="c", type=F.FEATURE_TYPE_BOOL, required=True),
-]
+SCHEMA = FeatureSchema(
+    (
+        FeatureSpec("amount", "float"),
+        FeatureSpec("count", "int"),
+        FeatureSpec("city", "str", required=False),
+        FeatureSpec("vip", "bool", required=False),
+    )
+)
+NUMERIC = FeatureSchema(
+    (FeatureSpec("a", "float"), FeatureSpec("b", "int"), FeatureSpec("c", "bool"))
+)
 
 
 def bytes_tensor(items: list[bytes]) -> bytes:
@@ -99,7 +98,7 @@ def test_optional_features_may_be_left_out() -> None:
     ],
 )
 def test_every_integer_datatype_raw_and_typed(datatype: str, dtype: str, field: str) -> None:
-    schema = [F.Feature(name="n", type=F.FEATURE_TYPE_INT, required=True)]
+    schema = FeatureSchema((FeatureSpec("n", "int"),))
     raw = raw_request(("n", datatype, [3], np.array([0, 1, 100], dtype).tobytes()))
     typed = typed_request(("n", datatype, [3], field, [0, 1, 100]))
     assert (
@@ -130,7 +129,7 @@ def test_dense_typed_fp64() -> None:
 
 
 def test_dense_single_feature_schema() -> None:
-    schema = [F.Feature(name="x", type=F.FEATURE_TYPE_FLOAT, required=True)]
+    schema = FeatureSchema((FeatureSpec("x", "float"),))
     request = typed_request(("input__0", "FP64", [2, 1], "fp64_contents", [1.0, 2.0]))
     assert decode_rows(request, schema, 16) == [{"x": 1.0}, {"x": 2.0}]
 
@@ -148,7 +147,7 @@ def test_wrong_datatype_names_tensor_and_choices() -> None:
         ("count", "FP64", [1], "fp64_contents", [1.0]),
     )
     message = error_of(request)
-    assert message.startswith("input 'count': wrong datatype FP64 for a int feature")
+    assert message.startswith("input 'count': wrong datatype FP64 for feature type int;")
     assert "INT64" in message
 
 
@@ -163,7 +162,7 @@ def test_string_feature_needs_bytes() -> None:
         ("count", "INT64", [1], "int64_contents", [1]),
         ("city", "INT64", [1], "int64_contents", [1]),
     )
-    assert "input 'city': wrong datatype INT64 for a str feature; expected one of BYTES" in (
+    assert "input 'city': wrong datatype INT64 for feature type str; expected one of BYTES" in (
         error_of(request)
     )
 
@@ -305,5 +304,5 @@ def test_non_finite_values(value: float, shown: str) -> None:
 
 def test_narrow_integer_out_of_range() -> None:
     request = typed_request(("count", "INT8", [1], "int_contents", [300]))
-    schema = [F.Feature(name="count", type=F.FEATURE_TYPE_INT, required=True)]
+    schema = FeatureSchema((FeatureSpec("count", "int"),))
     assert error_of(request, schema) == "input 'count': value 300 at row 0 is out of range for INT8"
