@@ -1,0 +1,164 @@
+"""Protobuf events ⇄ the monitor's domain values, and snapshots as JSON.
+
+>>> from headwater.shared.features import target_to_proto
+>>> event = events_pb2.LabeledExample(example_id="e1", model="churn", served_version=2)
+>>> event.label.CopyFrom(target_to_proto(True))
+>>> event.prediction.CopyFrom(target_to_proto(False))
+>>> example_from_proto(event)  # doctest: +NORMALIZE_WHITESPACE
+ExampleObserved(model='churn', version=2, task=<Task.CLASSIFICATION: 'classification'>,
+                label=True, prediction=False, example_id='e1')
+>>> example_from_proto(events_pb2.LabeledExample(example_id="e2", model="churn"))
+Traceback (most recent call last):
+...
+headwater.shared.errors.InvalidInput: labelled example 'e2' has no label
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from headwater.services.monitor.domain import (
+    AlertRaised,
+    ExampleObserved,
+    MonitorSnapshot,
+    PredictionObserved,
+    Severity,
+    Task,
+    VersionSnapshot,
+)
+from headwater.shared.errors import InvalidInput, ModelNotFound
+from headwater.shared.features import target_from_proto
+from headwater.shared.pb import events_pb2
+
+_SEVERITY = {
+    Severity.INFO: events_pb2.SEVERITY_INFO,
+    Severity.WARNING: events_pb2.SEVERITY_WARNING,
+    Severity.CRITICAL: events_pb2.SEVERITY_CRITICAL,
+}
+
+
+def prediction_from_proto(event: events_pb2.PredictionEvent) -> PredictionObserved:
+    """The monitor's view of a ``PredictionEvent`` (checked by :class:`MonitorState`)."""
+    return PredictionObserved(
+        model=event.model,
+        version=event.version,
+        latency_ms=event.latency_ms,
+        prediction_id=event.prediction_id,
+    )
+
+
+def example_from_proto(event: events_pb2.LabeledExample) -> ExampleObserved:
+    """The monitor's view of a ``LabeledExample``.
+
+    A ``value`` label (a double) makes it a regression example; a bool, int or
+    string label a classification one. An example without a prediction (a
+    pure training stream) keeps ``prediction=None``.
+
+    Raises:
+        InvalidInput: The example has no label.
+
+    """
+    if not event.HasField("label") or event.label.WhichOneof("kind") is None:
+        raise InvalidInput(f"labelled example {event.example_id!r} has no label")
+    label = target_from_proto(event.label)
+    has_prediction = event.HasField("prediction") and event.prediction.WhichOneof("kind")
+    return ExampleObserved(
+        model=event.model,
+        version=event.served_version,
+        task=Task.REGRESSION if isinstance(label, float) else Task.CLASSIFICATION,
+        label=label,
+        prediction=target_from_proto(event.prediction) if has_prediction else None,
+        example_id=event.example_id,
+    )
+
+
+def alert_to_proto(alert: AlertRaised, alert_id: str | None = None) -> events_pb2.Alert:
+    """An ``Alert`` event for the alerts topic (a fresh id unless one is given).
+
+    >>> from headwater.services.monitor.domain import Severity
+    >>> alert = AlertRaised("churn", 3, "drift.error", Severity.WARNING, "changed",
+    ...                     {"mean_after": 0.4}, raised_at=1_700_000_000.25)
+    >>> event = alert_to_proto(alert, alert_id="a1")
+    >>> event.severity == events_pb2.SEVERITY_WARNING, event.raised_at.nanos
+    (True, 250000000)
+    """
+    seconds = math.floor(alert.raised_at)
+    nanos = min(round((alert.raised_at - seconds) * 1e9), 999_999_999)
+    raised_at = Timestamp(seconds=seconds, nanos=nanos)
+    return events_pb2.Alert(
+        alert_id=alert_id or uuid.uuid4().hex,
+        model=alert.model,
+        version=alert.version,
+        kind=alert.kind,
+        severity=_SEVERITY[alert.severity],
+        message=alert.message,
+        values=dict(alert.values),
+        raised_at=raised_at,
+    )
+
+
+def version_to_json(v: VersionSnapshot) -> dict[str, Any]:
+    """One version's metrics as a JSON object (what ``/v1/models`` returns)."""
+    latency = v.latency
+    return {
+        "version": v.version,
+        "task": v.task.value if v.task is not None else None,
+        "requests": v.requests,
+        "labelled": v.labelled,
+        "label_coverage": _finite(v.label_coverage),
+        "window_size": v.window_size,
+        "window_fill": v.window_fill,
+        "rolling_accuracy": _finite(v.rolling_accuracy),
+        "rolling_mae": _finite(v.rolling_mae),
+        "drift_detected": v.drift_detected,
+        "alerts_raised": v.alerts_raised,
+        "last_seen_at": v.last_seen_at,
+        "latency_ms": {
+            "count": latency.count,
+            "sum": latency.sum_ms,
+            "mean": _finite(latency.mean_ms),
+            "p50": _finite(latency.quantile(0.5)),
+            "p95": _finite(latency.quantile(0.95)),
+            "p99": _finite(latency.quantile(0.99)),
+            "buckets": [
+                {"le": "+Inf" if math.isinf(bound) else bound, "count": count}
+                for bound, count in latency.buckets
+            ],
+        },
+    }
+
+
+def model_to_json(snapshot: MonitorSnapshot, name: str) -> dict[str, Any]:
+    """One model's versions as a JSON object.
+
+    Raises:
+        ModelNotFound: The monitor has seen nothing of that model.
+
+    """
+    if name not in snapshot.model_names:
+        raise ModelNotFound(f"the monitor has seen no events of model {name!r}")
+    return {
+        "name": name,
+        "unscored_examples": snapshot.unscored_examples.get(name, 0),
+        "versions": [version_to_json(v) for v in snapshot.model(name)],
+    }
+
+
+def snapshot_to_json(snapshot: MonitorSnapshot) -> dict[str, Any]:
+    """Every model's metrics as a JSON object.
+
+    >>> snapshot_to_json(MonitorSnapshot(versions=()))
+    {'models': [], 'rejected': {}}
+    """
+    return {
+        "models": [model_to_json(snapshot, name) for name in snapshot.model_names],
+        "rejected": dict(snapshot.rejected),
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
