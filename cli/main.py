@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import stack_commands
+from headwater.cli import registry_commands, stack_commands
 
 app = typer.Typer(
     name="headwater",
@@ -16,6 +16,12 @@ app.command()(stack_commands.up)
 app.command()(stack_commands.down)
 app.command()(stack_commands.status)
 app.command()(stack_commands.serve)
+app.add_typer(registry_commands.models, name="models")
+app.add_typer(registry_commands.versions, name="versions")
+app.add_typer(registry_commands.alias, name="alias")
+app.command()(registry_commands.deploy)
+app.command()(registry_commands.predict)
+app.command()(registry_commands.feedback)
 
 if __name__ == "__main__":
     app()

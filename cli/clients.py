@@ -1,0 +1,170 @@
+"""Thin clients the CLI and the demo use: OIP v2 inference and feedback events.
+
+They build and parse wire messages only; every decision is the services'.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import InvalidInput
+from headwater.shared.features import target_to_proto
+from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
+from headwater.shared.settings import KafkaSettings
+
+Label = bool | int | str | float
+
+_DATATYPE_BY_FEATURE = {
+    registry_pb2.FEATURE_TYPE_FLOAT: ("FP64", "fp64_contents"),
+    registry_pb2.FEATURE_TYPE_INT: ("INT64", "int64_contents"),
+    registry_pb2.FEATURE_TYPE_STR: ("BYTES", "bytes_contents"),
+    registry_pb2.FEATURE_TYPE_BOOL: ("BOOL", "bool_contents"),
+}
+_CONTENTS_BY_DATATYPE = {
+    "BOOL": "bool_contents", "INT64": "int64_contents", "INT32": "int_contents",
+    "FP64": "fp64_contents", "FP32": "fp32_contents", "BYTES": "bytes_contents",
+}
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """One row's answer from the gateway."""
+
+    prediction_id: str
+    version: int
+    label: Label | None
+    proba: Mapping[str, float]
+    live_sequence: int
+
+
+def parse_value(text: str) -> Label:
+    """Read a command-line value: true/false, an integer, a number, else text.
+
+    >>> [parse_value(v) for v in ("true", "3", "2.5", "blue")]
+    [True, 3, 2.5, 'blue']
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def build_infer_request(
+    model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]]
+) -> oip_pb2.ModelInferRequest:
+    """One tensor per feature present in the rows, typed by the model's schema."""
+    request = oip_pb2.ModelInferRequest(model_name=model.name, id=uuid.uuid4().hex)
+    for feature in model.features:
+        if not any(feature.name in row for row in rows):
+            continue
+        datatype, field_name = _DATATYPE_BY_FEATURE[feature.type]
+        tensor = request.inputs.add(name=feature.name, datatype=datatype, shape=[len(rows)])
+        values = [row.get(feature.name) for row in rows]
+        if any(value is None for value in values):
+            raise InvalidInput(f"feature {feature.name!r} is set in some rows but not all")
+        if datatype == "BYTES":
+            values = [str(v).encode() for v in values]
+        getattr(tensor.contents, field_name).extend(values)
+    return request
+
+
+def parse_infer_response(response: oip_pb2.ModelInferResponse) -> list[InferenceResult]:
+    """Rows of a ModelInfer answer: label, probabilities, version, prediction id."""
+    outputs = {tensor.name: tensor for tensor in response.outputs}
+    labels = _labels(outputs["predict"])
+    probas = _probas(outputs.get("predict_proba"), len(labels))
+    params = response.parameters
+    ids = params["prediction_ids"].string_param.split(",")
+    version = params["headwater_version"].int64_param
+    live = params["live_sequence"].int64_param if "live_sequence" in params else 0
+    return [
+        InferenceResult(pid, version, label, proba, live)
+        for pid, label, proba in zip(ids, labels, probas, strict=True)
+    ]
+
+
+def _labels(tensor: oip_pb2.ModelInferResponse.InferOutputTensor) -> list[Label | None]:
+    values = list(getattr(tensor.contents, _CONTENTS_BY_DATATYPE[tensor.datatype]))
+    if tensor.datatype == "BYTES":
+        return [v.decode() or None for v in values]
+    return values
+
+
+def _probas(
+    tensor: oip_pb2.ModelInferResponse.InferOutputTensor | None, rows: int
+) -> list[dict[str, float]]:
+    if tensor is None:
+        return [{} for _ in range(rows)]
+    classes = [str(c) for c in json.loads(tensor.parameters["classes"].string_param)]
+    values = list(tensor.contents.fp64_contents)
+    width = len(classes)
+    return [dict(zip(classes, values[i * width:(i + 1) * width], strict=True))
+            for i in range(rows)]
+
+
+class InferenceClient:
+    """OIP v2 over gRPC to the gateway, with a deadline on every call."""
+
+    def __init__(self, target: str, deadline_s: float = 5.0) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = oip_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._deadline_s = deadline_s
+
+    async def __aenter__(self) -> InferenceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def infer(
+        self, model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]]
+    ) -> list[InferenceResult]:
+        """Predict ``rows`` with the model's deployed version."""
+        request = build_infer_request(model, rows)
+        response = await self._stub.ModelInfer(request, timeout=self._deadline_s)
+        return parse_infer_response(response)
+
+
+class FeedbackSender:
+    """Sends ground truth to the feedback topic, keyed by prediction id."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._producer = EventProducer(kafka, client_id="headwater-cli-feedback")
+
+    async def __aenter__(self) -> FeedbackSender:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop(grace_s=5.0)
+
+    def feedback(self, prediction_id: str, label: Label) -> events_pb2.FeedbackEvent:
+        """The FeedbackEvent for one label, stamped now."""
+        observed_at = Timestamp()
+        observed_at.GetCurrentTime()
+        return events_pb2.FeedbackEvent(
+            prediction_id=prediction_id, label=target_to_proto(label), observed_at=observed_at
+        )
+
+    async def send(self, prediction_id: str, label: Label) -> None:
+        """Send one label and wait for the broker's acknowledgement."""
+        event = self.feedback(prediction_id, label)
+        await self._producer.send_and_wait(Topic.FEEDBACK, prediction_id, event)
+
+    def send_later(self, prediction_id: str, label: Label) -> None:
+        """Queue one label without waiting (buffered, retried by the producer)."""
+        self._producer.publish(Topic.FEEDBACK, prediction_id, self.feedback(prediction_id, label))
