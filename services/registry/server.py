@@ -1,0 +1,147 @@
+"""The registry's composition root: PostgreSQL, migrations, gRPC, outbox relay, metrics.
+
+>>> server = RegistryServer(RegistrySettings(port=0, metrics_port=0))
+>>> server.port  # known once started
+0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from headwater.services.registry import repository as repo
+from headwater.services.registry.grpc_api import RegistryServicer
+from headwater.services.registry.metrics import MetricsInterceptor
+from headwater.services.registry.migrate import apply_migrations
+from headwater.services.registry.outbox import OutboxRelay
+from headwater.services.registry.service import RegistryService
+from headwater.services.registry.settings import RegistrySettings
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic, ensure_topics
+from headwater.shared.errors import Unavailable
+from headwater.shared.pb import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+# Room above the largest artifact for the rest of a message.
+MESSAGE_OVERHEAD_BYTES = 1024 * 1024
+TOPIC_RETRY_MAX_S = 5.0
+
+
+class RegistryServer:
+    """Runs the registry: ``await start()``, then ``await stop(grace_s)``.
+
+    Attributes:
+        port: The bound gRPC port (useful when ``settings.port`` is 0).
+        service: The use cases, for in-process callers.
+
+    """
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self.port = settings.port
+        self.service: RegistryService | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._producer: EventProducer | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
+
+    @property
+    def target(self) -> str:
+        """host:port clients dial."""
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Connect to PostgreSQL, migrate, serve gRPC, start the relay; SERVING when done."""
+        settings = self.settings
+        db = settings.database
+        self._pool = await asyncpg.create_pool(
+            db.url.get_secret_value(),
+            min_size=db.pool_min_size,
+            max_size=db.pool_max_size,
+            command_timeout=db.command_timeout_s,
+            timeout=db.command_timeout_s,
+            init=repo.init_connection,
+        )
+        async with self._pool.acquire() as conn:
+            await apply_migrations(conn)
+        self._producer = EventProducer(settings.kafka, client_id="headwater-registry-outbox")
+        relay = OutboxRelay(db.url.get_secret_value(), self._producer, settings)
+        self.service = RegistryService(
+            self._pool,
+            ArtifactCodec.from_settings(settings.artifacts),
+            on_commit=relay.wake,
+            audit_max_entries=settings.audit_list_max_entries,
+        )
+        await self._start_grpc(self.service)
+        self._relay_task = asyncio.create_task(self._run_relay(relay), name="registry-outbox")
+        if settings.metrics_port:
+            self._metrics_server, _ = start_http_server(settings.metrics_port, settings.host)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("registry serving", extra={"target": self.target})
+
+    async def _start_grpc(self, service: RegistryService) -> None:
+        max_bytes = self.settings.artifacts.max_bytes + MESSAGE_OVERHEAD_BYTES
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ],
+        )
+        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(service), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        await server.start()
+        self._grpc = server
+
+    async def _run_relay(self, relay: OutboxRelay) -> None:
+        """Create the topic and start the producer (retrying while the broker is down), relay."""
+        assert self._producer is not None
+        if self.settings.create_topics:
+            backoff = 0.1
+            while True:
+                try:
+                    await ensure_topics(self.settings.kafka, [Topic.REGISTRY_EVENTS])
+                    break
+                except Unavailable as error:
+                    log.warning("cannot create registry-events yet", extra={"error": str(error)})
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, TOPIC_RETRY_MAX_S)
+        await self._producer.start()
+        await relay.run()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close."""
+        await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._relay_task, timeout=max(grace_s, 1.0))
+        if self._producer is not None:
+            await self._producer.stop(grace_s)
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), timeout=max(grace_s, 1.0))
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+        log.info("registry stopped")

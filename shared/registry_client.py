@@ -1,0 +1,347 @@
+"""An async client of the registry's gRPC API, for services and the CLI.
+
+Every call has a deadline. Reads are retried, a bounded number of times and
+within the same deadline, when the registry is UNAVAILABLE; writes are never
+retried (a write whose answer was lost may have committed). Status codes come
+back as headwater's own errors: NOT_FOUND is :class:`ModelNotFound`,
+INVALID_ARGUMENT :class:`InvalidInput`, ALREADY_EXISTS :class:`AlreadyExists`,
+DATA_LOSS :class:`ArtifactIntegrityError`, UNAVAILABLE and DEADLINE_EXCEEDED
+:class:`Unavailable`, and so on.
+
+    async with RegistryClient("127.0.0.1:50051") as registry:
+        await registry.create_model("churn", "binary", [("age", "int"), ("plan", "str")])
+        version = await registry.create_version("churn", spec_json)
+        await registry.deploy("churn", version.version)
+
+>>> error_for(grpc.StatusCode.NOT_FOUND, "no model named 'x'")
+ModelNotFound("no model named 'x'")
+>>> route(2, 0.1, "canary")
+version: 2
+weight: 0.1
+role: ROUTE_ROLE_CANARY
+<BLANKLINE>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+
+from headwater.shared import errors
+from headwater.shared.pb import registry_pb2, registry_pb2_grpc
+
+ACTOR_METADATA_KEY = "x-headwater-actor"
+DEFAULT_MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+READ_ATTEMPTS = 4
+RETRY_BASE_S = 0.1
+
+R = TypeVar("R")
+
+_ERRORS: dict[grpc.StatusCode, type[errors.HeadwaterError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: errors.ModelNotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.DATA_LOSS: errors.ArtifactIntegrityError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+}
+_TASKS = {
+    "binary": registry_pb2.TASK_BINARY,
+    "multiclass": registry_pb2.TASK_MULTICLASS,
+    "regression": registry_pb2.TASK_REGRESSION,
+}
+_FEATURE_TYPES = {
+    "float": registry_pb2.FEATURE_TYPE_FLOAT,
+    "int": registry_pb2.FEATURE_TYPE_INT,
+    "str": registry_pb2.FEATURE_TYPE_STR,
+    "bool": registry_pb2.FEATURE_TYPE_BOOL,
+}
+_ROLES = {
+    "primary": registry_pb2.ROUTE_ROLE_PRIMARY,
+    "canary": registry_pb2.ROUTE_ROLE_CANARY,
+    "shadow": registry_pb2.ROUTE_ROLE_SHADOW,
+}
+_MODES = {"live": registry_pb2.SERVING_MODE_LIVE, "pinned": registry_pb2.SERVING_MODE_PINNED}
+_SOURCES = {
+    "spec": registry_pb2.VERSION_SOURCE_SPEC,
+    "online-snapshot": registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT,
+    "batch": registry_pb2.VERSION_SOURCE_BATCH,
+}
+
+FeatureArg: TypeAlias = registry_pb2.Feature | tuple[str, str] | tuple[str, str, bool]
+RouteArg: TypeAlias = registry_pb2.Route | tuple[int, float, str]
+
+
+def error_for(code: grpc.StatusCode, details: str) -> errors.HeadwaterError:
+    """The headwater error of a gRPC status (the base class for codes it has none for)."""
+    return _ERRORS.get(code, errors.HeadwaterError)(details)
+
+
+def _enum(kind: str, value: str | int, names: Mapping[str, Any]) -> Any:
+    if isinstance(value, int):
+        return value
+    try:
+        return names[value]
+    except KeyError:
+        raise errors.InvalidInput(f"unknown {kind} {value!r}: one of {', '.join(names)}") from None
+
+
+def feature(name: str, type: str | int, required: bool = True) -> registry_pb2.Feature:
+    """A Feature message; ``type`` is float, int, str or bool (or the enum value)."""
+    return registry_pb2.Feature(
+        name=name, type=_enum("feature type", type, _FEATURE_TYPES), required=required
+    )
+
+
+def route(version: int, weight: float = 1.0, role: str | int = "primary") -> registry_pb2.Route:
+    """A Route message; ``role`` is primary, canary or shadow (or the enum value)."""
+    return registry_pb2.Route(
+        version=version, weight=weight, role=_enum("route role", role, _ROLES)
+    )
+
+
+def lineage(
+    parent_version: int = 0,
+    source: str | int = "spec",
+    offsets: Iterable[registry_pb2.OffsetRange] = (),
+    example_count: int = 0,
+    metrics: Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> registry_pb2.Lineage:
+    """A Lineage message; ``source`` is spec, online-snapshot or batch (or the enum value)."""
+    return registry_pb2.Lineage(
+        parent_version=parent_version,
+        source=_enum("version source", source, _SOURCES),
+        offsets=list(offsets),
+        example_count=example_count,
+        metrics=dict(metrics or {}),
+        seed=seed,
+    )
+
+
+def version_ref(model: str, ref: int | str) -> registry_pb2.VersionRef:
+    """A VersionRef selecting a version number (int) or an alias (str)."""
+    if isinstance(ref, int):
+        return registry_pb2.VersionRef(model=model, version=ref)
+    return registry_pb2.VersionRef(model=model, alias=ref)
+
+
+def _feature_of(arg: FeatureArg) -> registry_pb2.Feature:
+    return arg if isinstance(arg, registry_pb2.Feature) else feature(*arg)
+
+
+def _route_of(arg: RouteArg) -> registry_pb2.Route:
+    return arg if isinstance(arg, registry_pb2.Route) else route(*arg)
+
+
+class RegistryClient:
+    """Async client of ``headwater.registry.v1.Registry``.
+
+    Args:
+        target: ``host:port`` of the registry.
+        deadline_s: Deadline of every call, retries included.
+        actor: Who the caller is, recorded in the audit log (metadata
+            ``x-headwater-actor``); empty leaves it to the server (``anonymous``).
+        max_message_bytes: Largest message sent or received (artifacts are big).
+
+    Use as an async context manager, or call :meth:`close` when done.
+
+    """
+
+    def __init__(
+        self,
+        target: str,
+        deadline_s: float = 5.0,
+        *,
+        actor: str = "",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if deadline_s <= 0:
+            raise ValueError("deadline_s must be positive")
+        self.target = target
+        self.deadline_s = deadline_s
+        self._metadata = ((ACTOR_METADATA_KEY, actor),) if actor else ()
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = registry_pb2_grpc.RegistryStub(self._channel)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    # --- calls --------------------------------------------------------------------
+
+    async def _write(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        try:
+            return await method(request, timeout=self.deadline_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise error_for(error.code(), error.details() or "") from error
+
+    async def _read(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        deadline = time.monotonic() + self.deadline_s
+        for attempt in range(READ_ATTEMPTS):
+            remaining = deadline - time.monotonic()
+            try:
+                return await method(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                backoff = RETRY_BASE_S * 2**attempt * random.uniform(0.5, 1.0)
+                last = attempt == READ_ATTEMPTS - 1
+                if (
+                    error.code() is not grpc.StatusCode.UNAVAILABLE
+                    or last
+                    or (deadline - time.monotonic() <= backoff)
+                ):
+                    raise error_for(error.code(), error.details() or "") from error
+                await asyncio.sleep(backoff)
+        raise AssertionError("unreachable")
+
+    # --- models -------------------------------------------------------------------
+
+    async def create_model(
+        self,
+        name: str,
+        task: str | int,
+        features: Iterable[FeatureArg],
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.Model:
+        """Create a model; features are Feature messages or (name, type[, required]) tuples."""
+        request = registry_pb2.CreateModelRequest(
+            name=name,
+            task=_enum("task", task, _TASKS),
+            features=[_feature_of(f) for f in features],
+            description=description,
+            tags=dict(tags or {}),
+        )
+        return await self._write(self._stub.CreateModel, request)
+
+    async def get_model(self, name: str) -> registry_pb2.Model:
+        """One model with its aliases and latest version number."""
+        return await self._read(self._stub.GetModel, registry_pb2.GetModelRequest(name=name))
+
+    async def list_models(self) -> list[registry_pb2.Model]:
+        """Every model, by name."""
+        response = await self._read(self._stub.ListModels, registry_pb2.ListModelsRequest())
+        return list(response.models)
+
+    # --- versions -----------------------------------------------------------------
+
+    async def create_version(
+        self,
+        model: str,
+        spec_json: str,
+        lineage: registry_pb2.Lineage | None = None,
+        *,
+        artifact: bytes = b"",
+        artifact_signature: str = "",
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.ModelVersion:
+        """Register a version (built by the registry from the spec when no artifact is given)."""
+        request = registry_pb2.CreateVersionRequest(
+            model=model,
+            spec_json=spec_json,
+            lineage=lineage,
+            artifact=artifact,
+            artifact_signature=artifact_signature,
+            description=description,
+            tags=dict(tags or {}),
+        )
+        return await self._write(self._stub.CreateVersion, request)
+
+    async def get_version(self, model: str, ref: int | str) -> registry_pb2.ModelVersion:
+        """One version by number (int) or alias (str)."""
+        request = registry_pb2.GetVersionRequest(ref=version_ref(model, ref))
+        return await self._read(self._stub.GetVersion, request)
+
+    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+        """Every version of a model, oldest first."""
+        request = registry_pb2.ListVersionsRequest(model=model)
+        return list((await self._read(self._stub.ListVersions, request)).versions)
+
+    async def get_artifact(self, model: str, ref: int | str) -> registry_pb2.GetArtifactResponse:
+        """A version and its artifact bytes (verified by the registry; verify them again)."""
+        request = registry_pb2.GetArtifactRequest(ref=version_ref(model, ref))
+        return await self._read(self._stub.GetArtifact, request)
+
+    # --- aliases ------------------------------------------------------------------
+
+    async def set_alias(self, model: str, alias: str, version: int) -> registry_pb2.Model:
+        """Point an alias at a version."""
+        request = registry_pb2.SetAliasRequest(model=model, alias=alias, version=version)
+        return await self._write(self._stub.SetAlias, request)
+
+    async def delete_alias(self, model: str, alias: str) -> registry_pb2.Model:
+        """Delete an alias."""
+        request = registry_pb2.DeleteAliasRequest(model=model, alias=alias)
+        return await self._write(self._stub.DeleteAlias, request)
+
+    # --- deployments --------------------------------------------------------------
+
+    async def set_deployment(
+        self,
+        model: str,
+        routes: Iterable[RouteArg],
+        mode: str | int = "live",
+        strategy: str = "direct",
+    ) -> registry_pb2.Deployment:
+        """Set a model's routes; routes are Route messages or (version, weight, role) tuples."""
+        request = registry_pb2.SetDeploymentRequest(
+            model=model,
+            routes=[_route_of(r) for r in routes],
+            mode=_enum("serving mode", mode, _MODES),
+            strategy=strategy,
+        )
+        return await self._write(self._stub.SetDeployment, request)
+
+    async def deploy(
+        self, model: str, version: int, mode: str | int = "live"
+    ) -> registry_pb2.Deployment:
+        """Send all of a model's traffic to one version (one primary route at 100 %)."""
+        return await self.set_deployment(model, [route(version)], mode=mode)
+
+    async def get_deployment(self, model: str) -> registry_pb2.Deployment:
+        """A model's deployment (ModelNotFound when it has none)."""
+        request = registry_pb2.GetDeploymentRequest(model=model)
+        return await self._read(self._stub.GetDeployment, request)
+
+    async def list_deployments(self) -> list[registry_pb2.Deployment]:
+        """Every deployment, by model."""
+        request = registry_pb2.ListDeploymentsRequest()
+        return list((await self._read(self._stub.ListDeployments, request)).deployments)
+
+    # --- audit --------------------------------------------------------------------
+
+    async def list_audit_entries(
+        self, model: str = "", limit: int = 100
+    ) -> list[registry_pb2.AuditEntry]:
+        """The newest audit entries, newest first (of one model, or all when empty)."""
+        request = registry_pb2.ListAuditEntriesRequest(model=model, limit=limit)
+        return list((await self._read(self._stub.ListAuditEntries, request)).entries)
