@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from headwater.cli.demo import Demo, DemoPlan, print_summary
 from headwater.cli.localstack import health
 from headwater.cli.localstack.ports import pid_alive, signal_pid
 from headwater.cli.localstack.stack import (
@@ -99,6 +100,37 @@ def _start_detached(settings: StackSettings) -> None:
         time.sleep(0.3)
     errors.print(f"the stack did not come up in time; see {log_path}")
     raise typer.Exit(1)
+
+
+def demo(
+    examples: int = typer.Option(4000, help="Rows streamed through the gateway."),
+    checkpoint_every: int = typer.Option(
+        1000, help="Examples between checkpoint versions (when the demo starts the stack)."),
+    promote: bool = typer.Option(True, help="Deploy each new checkpoint version live."),
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Run the learning loop end to end on the embedded stack, then print a summary."""
+    settings = _settings(state_dir)
+    plan = DemoPlan(examples=examples, promote=promote)
+    asyncio.run(_run_demo(settings, plan, {
+        "HEADWATER_TRAINER_CHECKPOINT_EVERY_EXAMPLES": str(checkpoint_every)}))
+
+
+async def _run_demo(settings: StackSettings, plan: DemoPlan, env: dict[str, str]) -> None:
+    state = StackState.load(settings.state_dir)
+    stack = None
+    if state is None or not all((await _check_all(state)).values()):
+        stack = LocalStack(settings, extra_env=env)
+        with console.status("starting the local stack…"):
+            state = await stack.start()
+    try:
+        name = f"sea-{time.strftime('%Y%m%d-%H%M%S')}"
+        seen = await Demo(state.endpoints, plan, name).run()
+        await print_summary(state.endpoints, name, seen)
+    finally:
+        if stack is not None:
+            with console.status("stopping the local stack…"):
+                stack.stop()
 
 
 def down(state_dir: Path | None = StateDirOption) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,8 +125,9 @@ def service_environment(settings: StackSettings, endpoints: Endpoints) -> dict[s
 class LocalStack:
     """Start and stop the whole embedded stack from one process."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, extra_env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.extra_env = dict(extra_env or {})
         self.state_dir = settings.state_dir.resolve()
         self.endpoints = endpoints_for(settings)
         self.broker = TansuBroker(port=settings.kafka_port, log_path=self._log("broker"))
@@ -145,8 +147,9 @@ class LocalStack:
         self.broker.start()
         self.postgres.start()
         self.postgres.ensure_database("headwater")
-        kafka = KafkaSettings(bootstrap=self.endpoints.kafka_bootstrap,
-                              partitions=self.settings.partitions)
+        kafka = KafkaSettings(
+            bootstrap=self.endpoints.kafka_bootstrap, partitions=self.settings.partitions
+        )
         await ensure_topics(kafka)
         self._spawn("registry")
         await self._wait_healthy("registry")
@@ -165,12 +168,16 @@ class LocalStack:
         return pids
 
     def _spawn(self, name: str) -> None:
-        env = {**os.environ, **service_environment(self.settings, self.endpoints)}
+        env = {**os.environ, **service_environment(self.settings, self.endpoints),
+               **self.extra_env}
         with self._log(name).open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"headwater.services.{name}"],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent_hook(),
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent_hook(),
             )
         log.info("started %s (pid %d)", name, self.processes[name].pid)
 
@@ -185,8 +192,9 @@ class LocalStack:
             if await health.check(name, self.endpoints):
                 return
             await asyncio.sleep(0.2)
-        raise TimeoutError(f"{name} not healthy after {self.settings.start_timeout_s} s; "
-                           f"see {self._log(name)}")
+        raise TimeoutError(
+            f"{name} not healthy after {self.settings.start_timeout_s} s; see {self._log(name)}"
+        )
 
     def stop(self) -> None:
         """Stop services in reverse order, then the broker and PostgreSQL; bounded."""
