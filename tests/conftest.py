@@ -13,7 +13,7 @@ The servers start only when a test asks for them, so unit tests never pay.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -36,6 +36,17 @@ TEST_PARTITIONS = 2
 def broker(request: pytest.FixtureRequest) -> TansuBroker | ExternalBroker:
     """A Kafka-compatible broker for the whole session."""
     return start_broker(request)
+
+
+@pytest.fixture(autouse=True)
+def _broker_resumed_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that paused the broker and failed must not leave it paused for the rest."""
+    if "broker" not in request.fixturenames:
+        yield
+        return
+    server = request.getfixturevalue("broker")
+    yield
+    server.resume()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+import psutil
+
 from headwater.cli.localstack.ports import (
     die_with_parent_hook,
     free_port,
@@ -81,6 +83,7 @@ class TansuBroker:
         die_with_parent: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
+        self._auto_port = port is None
         self.port = port if port is not None else free_port(self.host)
         self.log_path = log_path
         self._die_with_parent = die_with_parent
@@ -116,12 +119,33 @@ class TansuBroker:
     def start(self, timeout_s: float = 20.0) -> None:
         """Start the broker and block until it serves Kafka metadata requests.
 
+        When the port was picked automatically and the broker exits at start
+        (another process took the port meanwhile), it retries on a fresh port.
+
         Raises:
             Unavailable: The broker exited or was not ready within ``timeout_s``.
 
         """
         if self.is_running():
             return
+        code: int | None = None
+        for attempt in range(3 if self._auto_port else 1):
+            if attempt:
+                self.port = free_port(self.host)
+            self._spawn()
+            if self._await_ready(timeout_s):
+                return
+            code = self._proc.poll() if self._proc is not None else None
+            self.stop()
+            if code is None:  # hung rather than exited: another port will not help
+                break
+        raise Unavailable(
+            f"tansu broker on {self.bootstrap} not ready after {timeout_s}s"
+            + (f" (exited with {code})" if code is not None else "")
+            + (f"; see {self.log_path}" if self.log_path else "")
+        )
+
+    def _spawn(self) -> None:
         out: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,19 +164,27 @@ class TansuBroker:
                 out.close()
         self._paused = False
         log.info("tansu broker starting", extra={"pid": self._proc.pid, "port": self.port})
-        ready = wait_until(
-            lambda: not self._exited() and kafka_metadata_ok(self.host, self.port),
+
+    def _await_ready(self, timeout_s: float) -> bool:
+        wait_until(
+            lambda: (
+                self._exited() or (self._listening() and kafka_metadata_ok(self.host, self.port))
+            ),
             timeout_s,
-            interval_s=0.05,
         )
-        if not ready:
-            code = self._proc.poll()
-            self.stop()
-            raise Unavailable(
-                f"tansu broker on {self.bootstrap} not ready after {timeout_s}s"
-                + (f" (exited with {code})" if code is not None else "")
-                + (f"; see {self.log_path}" if self.log_path else "")
-            )
+        return not self._exited() and self._listening()
+
+    def _listening(self) -> bool:
+        """Whether *our* process holds the port (not some other server that took it)."""
+        if self._proc is None:
+            return False
+        try:
+            conns = psutil.Process(self._proc.pid).net_connections(kind="tcp")
+        except psutil.AccessDenied:
+            return True  # cannot tell; the metadata probe decides
+        except psutil.NoSuchProcess:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in conns)
 
     def _exited(self) -> bool:
         return self._proc is None or self._proc.poll() is not None

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
 import re
+import signal
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
 
-from headwater.cli.localstack.ports import free_port, pid_alive
+from headwater.cli.localstack.ports import free_port, pid_alive, signal_pid, wait_until
 from headwater.shared.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = "127.0.0.1"
+        self._auto_port = port is None
         self.port = port if port is not None else free_port(self.host)
         self.socket_dir = _socket_dir_for(self.data_dir)
         self.log_path = self.data_dir / "server.log"
@@ -112,6 +115,9 @@ class EmbeddedPostgres:
     def start(self, timeout_s: float = 30.0) -> None:
         """Create the cluster if new, start the server and wait until it accepts connections.
 
+        When the port was picked automatically and the server cannot bind it
+        (another process took it meanwhile), it retries on a fresh port.
+
         Raises:
             Unavailable: initdb or the server failed, or it was not ready in time.
 
@@ -126,8 +132,22 @@ class EmbeddedPostgres:
                 ["-D", str(self.data_dir), "--auth=trust", "--encoding=utf8", "-U", "postgres"],
                 timeout_s=120.0,
             )
-        self._run("pg_ctl", self._start_args(timeout_s), timeout_s=timeout_s + 5)
+        for attempt in range(3 if self._auto_port else 1):
+            if attempt:
+                self.port = free_port(self.host)
+            try:
+                self._run("pg_ctl", self._start_args(timeout_s), timeout_s=timeout_s + 5)
+                break
+            except Unavailable as err:
+                if self.is_running() or attempt == (2 if self._auto_port else 0):
+                    raise Unavailable(f"{err}; server log:\n{self._log_tail()}") from err
         log.info("postgres started", extra={"pid": self.pid, "port": self.port})
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
 
     def _start_args(self, timeout_s: float) -> list[str]:
         options = f"-h {self.host} -p {self.port} -k {self.socket_dir}"
@@ -142,22 +162,28 @@ class EmbeddedPostgres:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Fast shutdown (``pg_ctl -m fast stop``), bounded; SIGKILL as a last resort."""
         pid = self.pid
-        if pid is None or not pid_alive(pid):
-            return
-        try:
-            self._run(
-                "pg_ctl",
-                ["-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop"],
-                timeout_s=timeout_s + 5,
-            )
-        except Unavailable:
-            log.warning("pg_ctl stop failed; killing the postmaster", extra={"pid": pid})
-            import signal
-
-            from headwater.cli.localstack.ports import signal_pid, wait_until
-
-            signal_pid(pid, signal.SIGKILL)
-            wait_until(lambda: not pid_alive(pid), 5.0)
+        if pid is not None and pid_alive(pid):
+            try:
+                self._run(
+                    "pg_ctl",
+                    [
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "-t",
+                        str(int(timeout_s)),
+                        "stop",
+                    ],
+                    timeout_s=timeout_s + 5,
+                )
+            except Unavailable:
+                log.warning("pg_ctl stop failed; killing the postmaster", extra={"pid": pid})
+                signal_pid(pid, signal.SIGKILL)
+                wait_until(lambda: not pid_alive(pid), 5.0)
+        with contextlib.suppress(OSError):
+            self.socket_dir.rmdir()  # only when empty: the server removed its socket
 
     @property
     def pid(self) -> int | None:

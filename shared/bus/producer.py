@@ -36,9 +36,9 @@ from google.protobuf.message import Message
 
 from headwater.shared.bus import metrics
 from headwater.shared.bus.codec import encode_event, protobuf_header
-from headwater.shared.bus.topics import Topic
+from headwater.shared.bus.topics import Topic, ensure_topics
 from headwater.shared.bus.tracing import TRACE_HEADERS, inject_trace_headers
-from headwater.shared.errors import ResourceExhausted, Unavailable
+from headwater.shared.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ class EventProducer:
         max_batch_events: Most buffered events sent in one round.
         max_retry_backoff_s: Cap of the exponential backoff between retries.
         max_request_size: Largest request aiokafka sends, in bytes.
+        create_topics: On every (re)connect, create the headwater topics first
+            (idempotent, best effort). Tansu auto-creates a topic the first time
+            a client asks for its metadata, with its own default partition
+            count; creating them first keeps the configured count even when this
+            producer reaches a fresh broker before anything else does.
 
     Attributes:
         published: Events the broker acknowledged.
@@ -93,6 +98,7 @@ class EventProducer:
         max_batch_events: int = 1000,
         max_retry_backoff_s: float = 2.0,
         max_request_size: int = 1_048_576,
+        create_topics: bool = True,
     ) -> None:
         self.kafka = kafka
         self.client_id = client_id
@@ -103,6 +109,7 @@ class EventProducer:
         self._max_batch = max_batch_events
         self._max_backoff_s = max_retry_backoff_s
         self._max_request_size = max_request_size
+        self._create_topics = create_topics
         self._queue: asyncio.Queue[OutgoingRecord] = asyncio.Queue(kafka.producer_buffer_max_events)
         self._inflight: list[OutgoingRecord] = []
         self._client: AIOKafkaProducer | None = None
@@ -273,10 +280,18 @@ class EventProducer:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._inflight = batch
+            settled = False
             try:
                 await self._deliver(batch)
+                settled = True
+            except Exception:  # a bug must not silently stop all sending
+                log.exception("producer send round crashed")
+                for record in self._inflight:
+                    self._count_failed(record, "internal error in the send round")
+                settled = True
             finally:
-                self._inflight = []
+                if settled:  # when cancelled by stop(), stop() counts _inflight as failed
+                    self._inflight = []
                 self._gauge.set(self.buffered)
                 for _ in batch:
                     self._queue.task_done()
@@ -361,8 +376,16 @@ class EventProducer:
         except (KafkaError, OSError, TimeoutError) as err:
             await self._stop_quietly(client, timeout_s=1.0)
             raise Unavailable(f"cannot connect to {self.kafka.bootstrap}: {err!r}") from err
+        if self._create_topics:
+            await self._ensure_topics()
         self._client = client
         return client
+
+    async def _ensure_topics(self) -> None:
+        try:
+            await ensure_topics(self.kafka, timeout_s=self.kafka.request_timeout_ms / 1000)
+        except (Unavailable, FailedPrecondition) as err:
+            log.warning("could not ensure topics; sending anyway", extra={"error": str(err)})
 
     async def _close_client(self, timeout_s: float) -> None:
         client, self._client = self._client, None

@@ -27,7 +27,7 @@ from enum import StrEnum
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.errors import FailedPrecondition, InvalidInput, Unavailable
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,13 @@ async def ensure_topics(
     topics: Iterable[Topic] = ALL_TOPICS,
     partitions: int | None = None,
     timeout_s: float | None = None,
-) -> None:
+) -> dict[str, int]:
     """Create every topic with the configured partition count; idempotent.
 
-    An existing topic is left as it is. Returns once broker metadata shows each
-    topic with at least ``partitions`` partitions.
+    An existing topic is left as it is, but one with fewer partitions than
+    asked for is an error, and so are ``predictions`` and ``feedback`` with
+    different counts (the join is local to a partition). Returns once broker
+    metadata shows every topic.
 
     Args:
         kafka: Broker address, prefix and default partition count.
@@ -100,8 +102,12 @@ async def ensure_topics(
         partitions: Partition count; ``kafka.partitions`` when None.
         timeout_s: Overall deadline; three times ``kafka.request_timeout_ms`` when None.
 
+    Returns:
+        The partition count of each broker-side topic name.
+
     Raises:
         Unavailable: The broker did not answer or the topics did not appear in time.
+        FailedPrecondition: Existing topics have too few or mismatched partitions.
 
     """
     count = partitions if partitions is not None else kafka.partitions
@@ -115,25 +121,32 @@ async def ensure_topics(
     try:
         async with asyncio.timeout(deadline_s):
             await admin.start()
-            await _create(admin, wanted, count)
-            await _wait_visible(admin, wanted, count)
+            existing = await _create(admin, wanted, count)
+            found = await _wait_visible(admin, wanted, count, existing)
     except (TimeoutError, KafkaError, OSError) as err:
         raise Unavailable(
             f"could not create topics on {kafka.bootstrap} within {deadline_s}s: {err!r}"
         ) from err
     finally:
         await admin.close()
+    _check_partitions(kafka, found, count)
+    return found
 
 
-async def _create(admin: AIOKafkaAdminClient, wanted: Mapping[str, Topic], count: int) -> None:
+async def _create(admin: AIOKafkaAdminClient, wanted: Mapping[str, Topic], count: int) -> set[str]:
+    """Create the topics; return the names that existed already."""
     new = [
         NewTopic(name, count, 1, topic_configs=topic_config(topic))
         for name, topic in wanted.items()
     ]
     response = await admin.create_topics(new)
+    existing = set()
     for name, code, message in _topic_errors(response):
-        if code not in (0, _TOPIC_ALREADY_EXISTS):
+        if code == _TOPIC_ALREADY_EXISTS:
+            existing.add(name)
+        elif code != 0:
             raise Unavailable(f"creating topic {name!r} failed: error {code} {message}")
+    return existing
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
@@ -146,15 +159,34 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
 
 
 async def _wait_visible(
-    admin: AIOKafkaAdminClient, wanted: Mapping[str, Topic], count: int
-) -> None:
-    missing = set(wanted)
+    admin: AIOKafkaAdminClient, wanted: Mapping[str, Topic], count: int, existing: set[str]
+) -> dict[str, int]:
+    """Poll metadata until every topic shows (new ones with all their partitions)."""
+    found: dict[str, int] = {}
     while True:
-        described = await admin.describe_topics(sorted(missing))
-        for topic in described:
-            if topic.get("error_code", 0) == 0 and len(topic.get("partitions", [])) >= count:
-                missing.discard(topic["topic"])
-        if not missing:
-            return
-        log.debug("waiting for topics", extra={"missing": sorted(missing)})
+        missing = sorted(set(wanted) - set(found))
+        for topic in await admin.describe_topics(missing):
+            n = len(topic.get("partitions", []))
+            name = topic["topic"]
+            if topic.get("error_code", 0) == 0 and n >= (1 if name in existing else count):
+                found[name] = n
+        if len(found) == len(wanted):
+            return found
+        log.debug("waiting for topics", extra={"missing": missing})
         await asyncio.sleep(0.1)
+
+
+def _check_partitions(kafka: KafkaSettings, found: Mapping[str, int], count: int) -> None:
+    short = {name: n for name, n in found.items() if n < count}
+    if short:
+        raise FailedPrecondition(
+            f"topics exist with fewer than {count} partitions: {short}; "
+            "recreate them or lower the partition setting"
+        )
+    joined = [topic_name(kafka, t) for t in (Topic.PREDICTIONS, Topic.FEEDBACK)]
+    counts = {found[name] for name in joined if name in found}
+    if len(counts) > 1:
+        raise FailedPrecondition(
+            f"{joined[0]} and {joined[1]} must have the same partition count "
+            f"(the join is local to a partition): {[found[n] for n in joined]}"
+        )

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry.sdk.trace import TracerProvider
 
+from headwater.cli.localstack import TansuBroker, free_port
 from headwater.shared.bus import metrics
 from headwater.shared.bus.codec import (
     decode_event,
@@ -21,7 +22,7 @@ from headwater.shared.bus.dead_letter import REASON_HEADER, SOURCE_TOPIC_HEADER,
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import ALL_TOPICS, Topic, ensure_topics
 from headwater.shared.bus.tracing import extract_trace_context
-from headwater.shared.errors import InvalidInput, ResourceExhausted
+from headwater.shared.errors import FailedPrecondition, InvalidInput, ResourceExhausted, Unavailable
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually, read_records, unique_name
@@ -181,3 +182,65 @@ async def test_publish_during_outage_is_delivered_after_resume(
     records = await read_records(kafka, Topic.FEEDBACK, 2)
     assert {r.key for r in records} == {b"before", b"during"}  # at least once, maybe twice
     assert encode_event(feedback("during")) in {r.value for r in records}
+
+
+async def test_ensure_topics_refuses_existing_topics_with_too_few_partitions(broker) -> None:
+    prefix = f"{unique_name()}."
+    small = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=1)
+    await ensure_topics(small, topics=[Topic.FEEDBACK])
+    with pytest.raises(FailedPrecondition, match="fewer than 2 partitions"):
+        await ensure_topics(small.model_copy(update={"partitions": 2}))
+
+
+async def test_ensure_topics_refuses_a_join_across_different_partition_counts(broker) -> None:
+    prefix = f"{unique_name()}."
+    kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=2)
+    await ensure_topics(kafka, topics=[Topic.PREDICTIONS], partitions=3)
+    with pytest.raises(FailedPrecondition, match="same partition count"):
+        await ensure_topics(kafka)
+
+
+async def test_events_published_while_the_broker_is_down_at_start_arrive_once_it_is_up(
+    tmp_path,
+) -> None:
+    port = free_port()
+    kafka = KafkaSettings(
+        bootstrap=f"127.0.0.1:{port}",
+        topic_prefix=f"{unique_name()}.",
+        partitions=2,
+        request_timeout_ms=1_000,
+    )
+    producer = EventProducer(kafka, client_id="test-late-broker", max_retry_backoff_s=0.3)
+    late = TansuBroker(port=port, log_path=tmp_path / "tansu.log")
+    try:
+        await producer.start()  # nothing listens yet: start must not fail
+        producer.publish(Topic.FEEDBACK, "early", feedback("early"))
+
+        async def retried() -> bool:
+            return producer.retried > 0
+
+        await eventually(retried, timeout_s=10, what="a retry while no broker listens")
+        late.start()
+        await ensure_topics(kafka)
+        await producer.flush(timeout_s=20)
+        assert producer.published == 1 and producer.failed == 0
+        (record,) = await read_records(kafka, Topic.FEEDBACK, 1)
+        assert record.key == b"early"
+    finally:
+        await producer.stop(grace_s=2)
+        late.stop()
+
+
+async def test_stop_counts_undeliverable_events_as_failed() -> None:
+    kafka = KafkaSettings(
+        bootstrap=f"127.0.0.1:{free_port()}", topic_prefix="x.", request_timeout_ms=500
+    )
+    producer = EventProducer(kafka, client_id="test-no-broker")
+    await producer.start()
+    producer.publish(Topic.ALERTS, "m", events_pb2.Alert(alert_id="a"))
+    producer.publish(Topic.ALERTS, "m", events_pb2.Alert(alert_id="b"))
+    await producer.stop(grace_s=0.5)
+
+    assert producer.failed == 2 and producer.published == 0
+    with pytest.raises(Unavailable, match="stopping"):
+        producer.publish(Topic.ALERTS, "m", events_pb2.Alert(alert_id="c"))
