@@ -129,7 +129,7 @@ def start_postgres(request: pytest.FixtureRequest) -> EmbeddedPostgres | Externa
     if settings.database_url:
         return ExternalPostgres(settings.database_url)
     root = Path(tempfile.mkdtemp(prefix="hw-pg-"))
-    server = EmbeddedPostgres(root / "data")
+    server = EmbeddedPostgres(root / "data", die_with_parent=True)
     request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     request.addfinalizer(server.stop)
     server.start()

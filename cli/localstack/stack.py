@@ -168,8 +168,7 @@ class LocalStack:
         return pids
 
     def _spawn(self, name: str) -> None:
-        env = {**os.environ, **service_environment(self.settings, self.endpoints),
-               **self.extra_env}
+        env = {**os.environ, **service_environment(self.settings, self.endpoints), **self.extra_env}
         with self._log(name).open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"headwater.services.{name}"],

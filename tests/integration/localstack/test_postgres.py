@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from headwater.cli.localstack import EmbeddedPostgres
+from headwater.cli.localstack import EmbeddedPostgres, wait_until
 from headwater.cli.localstack.ports import pid_alive
 from headwater.shared.errors import InvalidInput
 
@@ -62,3 +67,61 @@ def test_ensure_database_rejects_non_identifiers(server: EmbeddedPostgres) -> No
 def test_stop_when_never_started_is_a_no_op(server: EmbeddedPostgres) -> None:
     server.stop()
     assert not server.is_running()
+
+
+async def test_child_mode_serves_and_leaves_the_data_to_a_detached_restart() -> None:
+    root = Path(tempfile.mkdtemp(prefix="hw-pg-test-"))
+    child = EmbeddedPostgres(root / "data", die_with_parent=True)
+    detached = EmbeddedPostgres(root / "data")
+    try:
+        child.start()
+        child.ensure_database("headwater")
+        conn = await asyncpg.connect(child.url(), timeout=10)
+        try:
+            await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+        finally:
+            await conn.close()
+        child.stop()
+        assert not child.is_running()
+
+        detached.start()  # pg_ctl mode on the same data (and log file)
+        conn = await asyncpg.connect(detached.url(), timeout=10)
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == 7
+        finally:
+            await conn.close()
+    finally:
+        child.stop()
+        detached.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_child_mode_server_dies_with_its_parent() -> None:
+    root = Path(tempfile.mkdtemp(prefix="hw-pg-test-"))
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from headwater.cli.localstack import EmbeddedPostgres, wait_until
+        pg = EmbeddedPostgres(Path({str(root / "data")!r}), die_with_parent=True)
+        pg.start()
+        print(pg.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    postmaster = None
+    try:
+        assert parent.stdout is not None
+        postmaster = int(parent.stdout.readline())
+        assert pid_alive(postmaster)
+        parent.kill()
+        parent.wait(timeout=5)
+        assert wait_until(lambda: not pid_alive(postmaster), 10.0)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=5)
+        if postmaster is not None and pid_alive(postmaster):
+            os.kill(postmaster, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
