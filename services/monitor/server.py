@@ -1,0 +1,151 @@
+"""The monitor's composition root: topics, producer, HTTP endpoints, Faust streams.
+
+>>> server = MonitorServer(MonitorSettings(metrics_port=0))
+>>> server.http_port  # known once started
+0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from headwater.services.monitor.domain import MonitorSnapshot, MonitorState
+from headwater.services.monitor.exporter import monitor_registry
+from headwater.services.monitor.http_api import build_web_app
+from headwater.services.monitor.service import MonitorService
+from headwater.services.monitor.settings import MonitorSettings
+from headwater.services.monitor.streams import SOURCE_TOPICS, MonitorStreams
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic, ensure_topics
+
+log = logging.getLogger(__name__)
+
+#: Every topic the monitor reads or writes; created (idempotently) before anything touches it.
+MONITOR_TOPICS: tuple[Topic, ...] = (*SOURCE_TOPICS, Topic.ALERTS, Topic.DEAD_LETTER)
+#: Least time each shutdown step gets, even when the grace is spent.
+MIN_STEP_S = 0.5
+
+
+class MonitorServer:
+    """Runs the monitor: ``await start()``, ``await wait_ready()``, then ``await stop(grace_s)``.
+
+    Args:
+        settings: The monitor's settings.
+        clock: Wall-clock seconds for the state (tests move time with it).
+
+    Attributes:
+        http_port: The bound HTTP port (useful when ``settings.metrics_port`` is 0).
+        state: The monitor's metrics, for in-process readers.
+
+    """
+
+    def __init__(self, settings: MonitorSettings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.http_port = settings.metrics_port
+        self.state = MonitorState(settings.monitor_config())
+        self._clock = clock
+        self._producer: EventProducer | None = None
+        self._streams: MonitorStreams | None = None
+        self._runner: web.AppRunner | None = None
+        self._data_dir: Path | None = None
+        self._own_data_dir = False
+
+    def snapshot(self) -> MonitorSnapshot:
+        """The monitor's metrics now."""
+        return self.state.snapshot()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the streams consume (``/health`` says serving)."""
+        return self._streams is not None and self._streams.ready
+
+    async def start(self) -> None:
+        """Create the topics, start the producer and HTTP, then the streams in the background.
+
+        Raises:
+            Unavailable: The broker did not answer while creating the topics.
+
+        """
+        settings = self.settings
+        await ensure_topics(settings.kafka, MONITOR_TOPICS)
+        self._producer = EventProducer(settings.kafka, client_id=f"{settings.app_id}-producer")
+        await self._producer.start()
+        try:
+            await self._start_http()
+            service = MonitorService(self.state, self._producer, self._clock)
+            self._streams = MonitorStreams(settings, service, self._prepare_data_dir())
+            self._streams.start()
+        except BaseException:
+            await self.stop(grace_s=1.0)
+            raise
+        log.info(
+            "monitor started",
+            extra={"http_port": self.http_port, "app_id": settings.app_id},
+        )
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until the streams consume (the first group join takes seconds).
+
+        Raises:
+            Unavailable: Not ready within ``timeout_s`` (``settings.start_timeout_s`` if None).
+
+        """
+        assert self._streams is not None, "start() first"
+        await self._streams.wait_ready(timeout_s or self.settings.start_timeout_s)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop consuming, flush alerts and dead letters, close HTTP; bounded by ``grace_s``."""
+        deadline = asyncio.get_running_loop().time() + grace_s
+
+        def left() -> float:
+            return max(MIN_STEP_S, deadline - asyncio.get_running_loop().time())
+
+        if self._streams is not None:
+            await self._streams.stop(left())
+            self._streams = None
+        if self._producer is not None:
+            await self._producer.stop(left())
+            self._producer = None
+        if self._runner is not None:
+            try:
+                async with asyncio.timeout(left()):
+                    await self._runner.cleanup()
+            except TimeoutError:
+                log.error("monitor HTTP server did not close within the grace")
+            self._runner = None
+        if self._own_data_dir and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+        self._data_dir = None
+
+    async def _start_http(self) -> None:
+        app = build_web_app(self.snapshot, monitor_registry(self.snapshot), lambda: self.ready)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.metrics_port)
+        await site.start()
+        self._runner = runner
+        self.http_port = _bound_port(runner, self.settings.metrics_port)
+
+    def _prepare_data_dir(self) -> Path:
+        if self.settings.data_dir is not None:
+            self._data_dir, self._own_data_dir = self.settings.data_dir, False
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="headwater-monitor-"))
+            self._own_data_dir = True
+        return self._data_dir
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured

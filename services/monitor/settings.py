@@ -1,0 +1,92 @@
+"""Settings of the monitor (environment prefix ``HEADWATER_MONITOR_``).
+
+>>> s = MonitorSettings()
+>>> s.metrics_port, s.window_size, s.app_id
+(9100, 200, 'headwater-monitor')
+>>> s.monitor_config().window_size
+200
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from headwater.services.monitor.domain import MonitorConfig
+from headwater.services.monitor.metrics import DEFAULT_LATENCY_BUCKETS_MS
+from headwater.shared.settings import ServiceSettings
+
+
+class MonitorSettings(ServiceSettings):
+    """What the monitor measures, where it serves its metrics, how its Faust app runs."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_MONITOR_", frozen=True)
+
+    metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="HTTP port of /metrics, /v1/models and /health (bound to host); "
+        "0 picks a free one.",
+    )
+    app_id: str = Field(
+        "headwater-monitor",
+        min_length=1,
+        description="Faust app id: the consumer group of the monitor's replicas.",
+    )
+    window_size: int = Field(
+        200, ge=1, description="Labelled examples in the rolling accuracy / MAE window."
+    )
+    drift_delta: float = Field(
+        0.002,
+        gt=0,
+        lt=1,
+        description="ADWIN confidence of the per-version error drift detector "
+        "(smaller: fewer, surer detections).",
+    )
+    alert_cooldown_s: float = Field(
+        300.0, ge=0, description="Least time between two alerts of one kind for one version."
+    )
+    latency_buckets_ms: tuple[float, ...] = Field(
+        DEFAULT_LATENCY_BUCKETS_MS,
+        min_length=1,
+        description="Upper bounds of the latency histogram buckets (ms); +Inf is implicit.",
+    )
+    max_versions_per_model: int = Field(
+        50,
+        ge=1,
+        description="Versions tracked per model; the least recently seen is forgotten first.",
+    )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=1,
+        description="Consumer group session timeout; a first join on Tansu takes about half.",
+    )
+    start_timeout_s: float = Field(
+        60.0, gt=0, description="How long wait_ready() waits for the consumer group to join."
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Faust's working directory (the monitor keeps no tables in it); "
+        "a fresh temporary directory when unset.",
+    )
+    registry_target: str = Field(
+        "127.0.0.1:50051",
+        description="host:port of the registry. Reserved for canary judging "
+        "(promote/rollback through the registry); unused for now.",
+    )
+    registry_deadline_s: float = Field(
+        5.0, gt=0, description="Deadline of one registry call (reserved with registry_target)."
+    )
+
+    def monitor_config(self) -> MonitorConfig:
+        """The pure core's parameters."""
+        return MonitorConfig(
+            window_size=self.window_size,
+            drift_delta=self.drift_delta,
+            alert_cooldown_s=self.alert_cooldown_s,
+            latency_buckets_ms=self.latency_buckets_ms,
+            max_versions_per_model=self.max_versions_per_model,
+        )
