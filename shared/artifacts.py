@@ -37,6 +37,7 @@ from river import base
 
 from headwater.shared.errors import ArtifactIntegrityError, ResourceExhausted
 from headwater.shared.settings import ArtifactSettings
+from headwater.shared.specs import HEADWATER_COMPONENTS
 
 FORMAT = "river-pickle/v1"
 PICKLE_PROTOCOL = 5
@@ -192,6 +193,8 @@ _SAFE_GLOBALS: dict[str, frozenset[str]] = {
         {"__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"}
     ),
     "numpy.random.bit_generator": frozenset({"SeedSequence", "__pyx_unpickle_SeedSequence"}),
+    # headwater's drop-in replacements of a few River components.
+    "headwater.shared.specs": frozenset(cls.__name__ for cls in HEADWATER_COMPONENTS),
 }
 
 
@@ -226,7 +229,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _bound_method_of_river
         if name in _SAFE_GLOBALS.get(module, ()):
             return super().find_class(module, name)
-        if _is_river_module(module) and not name.startswith("__"):
+        if _is_river_module(module) and "__" not in name:
             obj = super().find_class(module, name)
             if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType) and (
                 _is_river_module(getattr(obj, "__module__", "") or "")

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, cast
 
+import numpy as np
+
 from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2, registry_pb2
 
@@ -174,7 +176,7 @@ def _describe(value: object) -> str:
 
 
 def _is_bool(value: object) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_
+    return isinstance(value, bool | np.bool_)
 
 
 def _to_float(name: str, value: object) -> float:

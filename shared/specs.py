@@ -72,6 +72,44 @@ MAX_SPEC_BYTES = 64 * 1024
 MAX_DEPTH = 12
 
 
+class StatImputer(preprocessing.StatImputer):
+    """River's ``StatImputer`` that also fills features absent from a row.
+
+    A row leaves out an optional feature the caller did not send (see
+    :meth:`headwater.shared.features.FeatureSchema.validate_row`); River's own
+    imputer only fills ``None`` values and raises KeyError on absent ones.
+    """
+
+    def learn_one(self, x: dict[Any, Any]) -> None:
+        """Update each feature's statistic with the row's value, when it has one."""
+        for name, stat in self.stats.items():
+            if x.get(name) is not None:
+                stat.update(x[name])
+
+    def transform_one(self, x: dict[Any, Any]) -> dict[Any, Any]:
+        """The row with every absent or ``None`` imputed feature filled in."""
+        x = dict(x)
+        for name, stat in self.stats.items():
+            if x.get(name) is None:
+                x[name] = stat.get()
+        return x
+
+
+class Select(compose.Select):
+    """River's ``compose.Select`` that skips selected features absent from a row."""
+
+    def transform_one(self, x: dict[Any, Any]) -> dict[Any, Any]:
+        """The selected features the row has."""
+        return {name: x[name] for name in self.keys if name in x}
+
+
+HEADWATER_COMPONENTS: tuple[type, ...] = (StatImputer, Select)
+"""headwater's drop-in replacements of River components, resolved in their place."""
+_REPLACEMENTS: dict[str, type] = {
+    "compose.Select": Select,
+    "preprocessing.StatImputer": StatImputer,
+}
+
 # module path -> (module, allowed class names). Only these are ever resolved.
 _ALLOWED: dict[str, tuple[Any, str]] = {
     "compose": (compose, "Discard Select TransformerUnion"),
@@ -79,7 +117,7 @@ _ALLOWED: dict[str, tuple[Any, str]] = {
     "ensemble": (
         ensemble,
         "ADWINBaggingClassifier AdaBoostClassifier BaggingClassifier BaggingRegressor "
-        "LeveragingBaggingClassifier SRPClassifier SRPRegressor VotingClassifier",
+        "LeveragingBaggingClassifier SRPClassifier SRPRegressor",
     ),
     "feature_extraction": (feature_extraction, "PolynomialExtender"),
     "forest": (forest, "AMFClassifier AMFRegressor ARFClassifier ARFRegressor"),
@@ -88,7 +126,7 @@ _ALLOWED: dict[str, tuple[Any, str]] = {
         "ALMAClassifier LinearRegression LogisticRegression PAClassifier PARegressor "
         "Perceptron SoftmaxRegression",
     ),
-    "multiclass": (multiclass, "OneVsOneClassifier OneVsRestClassifier"),
+    "multiclass": (multiclass, "OneVsRestClassifier"),
     "naive_bayes": (naive_bayes, "BernoulliNB ComplementNB GaussianNB MultinomialNB"),
     "neighbors": (neighbors, "KNNClassifier KNNRegressor LazySearch"),
     "optim": (optim, "AdaDelta AdaGrad AdaMax Adam FTRLProximal Momentum Nadam RMSProp SGD"),
@@ -109,7 +147,7 @@ _ALLOWED: dict[str, tuple[Any, str]] = {
 
 ALLOWED_COMPONENTS: Mapping[str, type] = MappingProxyType(
     {
-        f"{path}.{name}": getattr(module, name)
+        f"{path}.{name}": _REPLACEMENTS.get(f"{path}.{name}") or getattr(module, name)
         for path, (module, names) in sorted(_ALLOWED.items())
         for name in sorted(names.split())
     }
@@ -208,7 +246,7 @@ def _parse_node(data: object, path: str, depth: int) -> Node:
             f"unknown component {name!r} at {path}; allowed components: "
             + ", ".join(ALLOWED_COMPONENTS)
         )
-    params = data.get("params") or {}
+    params = {} if data.get("params") is None else data["params"]
     if not isinstance(params, dict):
         raise InvalidInput(f"{name}: params at {path}.params must be an object")
     rules = _rules(name)
@@ -291,7 +329,6 @@ _SCALAR_TOKENS: dict[str, frozenset[type]] = {
 _OVERRIDES: dict[tuple[str, str], _Rule] = {
     ("linear_model.SoftmaxRegression", "l2"): _NUMBER,
     ("preprocessing.Normalizer", "order"): _NUMBER,
-    ("multiclass.OneVsOneClassifier", "classifier"): _Rule(roles=(base.Classifier,)),
     ("compose.TransformerUnion", "transformers"): _Rule(
         variadic=True, item=_Rule(roles=(base.Transformer,))
     ),
@@ -371,7 +408,8 @@ def _check(rule: _Rule, value: object, where: _Where, depth: int) -> ParamValue:
         node = _parse_node(value, where.path, depth + 1)
         if rule.roles and not issubclass(_output_class(node), rule.roles):
             expected = " or ".join(role.__name__ for role in rule.roles)
-            _fail(where, f"must be a {expected} component", _describe(node))
+            article = "an" if expected[0] in "AEIOU" else "a"
+            _fail(where, f"must be {article} {expected} component", _describe(node))
         return node
     if isinstance(value, list):
         if rule.item is None and not rule.anything:
