@@ -40,7 +40,9 @@ def registry_settings(database_url: str, kafka: KafkaSettings, **overrides) -> R
 
 
 @pytest.fixture
-async def registry(database_url: str, kafka_settings: KafkaSettings) -> AsyncIterator[RegistryServer]:
+async def registry(
+    database_url: str, kafka_settings: KafkaSettings
+) -> AsyncIterator[RegistryServer]:
     """A started registry server; stopped after the test."""
     server = RegistryServer(registry_settings(database_url, kafka_settings))
     await server.start()
@@ -85,7 +87,9 @@ async def wait_all_published(database_url: str, timeout_s: float = 20.0) -> None
     await eventually(probe, timeout_s=timeout_s, what="every outbox row published")
 
 
-async def read_all_events(kafka: KafkaSettings) -> list[tuple[ConsumerRecord, events_pb2.RegistryEvent]]:
+async def read_all_events(
+    kafka: KafkaSettings,
+) -> list[tuple[ConsumerRecord, events_pb2.RegistryEvent]]:
     """Every record of registry-events up to the current end offsets (exactly those).
 
     Call once the relay has published everything: the end offsets then bound

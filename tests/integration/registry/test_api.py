@@ -102,7 +102,9 @@ async def test_create_version_with_artifact_bytes_verifies_and_deduplicates(
     trained = build_model(SPEC, seed=3)
     trained.learn_one({"x1": 1.0, "x2": 2.0}, True)
     artifact = codec.encode(trained)
-    offsets = [registry_pb2.OffsetRange(topic="examples", partition=1, first_offset=0, last_offset=9)]
+    offsets = [
+        registry_pb2.OffsetRange(topic="examples", partition=1, first_offset=0, last_offset=9)
+    ]
     snapshot = lineage(1, "online-snapshot", offsets, example_count=10, metrics={"accuracy": 0.7})
 
     v2 = await client.create_version(
