@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -18,6 +18,7 @@ from headwater.shared.bus.codec import (
     header,
     json_header,
 )
+from headwater.shared.bus.consumer import commit_processed, make_consumer
 from headwater.shared.bus.dead_letter import REASON_HEADER, SOURCE_TOPIC_HEADER, dead_letter
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import ALL_TOPICS, Topic, ensure_topics
@@ -244,3 +245,37 @@ async def test_stop_counts_undeliverable_events_as_failed() -> None:
     assert producer.failed == 2 and producer.published == 0
     with pytest.raises(Unavailable, match="stopping"):
         producer.publish(Topic.ALERTS, "m", events_pb2.Alert(alert_id="c"))
+
+
+async def test_group_consumer_commits_only_what_was_processed(
+    kafka_settings: KafkaSettings,
+) -> None:
+    producer = EventProducer(kafka_settings, client_id="test-group")
+    await producer.start()
+    for i in range(4):
+        producer.publish(Topic.FEEDBACK, "same-key", feedback(f"p-{i}"))
+    await producer.stop(grace_s=10)
+
+    consumer = make_consumer(
+        kafka_settings, [Topic.FEEDBACK], group_id=unique_name("g"), client_id="test-group"
+    )
+    await consumer.start()
+    try:
+        seen: list[ConsumerRecord] = []
+
+        async def all_four() -> bool:
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                seen.extend(part)
+            return len(seen) >= 4
+
+        await eventually(all_four, timeout_s=30, what="four records through the group")
+        ids = [
+            decode_event(events_pb2.FeedbackEvent, r.value, r.headers).prediction_id for r in seen
+        ]
+        assert ids == ["p-0", "p-1", "p-2", "p-3"]  # one key, one partition: in order
+
+        await commit_processed(consumer, seen[:3])
+        tp = TopicPartition(seen[0].topic, seen[0].partition)
+        assert await consumer.committed(tp) == seen[2].offset + 1
+    finally:
+        await consumer.stop()
