@@ -28,6 +28,7 @@ from typing import Any
 from headwater.services.gateway.routing import Route, RouteTable
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import ArtifactIntegrityError, ModelNotFound, ModelNotReady
+from headwater.shared.features import FeatureSchema
 from headwater.shared.pb import events_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class ModelEntry:
 
     Attributes:
         model: The registry model: name, task and ordered feature schema.
+        schema: The model's features, ready to validate inputs against.
         deployment: The deployment being served.
         routes: The deployment's routes, ready to choose from.
         versions: Every version the routes name, loaded.
@@ -64,6 +66,7 @@ class ModelEntry:
     """
 
     model: registry_pb2.Model
+    schema: FeatureSchema
     deployment: registry_pb2.Deployment
     routes: RouteTable
     versions: Mapping[int, ServedVersion]
@@ -75,12 +78,19 @@ class ModelEntry:
         deployment: registry_pb2.Deployment,
         versions: Mapping[int, ServedVersion],
     ) -> ModelEntry:
-        """Assemble an entry; every routed version must be in ``versions``."""
+        """Assemble an entry; every routed version must be in ``versions``.
+
+        Raises:
+            InvalidInput: The model's feature schema is invalid.
+            ValueError: A routed version is missing from ``versions``.
+
+        """
         routes = RouteTable.of(Route.from_proto(r) for r in deployment.routes)
         missing = [v for v in routes.versions if v not in versions]
         if missing:
             raise ValueError(f"versions {missing} of {model.name!r} are routed but not loaded")
-        return cls(model, deployment, routes, MappingProxyType(dict(versions)))
+        schema = FeatureSchema.from_proto(model)
+        return cls(model, schema, deployment, routes, MappingProxyType(dict(versions)))
 
     @property
     def name(self) -> str:

@@ -1,12 +1,12 @@
 """Choosing which deployed version answers a request (pure, no I/O).
 
-A deployment holds routes: each a version, a share of live traffic and a role.
-Primary and canary routes split the traffic by weight; shadow routes see every
-request but never answer it. The choice is a pure function of the request key,
-so a request retried with the same id lands on the same version, and the split
-over many keys follows the weights.
+A deployment holds routes: each a version, a weight and a role. Primary and
+canary routes split the traffic by weight; a shadow route predicts the share of
+requests its weight gives (1.0: every request) but never answers. The choice is
+a pure function of the request key, so a request retried with the same id lands
+on the same versions, and the split over many keys follows the weights.
 
->>> table = RouteTable.of([Route(1, 0.9, PRIMARY), Route(2, 0.1, CANARY), Route(3, 0.0, SHADOW)])
+>>> table = RouteTable.of([Route(1, 0.9, PRIMARY), Route(2, 0.1, CANARY), Route(3, 1.0, SHADOW)])
 >>> table.choose("request-42").answer.version in (1, 2)
 True
 >>> [r.version for r in table.choose("request-42").shadows]
@@ -38,7 +38,7 @@ class Route:
 
     Attributes:
         version: The registry version served by this route.
-        weight: Share of live traffic in [0, 1]; ignored for shadow routes.
+        weight: Share of live traffic in [0, 1]; for a shadow route, the share mirrored.
         role: A ``registry_pb2.RouteRole`` value (primary, canary or shadow).
 
     """
@@ -79,7 +79,7 @@ class RouteTable:
 
     Attributes:
         live: Routes that may answer (primary and canary), in deployment order.
-        shadows: Routes that predict every request but never answer.
+        shadows: Routes that predict (a share of) requests but never answer.
         bounds: Cumulative normalised weights of ``live``; the last is 1.0.
 
     """
@@ -109,13 +109,16 @@ class RouteTable:
     def versions(self) -> tuple[int, ...]:
         """Every version the table serves, live first, without duplicates.
 
-        >>> RouteTable.of([Route(2, 1.0, PRIMARY), Route(2, 0.0, SHADOW)]).versions
+        >>> RouteTable.of([Route(2, 1.0, PRIMARY), Route(2, 1.0, SHADOW)]).versions
         (2,)
         """
         return tuple(dict.fromkeys(r.version for r in (*self.live, *self.shadows)))
 
     def choose(self, key: str) -> RouteChoice:
-        """Choose the answering route for ``key`` by weight, plus every shadow route.
+        """Choose the answering route for ``key`` by weight, and the shadows mirroring it.
+
+        Whether a shadow mirrors a key is drawn independently of the answering
+        route (the key is salted with the shadow's version).
 
         >>> table = RouteTable.of([Route(1, 0.5, PRIMARY), Route(2, 0.5, CANARY)])
         >>> shares = [table.choose(str(i)).answer.version for i in range(10_000)]
@@ -134,7 +137,11 @@ class RouteTable:
             raise ModelNotReady("the deployment has no primary or canary route")
         index = bisect.bisect_right(self.bounds, uniform(key))
         answer = self.live[min(index, len(self.live) - 1)]
-        shadows = tuple(s for s in self.shadows if s.version != answer.version)
+        shadows = tuple(
+            s
+            for s in self.shadows
+            if s.version != answer.version and uniform(f"{key}/shadow/{s.version}") < s.weight
+        )
         return RouteChoice(answer=answer, shadows=shadows)
 
     def route_for(self, version: int) -> Route | None:

@@ -50,7 +50,18 @@ def test_zero_weight_route_never_answers() -> None:
     assert {table.choose(str(i)).answer.version for i in range(2000)} == {1}
 
 
-def test_shadows_predict_but_never_answer() -> None:
+def test_shadow_mirrors_its_share_and_never_answers() -> None:
+    table = RouteTable.of([Route(1, 0.5, PRIMARY), Route(2, 0.5, CANARY), Route(3, 0.25, SHADOW)])
+    choices = [table.choose(f"k{i}") for i in range(8000)]
+    mirrored = [c for c in choices if c.shadows]
+    assert 0.22 < len(mirrored) / len(choices) < 0.28
+    # independent of the answering route: about half of the mirrored requests each
+    share_v1 = sum(c.answer.version == 1 for c in mirrored) / len(mirrored)
+    assert 0.45 < share_v1 < 0.55
+    assert table.choose("k1") == table.choose("k1")
+
+
+def test_full_shadow_predicts_every_request() -> None:
     table = RouteTable.of([Route(1, 1.0, PRIMARY), Route(3, 1.0, SHADOW)])
     choices = [table.choose(str(i)) for i in range(500)]
     assert {c.answer.version for c in choices} == {1}

@@ -1,0 +1,252 @@
+"""The gateway's composition root: gRPC, registry client, consumers, producer, metrics.
+
+Start-up order matters for never missing a deployment change:
+
+1. open the registry-events consumer at the end offsets (no group: every
+   replica sees every event);
+2. list the registry's models and deployments and load them;
+3. read the compacted model-updates topic up to where it was (bounded wait);
+4. report SERVING (``grpc.health.v1``, OIP ServerReady).
+
+The gRPC port answers from the start (ServerLive; NOT_SERVING until step 4).
+When the broker is unreachable at start, the deployments are loaded anyway so
+the gateway serves, and they are listed again once the consumer is open.
+
+>>> server = GatewayServer(GatewaySettings(port=0, metrics_port=0))
+>>> server.port  # known once started
+0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer
+from headwater.services.gateway.loader import ModelLoader
+from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
+from headwater.services.gateway.service import InferenceService
+from headwater.services.gateway.settings import GatewaySettings
+from headwater.services.gateway.streams import (
+    AssignedStream,
+    ModelUpdateHandler,
+    RegistryEventHandler,
+    Rejecter,
+)
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import Unavailable
+from headwater.shared.pb import oip_pb2_grpc
+from headwater.shared.registry_client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+RETRY_MAX_S = 5.0
+
+
+def model_health_name(model: str) -> str:
+    """The ``grpc.health.v1`` service name of one model.
+
+    >>> model_health_name("churn")
+    'inference.GRPCInferenceService/churn'
+    """
+    return f"{SERVICE_NAME}/{model}"
+
+
+class GatewayServer:
+    """Runs the gateway: ``await start()``, then ``await stop(grace_s)``.
+
+    Attributes:
+        port: The bound gRPC port (useful when ``settings.port`` is 0).
+        cache: The deployed models.
+        service: The inference use case.
+        producer: The PredictionEvent producer.
+        ready: Set once the deployed models are loaded (health SERVING).
+
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.port = settings.port
+        self.ready = asyncio.Event()
+        self.cache = ModelCache()
+        codec = ArtifactCodec.from_settings(settings.artifacts)
+        self.updater = LiveUpdater(self.cache, codec)
+        self.producer = EventProducer(settings.kafka, client_id=f"gateway-{settings.gateway_id}")
+        self.registry = RegistryClient(
+            settings.registry_target,
+            settings.registry_deadline_s,
+            actor=f"gateway-{settings.gateway_id}",
+            max_message_bytes=settings.artifacts.max_bytes + 1024 * 1024,
+        )
+        self.loader = ModelLoader(
+            self.registry,
+            codec,
+            self.cache,
+            self.updater,
+            retry_max_s=settings.reload_retry_max_s,
+            on_change=self._model_changed,
+        )
+        self.service = InferenceService(
+            self.cache, self.producer, settings.gateway_id, settings.max_batch_rows
+        )
+        reject = Rejecter(self.producer)
+        client = f"gateway-{settings.gateway_id}"
+        self.registry_events = AssignedStream(
+            settings.kafka,
+            Topic.REGISTRY_EVENTS,
+            f"{client}-registry-events",
+            RegistryEventHandler(self.cache, self.loader, reject),
+            from_beginning=False,
+        )
+        self.model_updates = AssignedStream(
+            settings.kafka,
+            Topic.MODEL_UPDATES,
+            f"{client}-model-updates",
+            ModelUpdateHandler(self.updater, reject),
+            from_beginning=True,
+        )
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_server: Any = None
+
+    @property
+    def target(self) -> str:
+        """host:port clients dial."""
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Serve gRPC, then load the deployments; returns once SERVING or start-up timed out."""
+        await self.producer.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, NOT_SERVING)
+        await self._start_grpc()
+        if self.settings.metrics_port:
+            self._metrics_server, _ = start_http_server(
+                self.settings.metrics_port, self.settings.host
+            )
+        self._tasks.append(asyncio.create_task(self._bootstrap(), name="gateway-bootstrap"))
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.settings.startup_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "gateway not ready yet; still loading in the background",
+                extra={"timeout_s": self.settings.startup_timeout_s},
+            )
+        log.info("gateway listening", extra={"target": self.target, "ready": self.ready.is_set()})
+
+    async def _start_grpc(self) -> None:
+        settings = self.settings
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        servicer = InferenceServicer(self.service, self.ready.is_set)
+        oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        await server.start()
+        self._grpc = server
+
+    async def _bootstrap(self) -> None:
+        """Steps 1-4 of the module docstring, each retried until it succeeds."""
+        await self._open(self.registry_events, load_while_waiting=True)
+        await self._load_all()
+        self._spawn(self.registry_events.run(), "gateway-registry-events")
+        await self._open(self.model_updates, load_while_waiting=False)
+        self._spawn(self.model_updates.run(), "gateway-model-updates")
+        try:
+            await asyncio.wait_for(
+                self.model_updates.caught_up.wait(), self.settings.live_catchup_timeout_s
+            )
+        except TimeoutError:
+            log.warning("model-updates not caught up in time; serving anyway")
+        await self._set_ready()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _open(self, stream: AssignedStream, load_while_waiting: bool) -> None:
+        attempt = 0
+        while True:
+            try:
+                await stream.open()
+                return
+            except Unavailable as error:
+                log.warning(
+                    "broker unreachable; retrying",
+                    extra={"topic": stream.topic.value, "error": str(error)},
+                )
+            if load_while_waiting and attempt == 0:
+                await self._load_all()  # serve from the registry while the broker is down
+                await self._set_ready()
+            attempt += 1
+            await asyncio.sleep(_backoff(attempt))
+
+    async def _load_all(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                count = await self.loader.load_all()
+                log.info("deployments loaded", extra={"models": count})
+                return
+            except Exception as error:
+                attempt += 1
+                log.warning("cannot list deployments yet", extra={"error": repr(error)})
+                await asyncio.sleep(_backoff(attempt))
+
+    async def _set_ready(self) -> None:
+        if self.ready.is_set():
+            return
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, SERVING)
+        self.ready.set()
+        log.info("gateway serving", extra={"models": [e.name for e in self.cache.entries()]})
+
+    async def _model_changed(self, name: str) -> None:
+        entry = self.cache.find(name)
+        status = SERVING if entry is not None and entry.routes.live else NOT_SERVING
+        await self._health.set(model_health_name(name), status)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting RPCs, finish in-flight ones within ``grace_s``, flush events, close."""
+        await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=max(grace_s, 1.0))
+        self._tasks.clear()
+        await self.loader.close()
+        await self.registry_events.close()
+        await self.model_updates.close()
+        await self.producer.stop(grace_s)
+        await self.registry.close()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+        log.info("gateway stopped", extra={"events_dropped": self.service.events_dropped})
+
+
+def _backoff(attempt: int) -> float:
+    return min(RETRY_MAX_S, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)

@@ -1,0 +1,287 @@
+"""The inference use case: validate, route, predict, answer, publish.
+
+:meth:`InferenceService.infer` answers one OIP ``ModelInferRequest``. River's
+``predict_proba_one``/``predict_one`` are synchronous and fast, so rows are
+predicted inline on the event loop. One ``PredictionEvent`` per row is handed
+to the producer's bounded buffer, which never blocks; when the buffer is full
+the answer still goes out and the dropped events are counted and logged.
+Shadow routes predict after the answer is built, in a later turn of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from headwater.services.gateway import metrics
+from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion
+from headwater.services.gateway.outputs import Prediction, encode_outputs, select_outputs
+from headwater.services.gateway.routing import Route, RouteChoice
+from headwater.services.gateway.tensors import Row, decode_rows
+from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import InvalidInput, ModelNotReady, ResourceExhausted, Unavailable
+from headwater.shared.features import features_to_proto, target_to_proto
+from headwater.shared.grpc_errors import status_for
+from headwater.shared.pb import events_pb2, oip_pb2
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+PARAM_VERSION = "headwater_version"
+PARAM_PREDICTION_IDS = "prediction_ids"
+PARAM_LIVE_SEQUENCE = "live_sequence"
+_DROP_LOG_INTERVAL_S = 5.0
+
+
+class Publisher(Protocol):
+    """What the service needs of the event producer (``EventProducer`` fits)."""
+
+    def publish(
+        self,
+        topic: Topic,
+        key: str | bytes | None,
+        message: Message,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Buffer one event; raise ResourceExhausted when the buffer is full."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """The rows of one request as predicted by one route."""
+
+    entry: ModelEntry
+    route: Route
+    version: ServedVersion
+    rows: list[Row]
+    predictions: list[Prediction]
+    prediction_ids: list[str]
+    request_id: str
+    latency_ms: float
+
+
+class InferenceService:
+    """Answers ModelInfer requests from the models in a :class:`ModelCache`.
+
+    Args:
+        cache: The deployed models.
+        publisher: Where PredictionEvents go.
+        gateway_id: Names this replica in the events.
+        max_batch_rows: The largest batch a request may carry.
+
+    Attributes:
+        events_dropped: PredictionEvents the producer refused (buffer full or stopping).
+
+    """
+
+    def __init__(
+        self, cache: ModelCache, publisher: Publisher, gateway_id: str, max_batch_rows: int
+    ) -> None:
+        self.cache = cache
+        self.publisher = publisher
+        self.gateway_id = gateway_id
+        self.max_batch_rows = max_batch_rows
+        self.events_dropped = 0
+        self._last_drop_log = 0.0
+
+    async def infer(
+        self, request: oip_pb2.ModelInferRequest, context: Context | None = None
+    ) -> oip_pb2.ModelInferResponse:
+        """Answer one request (see the module docstring).
+
+        Args:
+            request: The OIP request.
+            context: Trace context of the caller, to parent this request's span on.
+
+        Raises:
+            ModelNotFound: No such model.
+            ModelNotReady: The model, or the version asked for, is not deployed.
+            InvalidInput: The inputs or requested outputs are wrong (message names them).
+
+        """
+        started = time.perf_counter()
+        name = request.model_name
+        version_label = ""
+        with tracer.start_as_current_span("ModelInfer", context=context) as span:
+            span.set_attribute("headwater.model", name)
+            try:
+                served, outputs, raw = self._serve(request, started)
+                version_label = str(served.version.version)
+                response = _response(request, served, outputs, raw)
+                self._publish(served)
+            except Exception as error:
+                self._count(name, version_label, status_for(error).name, started)
+                raise
+        self._count(name, version_label, "OK", started)
+        return response
+
+    def _serve(
+        self, request: oip_pb2.ModelInferRequest, started: float
+    ) -> tuple[Served, tuple[str, ...], bool]:
+        entry = self.cache.get(request.model_name)
+        outputs = select_outputs((o.name for o in request.outputs), entry.classifier)
+        rows = decode_rows(request, entry.schema, self.max_batch_rows)
+        request_id = request.id or uuid.uuid4().hex
+        choice = _choose(entry, request.model_version, request_id)
+        version = entry.versions[choice.answer.version]
+        predictions = [predict(version.estimator, row, entry.classifier) for row in rows]
+        served = Served(
+            entry=entry,
+            route=choice.answer,
+            version=version,
+            rows=rows,
+            predictions=predictions,
+            prediction_ids=[uuid.uuid4().hex for _ in rows],
+            request_id=request.id,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        if choice.shadows:
+            asyncio.get_running_loop().call_soon(self._shadow, served, choice)
+        return served, outputs, bool(request.raw_input_contents)
+
+    def _shadow(self, answered: Served, choice: RouteChoice) -> None:
+        """Predict the request with each shadow route and publish, never answering."""
+        for route in choice.shadows:
+            version = answered.entry.versions.get(route.version)
+            if version is None:
+                continue
+            started = time.perf_counter()
+            predictions = [
+                predict(version.estimator, row, answered.entry.classifier) for row in answered.rows
+            ]
+            self._publish(
+                Served(
+                    entry=answered.entry,
+                    route=route,
+                    version=version,
+                    rows=answered.rows,
+                    predictions=predictions,
+                    prediction_ids=[uuid.uuid4().hex for _ in answered.rows],
+                    request_id=answered.request_id,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+
+    def _publish(self, served: Served) -> None:
+        name = served.entry.name
+        now = Timestamp()
+        now.GetCurrentTime()
+        for index, prediction_id in enumerate(served.prediction_ids):
+            event = prediction_event(served, index, now, self.gateway_id)
+            try:
+                self.publisher.publish(Topic.PREDICTIONS, prediction_id, event)
+            except (ResourceExhausted, Unavailable) as error:
+                dropped = len(served.prediction_ids) - index
+                self._dropped(name, dropped, error)
+                return
+        metrics.EVENTS_PUBLISHED.labels(model=name).inc(len(served.prediction_ids))
+
+    def _dropped(self, model: str, count: int, error: Exception) -> None:
+        self.events_dropped += count
+        reason = "buffer_full" if isinstance(error, ResourceExhausted) else "stopping"
+        metrics.EVENTS_DROPPED.labels(model=model, reason=reason).inc(count)
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.error(
+                "prediction events dropped",
+                extra={"model": model, "dropped_total": self.events_dropped, "reason": str(error)},
+            )
+
+    def _count(self, name: str, version: str, code: str, started: float) -> None:
+        model = name if self.cache.is_known(name) else metrics.UNKNOWN_MODEL
+        metrics.REQUESTS.labels(model=model, version=version, code=code).inc()
+        if code == "OK":
+            elapsed = time.perf_counter() - started
+            metrics.LATENCY_SECONDS.labels(model=model, version=version).observe(elapsed)
+
+
+def _choose(entry: ModelEntry, model_version: str, key: str) -> RouteChoice:
+    """The route answering a request: by weight, or the version the caller asked for."""
+    if not model_version:
+        return entry.routes.choose(key)
+    try:
+        version = int(model_version)
+    except ValueError:
+        raise InvalidInput(
+            f"model_version must be a version number, got {model_version!r}"
+        ) from None
+    route = entry.routes.route_for(version)
+    if route is None:
+        deployed = ", ".join(str(v) for v in entry.routes.versions)
+        raise ModelNotReady(
+            f"version {version} of model '{entry.name}' is not deployed (deployed: {deployed})"
+        )
+    return RouteChoice(answer=route, shadows=())
+
+
+def predict(estimator: Any, row: Row, classifier: bool) -> Prediction:
+    """Predict one row.
+
+    For a classifier the label is the most probable class, which is how
+    River's ``Classifier.predict_one`` defines it, so one call gives both.
+
+    >>> from river import linear_model
+    >>> model = linear_model.LogisticRegression()
+    >>> model.learn_one({"x": 1.0}, True)
+    >>> predict(model, {"x": 1.0}, classifier=True).label
+    True
+    """
+    if not classifier:
+        return Prediction(estimator.predict_one(row))
+    proba = estimator.predict_proba_one(row)
+    label = max(proba, key=proba.get) if proba else None
+    return Prediction(label, proba)
+
+
+def prediction_event(
+    served: Served, index: int, now: Timestamp, gateway_id: str
+) -> events_pb2.PredictionEvent:
+    """The PredictionEvent of one row."""
+    prediction = served.predictions[index]
+    event = events_pb2.PredictionEvent(
+        prediction_id=served.prediction_ids[index],
+        model=served.entry.name,
+        version=served.version.version,
+        features=features_to_proto(served.rows[index]),
+        proba={str(label): float(p) for label, p in (prediction.proba or {}).items()},
+        latency_ms=served.latency_ms,
+        predicted_at=now,
+        route_role=served.route.role,  # type: ignore[arg-type]
+        live_sequence=served.version.live_sequence,
+        gateway_id=gateway_id,
+        request_id=served.request_id,
+    )
+    if prediction.label is not None:
+        try:
+            event.prediction.CopyFrom(target_to_proto(prediction.label))
+        except InvalidInput:  # e.g. a NaN regression output: leave the target unset
+            pass
+    return event
+
+
+def _response(
+    request: oip_pb2.ModelInferRequest, served: Served, outputs: tuple[str, ...], raw: bool
+) -> oip_pb2.ModelInferResponse:
+    encoded = encode_outputs(outputs, served.predictions, raw, served.entry.classifier)
+    response = oip_pb2.ModelInferResponse(
+        model_name=served.entry.name,
+        model_version=str(served.version.version),
+        id=request.id,
+        outputs=encoded.tensors,
+        raw_output_contents=encoded.raw,
+    )
+    response.parameters[PARAM_VERSION].int64_param = served.version.version
+    response.parameters[PARAM_PREDICTION_IDS].string_param = ",".join(served.prediction_ids)
+    response.parameters[PARAM_LIVE_SEQUENCE].int64_param = served.version.live_sequence
+    return response

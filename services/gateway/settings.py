@@ -1,0 +1,66 @@
+"""Settings of the inference gateway (environment prefix ``HEADWATER_GATEWAY_``).
+
+>>> settings = GatewaySettings()
+>>> settings.port, settings.registry_target, settings.max_batch_rows
+(8001, '127.0.0.1:50051', 1024)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from headwater.shared.settings import ServiceSettings
+
+
+def _default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(ServiceSettings):
+    """How the gateway serves, where it finds the registry, and its limits."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_GATEWAY_", frozen=True)
+
+    port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="gRPC port (OIP v2, grpc.health.v1 and reflection); 0 picks a free one.",
+    )
+    metrics_port: int = Field(
+        9101, ge=0, le=65535, description="Prometheus /metrics port; 0 disables the endpoint."
+    )
+    registry_target: str = Field("127.0.0.1:50051", description="host:port of the registry.")
+    registry_deadline_s: float = Field(
+        5.0, gt=0, description="Deadline of one registry call (reads are retried, bounded)."
+    )
+    gateway_id: str = Field(
+        default_factory=_default_gateway_id,
+        description="Names this replica in prediction events and consumer ids (hostname-pid).",
+    )
+    max_batch_rows: int = Field(1024, ge=1, description="Most rows one ModelInfer may carry.")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
+    )
+    max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="RPCs served at once; more are refused with RESOURCE_EXHAUSTED."
+    )
+    startup_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long start() waits for the registry before serving NOT_SERVING "
+        "while it keeps retrying in the background.",
+    )
+    live_catchup_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long start() reads model-updates already published before reporting "
+        "SERVING.",
+    )
+    reload_retry_max_s: float = Field(
+        30.0, gt=0, description="Cap of the backoff between retries of a failed model reload."
+    )

@@ -1,0 +1,251 @@
+"""The gateway's consumers: registry-events (hot swaps) and model-updates (live mode).
+
+Every gateway replica must see every event, so neither consumer joins a group:
+each is assigned every partition of its topic and keeps its position in memory.
+
+- registry-events is read from the end offsets taken *before* the gateway lists
+  the registry's deployments, so a change committed after that snapshot arrives
+  as an event, and one in both is applied once (deployments are revisioned).
+- model-updates is compacted (the latest update per model), so it is read from
+  the beginning; :attr:`AssignedStream.caught_up` is set once the offsets that
+  existed when it opened are consumed.
+
+A record that cannot be decoded or makes no sense goes to ``dead-letter`` with
+the reason, and the consumer keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from headwater.services.gateway import metrics
+from headwater.services.gateway.loader import ModelLoader
+from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
+from headwater.shared.bus.codec import decode_event
+from headwater.shared.bus.consumer import make_consumer
+from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.pb import events_pb2, registry_pb2
+from headwater.shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Kind = events_pb2.RegistryEventKind
+Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+_POLL_MS = 200
+
+
+class AssignedStream:
+    """A group-less consumer of every partition of one topic, feeding a handler.
+
+    Args:
+        kafka: Broker settings.
+        topic: The logical topic.
+        client_id: Names the consumer on the broker.
+        handler: Called with each non-empty batch of records, in offset order per partition.
+        from_beginning: Start at the earliest offsets (else at the end).
+
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: Topic,
+        client_id: str,
+        handler: Handler,
+        from_beginning: bool,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.client_id = client_id
+        self.handler = handler
+        self.from_beginning = from_beginning
+        self.caught_up = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def open(self) -> None:
+        """Connect, assign every partition and set the start positions.
+
+        Raises:
+            Unavailable: The broker did not answer within the request timeout.
+
+        """
+        consumer = make_consumer(self.kafka, [], None, self.client_id)
+        name = self.kafka.topic(self.topic.value)
+        try:
+            async with asyncio.timeout(2 * self.kafka.request_timeout_ms / 1000):
+                await consumer.start()
+                await consumer.topics()  # refresh metadata
+                partitions = sorted(consumer.partitions_for_topic(name) or ())
+                if not partitions:
+                    raise Unavailable(f"topic {name!r} has no partitions (not created?)")
+                assigned = [TopicPartition(name, p) for p in partitions]
+                consumer.assign(assigned)
+                self._ends = await consumer.end_offsets(assigned)
+                if self.from_beginning:
+                    await consumer.seek_to_beginning(*assigned)
+                else:
+                    for tp, end in self._ends.items():
+                        consumer.seek(tp, end)
+        except (KafkaError, OSError, TimeoutError, Unavailable) as error:
+            await _stop_quietly(consumer)
+            raise Unavailable(f"cannot consume {name!r}: {error!r}") from error
+        self._consumer = consumer
+
+    async def run(self) -> None:
+        """Consume until cancelled; a failing batch is logged and the loop goes on."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("open() the stream first")
+        while True:
+            await self._check_caught_up(consumer)
+            try:
+                batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            except KafkaError as error:
+                log.warning("fetch failed", extra={"topic": self.topic.value, "error": repr(error)})
+                await asyncio.sleep(_POLL_MS / 1000)
+                continue
+            records = [r for part in batches.values() for r in part]
+            if records:
+                try:
+                    await self.handler(records)
+                except Exception:
+                    log.exception("batch handling failed", extra={"topic": self.topic.value})
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        if self.caught_up.is_set():
+            return
+        for tp, end in self._ends.items():
+            if await consumer.position(tp) < end:
+                return
+        self.caught_up.set()
+
+    async def close(self) -> None:
+        """Stop the consumer."""
+        if self._consumer is not None:
+            await _stop_quietly(self._consumer)
+            self._consumer = None
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consumer.stop(), timeout=5)
+
+
+class Rejecter:
+    """Sends records nobody can process to ``dead-letter``, with the reason."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+        self.count = 0
+
+    async def __call__(self, record: ConsumerRecord, reason: str) -> None:
+        """Dead-letter ``record``; a broker that does not answer is logged, not raised."""
+        self.count += 1
+        try:
+            await dead_letter(
+                self.producer, record.key, record.value, reason, record.topic, record.headers
+            )
+        except Unavailable as error:
+            log.error(
+                "could not dead-letter a record",
+                extra={"topic": record.topic, "offset": record.offset, "error": str(error)},
+            )
+
+
+class RegistryEventHandler:
+    """Applies RegistryEvents: deployments are (re)loaded, new models become known."""
+
+    def __init__(self, cache: ModelCache, loader: ModelLoader, reject: Rejecter) -> None:
+        self.cache = cache
+        self.loader = loader
+        self.reject = reject
+
+    async def __call__(self, records: list[ConsumerRecord]) -> None:
+        """Handle one batch."""
+        for record in records:
+            try:
+                self.apply(decode_event(events_pb2.RegistryEvent, record.value, record.headers))
+            except InvalidInput as error:
+                await self.reject(record, str(error))
+
+    def apply(self, event: events_pb2.RegistryEvent) -> None:
+        """Apply one event.
+
+        Raises:
+            InvalidInput: The event has no kind, no model, or a deployment change without one.
+
+        """
+        model = event.model or event.deployment.model
+        if not model:
+            raise InvalidInput("RegistryEvent names no model")
+        if event.kind == Kind.REGISTRY_EVENT_KIND_UNSPECIFIED:
+            raise InvalidInput(f"RegistryEvent for '{model}' has no kind")
+        self.cache.know(model)
+        if event.kind == Kind.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED:
+            if not event.HasField("deployment"):
+                raise InvalidInput(f"DEPLOYMENT_CHANGED event for '{model}' has no deployment")
+            deployment = registry_pb2.Deployment()
+            deployment.CopyFrom(event.deployment)
+            deployment.model = deployment.model or model
+            self.loader.submit(deployment)
+        kind = Kind.Name(event.kind) if event.kind in Kind.values() else str(event.kind)
+        metrics.REGISTRY_EVENTS.labels(kind=kind).inc()
+
+
+class ModelUpdateHandler:
+    """Offers ModelUpdates to the live updater, newest per model and base version first."""
+
+    def __init__(self, updater: LiveUpdater, reject: Rejecter) -> None:
+        self.updater = updater
+        self.reject = reject
+
+    async def __call__(self, records: list[ConsumerRecord]) -> None:
+        """Handle one batch: decode, keep the newest per (model, base version), offer."""
+        newest: dict[tuple[str, int], events_pb2.ModelUpdate] = {}
+        for record in records:
+            if record.value is None:
+                continue  # a tombstone of the compacted topic
+            try:
+                update = _valid_update(
+                    decode_event(events_pb2.ModelUpdate, record.value, record.headers)
+                )
+            except InvalidInput as error:
+                await self.reject(record, str(error))
+                continue
+            key = (update.model, update.base_version)
+            if key not in newest or update.sequence > newest[key].sequence:
+                newest[key] = update
+        for update in newest.values():
+            outcome = await self.updater.offer(update)
+            metrics.LIVE_UPDATES.labels(model=update.model, outcome=outcome.value).inc()
+
+
+def _valid_update(update: events_pb2.ModelUpdate) -> events_pb2.ModelUpdate:
+    """Check the fields a ModelUpdate cannot do without.
+
+    >>> _valid_update(events_pb2.ModelUpdate(model="m", base_version=1, sequence=1))
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: ModelUpdate for 'm' has no state
+    """
+    if not update.model:
+        raise InvalidInput("ModelUpdate names no model")
+    if update.base_version < 1 or update.sequence < 1:
+        raise InvalidInput(
+            f"ModelUpdate for '{update.model}' needs base_version >= 1 and sequence >= 1, "
+            f"got {update.base_version} and {update.sequence}"
+        )
+    if not update.state or not update.signature:
+        missing = "state" if not update.state else "signature"
+        raise InvalidInput(f"ModelUpdate for '{update.model}' has no {missing}")
+    return update
