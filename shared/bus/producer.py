@@ -14,6 +14,7 @@ so a retry can duplicate it; consumers de-duplicate on event ids. Order per key
 is kept except where a batch partly failed and its failed part is re-sent.
 
 Tansu does not implement InitProducerId, so the idempotent producer is off.
+Call ``publish`` from the event loop's thread only.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from google.protobuf.message import Message
 
 from headwater.shared.bus import metrics
 from headwater.shared.bus.codec import encode_event, protobuf_header
-from headwater.shared.bus.topics import Topic, ensure_topics
+from headwater.shared.bus.connection import ProducerConnection
+from headwater.shared.bus.topics import Topic
 from headwater.shared.bus.tracing import TRACE_HEADERS, inject_trace_headers
-from headwater.shared.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,14 @@ def _retriable(err: BaseException) -> bool:
     return isinstance(err, KafkaError) and bool(err.retriable)
 
 
+def _outcome(sent: asyncio.Future[RecordMetadata] | BaseException) -> BaseException | None:
+    if isinstance(sent, BaseException):
+        return sent
+    if sent.cancelled():
+        return Unavailable("send cancelled")  # retried
+    return sent.exception()
+
+
 def _key_bytes(key: Key) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
@@ -76,11 +86,8 @@ class EventProducer:
         max_batch_events: Most buffered events sent in one round.
         max_retry_backoff_s: Cap of the exponential backoff between retries.
         max_request_size: Largest request aiokafka sends, in bytes.
-        create_topics: On every (re)connect, create the headwater topics first
-            (idempotent, best effort). Tansu auto-creates a topic the first time
-            a client asks for its metadata, with its own default partition
-            count; creating them first keeps the configured count even when this
-            producer reaches a fresh broker before anything else does.
+        create_topics: Create the headwater topics on connecting (see
+            :class:`~headwater.shared.bus.connection.ProducerConnection`).
 
     Attributes:
         published: Events the broker acknowledged.
@@ -108,11 +115,11 @@ class EventProducer:
         self.failed = 0
         self._max_batch = max_batch_events
         self._max_backoff_s = max_retry_backoff_s
-        self._max_request_size = max_request_size
-        self._create_topics = create_topics
+        self._connection = ProducerConnection(
+            kafka, client_id, max_request_size=max_request_size, create_topics=create_topics
+        )
         self._queue: asyncio.Queue[OutgoingRecord] = asyncio.Queue(kafka.producer_buffer_max_events)
         self._inflight: list[OutgoingRecord] = []
-        self._client: AIOKafkaProducer | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._closing = False
         self._gauge = metrics.BUFFERED_EVENTS.labels(client_id=client_id)
@@ -127,7 +134,7 @@ class EventProducer:
         """
         self._closing = False
         try:
-            await self._connected()
+            await self._connection.get()
         except Unavailable as err:
             log.warning("broker unreachable at start; buffering", extra={"error": str(err)})
         if self._drainer is None or self._drainer.done():
@@ -142,14 +149,14 @@ class EventProducer:
         if self._drainer is not None:
             try:
                 async with asyncio.timeout(grace_s):
-                    await self._flushed()
+                    await self._queue.join()
             except TimeoutError:
                 pass
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
             self._drainer = None
         self._fail_leftovers()
-        await self._close_client(timeout_s=max(1.0, grace_s))
+        await self._connection.close(timeout_s=max(1.0, grace_s))
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until every event buffered so far is delivered or given up on.
@@ -165,9 +172,6 @@ class EventProducer:
             raise Unavailable(
                 f"{self.buffered} events of {self.client_id} still buffered after {timeout_s}s"
             ) from None
-
-    async def _flushed(self) -> None:
-        await self._queue.join()
 
     def _fail_leftovers(self) -> None:
         leftovers = list(self._inflight)
@@ -250,7 +254,7 @@ class EventProducer:
         timeout_s = self.kafka.request_timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_s):
-                client = await self._connected()
+                client = await self._connection.get()
                 meta = await client.send_and_wait(
                     self.kafka.topic(record.topic.value),
                     record.value,
@@ -301,7 +305,7 @@ class EventProducer:
         attempt = 0
         while pending:
             try:
-                client = await self._connected()
+                client = await self._connection.get()
                 errors = await self._send_round(client, pending)
             except Unavailable as down:
                 errors = [down] * len(pending)
@@ -339,7 +343,7 @@ class EventProducer:
                 break
         waiting = [f for f in futures if isinstance(f, asyncio.Future)]
         await asyncio.gather(*waiting, return_exceptions=True)
-        return [f if isinstance(f, BaseException) else f.exception() for f in futures]
+        return [_outcome(f) for f in futures]
 
     async def _backoff(
         self, retry: list[OutgoingRecord], attempt: int, errors: list[BaseException | None]
@@ -354,51 +358,6 @@ class EventProducer:
             extra={"events": len(retry), "attempt": attempt + 1, "error": reason},
         )
         await asyncio.sleep(delay)
-
-    # -- the aiokafka client --------------------------------------------------
-
-    async def _connected(self) -> AIOKafkaProducer:
-        if self._client is not None:
-            return self._client
-        client = AIOKafkaProducer(
-            bootstrap_servers=self.kafka.bootstrap,
-            client_id=self.client_id,
-            acks="all",
-            enable_idempotence=False,
-            linger_ms=self.kafka.producer_linger_ms,
-            request_timeout_ms=self.kafka.request_timeout_ms,
-            max_request_size=self._max_request_size,
-            retry_backoff_ms=100,
-        )
-        try:
-            async with asyncio.timeout(self.kafka.request_timeout_ms / 1000):
-                await client.start()
-        except (KafkaError, OSError, TimeoutError) as err:
-            await self._stop_quietly(client, timeout_s=1.0)
-            raise Unavailable(f"cannot connect to {self.kafka.bootstrap}: {err!r}") from err
-        if self._create_topics:
-            await self._ensure_topics()
-        self._client = client
-        return client
-
-    async def _ensure_topics(self) -> None:
-        try:
-            await ensure_topics(self.kafka, timeout_s=self.kafka.request_timeout_ms / 1000)
-        except (Unavailable, FailedPrecondition) as err:
-            log.warning("could not ensure topics; sending anyway", extra={"error": str(err)})
-
-    async def _close_client(self, timeout_s: float) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await self._stop_quietly(client, timeout_s)
-
-    @staticmethod
-    async def _stop_quietly(client: AIOKafkaProducer, timeout_s: float) -> None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await client.stop()
-        except (KafkaError, OSError, TimeoutError) as err:
-            log.debug("producer close failed", extra={"error": repr(err)})
 
     # -- counting -------------------------------------------------------------
 

@@ -279,3 +279,22 @@ async def test_group_consumer_commits_only_what_was_processed(
         assert await consumer.committed(tp) == seen[2].offset + 1
     finally:
         await consumer.stop()
+
+
+async def test_a_burst_is_batched_and_fully_delivered(kafka_settings: KafkaSettings) -> None:
+    producer = EventProducer(kafka_settings, client_id="test-burst")
+    await producer.start()
+    try:
+        for i in range(3000):
+            producer.publish(Topic.PREDICTIONS, f"p-{i}", events_pb2.PredictionEvent(model="m"))
+        acked = await asyncio.gather(
+            *(producer.send_and_wait(Topic.ALERTS, "m", events_pb2.Alert()) for _ in range(3))
+        )
+        assert len({(m.partition, m.offset) for m in acked}) == 3
+        await producer.flush(timeout_s=30)
+    finally:
+        await producer.stop(grace_s=5)
+    assert producer.published == 3003
+    assert producer.failed == producer.dropped_buffer_full == 0
+    records = await read_records(kafka_settings, Topic.PREDICTIONS, 3000, timeout_s=30)
+    assert len({r.key for r in records}) == 3000
