@@ -96,11 +96,15 @@ class StatImputer(preprocessing.StatImputer):
 
 
 class Select(compose.Select):
-    """River's ``compose.Select`` that skips selected features absent from a row."""
+    """River's ``compose.Select`` that skips selected features absent from a row.
+
+    It also keeps the row's order rather than the order of a set of strings,
+    which changes with ``PYTHONHASHSEED`` from one process to the next.
+    """
 
     def transform_one(self, x: dict[Any, Any]) -> dict[Any, Any]:
-        """The selected features the row has."""
-        return {name: x[name] for name in self.keys if name in x}
+        """The selected features the row has, in the row's order (not the set's)."""
+        return {name: value for name, value in x.items() if name in self.keys}
 
 
 HEADWATER_COMPONENTS: tuple[type, ...] = (StatImputer, Select)
@@ -350,6 +354,8 @@ def _rules(name: str) -> dict[str, _Rule]:
         if param.kind is param.VAR_KEYWORD:
             continue
         rule = _OVERRIDES.get((name, param.name)) or _rule_of(param)
+        if param.name == "seed":  # whatever the annotation says
+            rule = _Rule(scalars=frozenset({int, type(None)}))
         rules[param.name] = rule
     return rules
 
@@ -374,8 +380,11 @@ def _rule_of_annotation(annotation: str) -> _Rule:
     roles: list[type] = []
     item: _Rule | None = None
     for token in _split_union(annotation):
-        if token == "list" or token.startswith("list["):
-            item = _rule_of_annotation(token[5:-1]) if token.startswith("list[") else _ANY
+        if token.startswith("list["):
+            item = _rule_of_annotation(token[5:-1])
+            continue
+        if token == "list":  # River's bare lists are of feature names (nominal_attributes)
+            item = _Rule(scalars=frozenset({str}))
             continue
         last = token.rsplit(".", 1)[-1]
         if last in _SCALAR_TOKENS:

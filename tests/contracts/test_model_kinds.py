@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import random
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
+from river import base
 
 from headwater.shared.artifacts import ArtifactCodec
-from headwater.shared.specs import ALLOWED_COMPONENTS, build_model, parse_spec, supports_task
+from headwater.shared.specs import ALLOWED_COMPONENTS, build_model, supports_task
 
 Task = Literal["binary", "multiclass", "regression"]
 N_TRAIN = 200
@@ -229,13 +234,23 @@ def assert_valid(answer: tuple[Any, ...], case: Case) -> None:
 
 
 def assert_close(left: tuple[Any, ...], right: tuple[Any, ...], case: Case) -> None:
-    # Floating sums depend on the order features are visited in: equal up to rounding.
+    """Equal up to rounding: float sums depend on the order features are visited in."""
     if case.task == "regression":
         assert left[0] == pytest.approx(right[0], rel=1e-9, abs=1e-12)
         return
     assert left[1] == pytest.approx(right[1], rel=1e-9, abs=1e-12)
-    if max(left[1].values(), default=0) - sorted(left[1].values())[-2:][0] > 1e-9:
-        assert left[0] == right[0]  # no near-tie: same label
+    top = sorted(left[1].values(), reverse=True)
+    if len(top) < 2 or top[0] - top[1] > 1e-9:  # no near-tie: the same label
+        assert left[0] == right[0]
+
+
+def predictions_of_every_case() -> dict[str, list[tuple[Any, ...]]]:
+    """What each case's model answers on its probe rows after training."""
+    out = {}
+    for case in CASES:
+        model, probe = trained(case)
+        out[case.name] = [answers(model, case, x) for x, _ in probe]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -246,16 +261,12 @@ def codec() -> ArtifactCodec:
 def test_every_predictor_in_the_allow_list_has_a_contract_case() -> None:
     used = {name for case in CASES for name in ALLOWED_COMPONENTS if f'"{name}"' in case.spec_json}
     predictors = {
-        name for name in ALLOWED_COMPONENTS if parse_spec.__module__ and _is_predictor(name)
+        name
+        for name, cls in ALLOWED_COMPONENTS.items()
+        if issubclass(cls, base.Classifier | base.Regressor)
     }
     assert predictors - used == set()
     assert {case.task for case in CASES} == {"binary", "multiclass", "regression"}
-
-
-def _is_predictor(name: str) -> bool:
-    from river import base
-
-    return issubclass(ALLOWED_COMPONENTS[name], base.Classifier | base.Regressor)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -313,3 +324,25 @@ def test_feature_order_is_irrelevant(case: Case) -> None:
             assert_close(
                 answers(model, case, {k: x[k] for k in order}), answers(model, case, x), case
             )
+
+
+def test_deterministic_across_processes() -> None:
+    """Seeds are derived, never hashed: another process (other PYTHONHASHSEED) agrees."""
+    script = (
+        "import importlib.util, pickle, sys\n"
+        f"spec = importlib.util.spec_from_file_location('contract_cases', {__file__!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['contract_cases'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "sys.stdout.buffer.write(pickle.dumps(module.predictions_of_every_case()))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "4242"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, timeout=90, check=True
+    )
+    theirs = pickle.loads(done.stdout)
+    ours = predictions_of_every_case()
+    for case in CASES:
+        assert len(theirs[case.name]) == N_PROBE
+        for mine, other in zip(ours[case.name], theirs[case.name], strict=True):
+            assert_close(mine, other, case)

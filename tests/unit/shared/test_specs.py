@@ -175,11 +175,13 @@ def test_unknown_param_names_component_and_param() -> None:
             "must be a Classifier component",
         ),
         ("tree.HoeffdingTreeClassifier", "splitter", "gaussian", "must be null"),
+        ("tree.HoeffdingTreeClassifier", "nominal_attributes", [1], "must be str"),
+        ("ensemble.SRPRegressor", "seed", "42", "must be int or null"),
     ],
 )
 def test_wrong_param_types(component: str, param: str, value: object, fragment: str) -> None:
     params = {param: value}
-    if component.startswith("ensemble.") and param != "model":
+    if component == "ensemble.BaggingClassifier" and param != "model":
         params["model"] = {"component": "tree.HoeffdingTreeClassifier"}
     message = invalid({"component": component, "params": params})
     assert component in message
