@@ -255,3 +255,21 @@ async def test_an_abrupt_error_change_raises_one_drift_alert(
     assert v7["drift_detected"] >= 1
     assert v7["alerts_raised"] == 1  # the cool-down holds back any further one
     assert v7["rolling_accuracy"] == 0.0  # the window holds only the last 50 (wrong) ones
+
+
+async def test_stop_during_the_group_join_is_bounded(kafka_settings: KafkaSettings) -> None:
+    settings = MonitorSettings(
+        kafka=kafka_settings,
+        metrics_port=0,
+        app_id=unique_name("monitor"),
+        session_timeout_s=6.0,
+    )
+    threads_before = {t for t in threading.enumerate() if not t.daemon}
+    server = MonitorServer(settings)
+    await server.start()
+    started = time.monotonic()
+    await server.stop(grace_s=3.0)
+    assert time.monotonic() - started < 4.0
+    assert not server.ready
+    leftover = {t for t in threading.enumerate() if not t.daemon and t.is_alive()}
+    assert not (leftover - threads_before)
