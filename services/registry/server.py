@@ -65,7 +65,18 @@ class RegistryServer:
         return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
-        """Connect to PostgreSQL, migrate, serve gRPC, start the relay; SERVING when done."""
+        """Connect to PostgreSQL, migrate, serve gRPC, start the relay; SERVING when done.
+
+        On failure everything opened so far is closed again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        log.info("registry serving", extra={"target": self.target})
+
+    async def _start(self) -> None:
         settings = self.settings
         db = settings.database
         self._pool = await asyncpg.create_pool(
@@ -92,7 +103,6 @@ class RegistryServer:
             self._metrics_server, _ = start_http_server(settings.metrics_port, settings.host)
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("registry serving", extra={"target": self.target})
 
     async def _start_grpc(self, service: RegistryService) -> None:
         max_bytes = self.settings.artifacts.max_bytes + MESSAGE_OVERHEAD_BYTES
@@ -129,19 +139,30 @@ class RegistryServer:
         await relay.run()
 
     async def stop(self, grace_s: float) -> None:
-        """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close."""
+        """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close.
+
+        Safe to call more than once, and after a failed start.
+        """
         await self._health.enter_graceful_shutdown()
-        if self._grpc is not None:
-            await self._grpc.stop(grace_s)
-        if self._relay_task is not None:
-            self._relay_task.cancel()
+        server, self._grpc = self._grpc, None
+        if server is not None:
+            await server.stop(grace_s)
+        relay, self._relay_task = self._relay_task, None
+        if relay is not None:
+            relay.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._relay_task, timeout=max(grace_s, 1.0))
-        if self._producer is not None:
-            await self._producer.stop(grace_s)
-        if self._pool is not None:
-            await asyncio.wait_for(self._pool.close(), timeout=max(grace_s, 1.0))
-        if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.shutdown)
-            self._metrics_server.server_close()
+                await asyncio.wait_for(relay, timeout=max(grace_s, 1.0))
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop(grace_s)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=max(grace_s, 1.0))
+            except TimeoutError:
+                pool.terminate()
+        metrics_server, self._metrics_server = self._metrics_server, None
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.shutdown)
+            metrics_server.server_close()
         log.info("registry stopped")

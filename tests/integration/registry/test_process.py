@@ -70,3 +70,18 @@ async def test_runs_alone_serves_health_and_metrics_and_stops_on_sigterm(
         if process.returncode is None:
             process.kill()
             await asyncio.wait_for(process.wait(), timeout=5)
+
+
+async def test_start_fails_cleanly_without_its_database(
+    database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    from headwater.services.registry.server import RegistryServer
+    from tests.fixtures import with_database
+    from tests.integration.registry.conftest import registry_settings
+
+    missing = with_database(database_url, "no_such_database")
+    server = RegistryServer(registry_settings(missing, kafka_settings))
+
+    with pytest.raises(Exception, match="no_such_database"):
+        await server.start()
+    await server.stop(grace_s=0)  # still safe to call
