@@ -1,0 +1,147 @@
+"""A registry and a gateway per test, on a fresh database and fresh topics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+from river import compose, linear_model
+
+from headwater.services.gateway.server import GatewayServer
+from headwater.services.gateway.settings import GatewaySettings
+from headwater.services.registry.server import RegistryServer
+from headwater.services.registry.settings import RegistrySettings
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.pb import oip_pb2, oip_pb2_grpc, registry_pb2
+from headwater.shared.registry_client import RegistryClient
+from headwater.shared.settings import ArtifactSettings, DatabaseSettings, KafkaSettings
+from tests.fixtures import unique_name
+
+SPEC = '{"component": "linear_model.LogisticRegression"}'
+FEATURES = [("x1", "float"), ("x2", "float"), ("plan", "str", False)]
+MODEL = "churn"
+CODEC = ArtifactCodec.from_settings(ArtifactSettings())
+
+
+def registry_settings(database_url: str, kafka: KafkaSettings) -> RegistrySettings:
+    return RegistrySettings(
+        port=0,
+        metrics_port=0,
+        outbox_poll_interval_ms=50,
+        outbox_retry_max_backoff_ms=300,
+        database=DatabaseSettings(url=database_url, pool_max_size=5),
+        kafka=kafka,
+    )
+
+
+def gateway_settings(registry_target: str, kafka: KafkaSettings, **overrides) -> GatewaySettings:
+    values = {
+        "port": 0,
+        "metrics_port": 0,
+        "registry_target": registry_target,
+        "gateway_id": unique_name("gw"),
+        "max_batch_rows": 8,
+        "startup_timeout_s": 30,
+        "live_catchup_timeout_s": 5,
+        "kafka": kafka,
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
+def trained(positive: bool, n: int = 200) -> compose.Pipeline:
+    """A model that answers ``positive`` for x1=1, x2=1 with high confidence."""
+    model = compose.Discard("plan") | linear_model.LogisticRegression()
+    for _ in range(n):
+        model.learn_one({"x1": 1.0, "x2": 1.0}, positive)
+    return model
+
+
+@pytest.fixture
+async def registry(
+    database_url: str, kafka_settings: KafkaSettings
+) -> AsyncIterator[RegistryServer]:
+    server = RegistryServer(registry_settings(database_url, kafka_settings))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_s=2)
+
+
+@pytest.fixture
+async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
+    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
+        yield registry_client
+
+
+async def create_version(
+    client: RegistryClient, model: str = MODEL, estimator=None
+) -> registry_pb2.ModelVersion:
+    """A new version built by the registry from SPEC, or carrying ``estimator``'s artifact."""
+    if estimator is None:
+        return await client.create_version(model, SPEC)
+    artifact = CODEC.encode(estimator)
+    return await client.create_version(
+        model, SPEC, artifact=artifact.content, artifact_signature=artifact.signature
+    )
+
+
+@pytest.fixture
+async def deployed(client: RegistryClient) -> registry_pb2.Model:
+    """MODEL with version 1 (trained to answer True) deployed live."""
+    await client.create_model(MODEL, "binary", FEATURES)
+    await create_version(client, estimator=trained(True))
+    await client.deploy(MODEL, 1)
+    return await client.get_model(MODEL)
+
+
+GatewayFactory = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+async def start_gateway(
+    registry: RegistryServer, kafka_settings: KafkaSettings
+) -> AsyncIterator[GatewayFactory]:
+    """Start gateways against the test registry; all stopped after the test."""
+    started: list[GatewayServer] = []
+
+    async def start(**overrides) -> GatewayServer:
+        server = GatewayServer(gateway_settings(registry.target, kafka_settings, **overrides))
+        started.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(grace_s=2)
+
+
+@pytest.fixture
+async def gateway(deployed: registry_pb2.Model, start_gateway: GatewayFactory) -> GatewayServer:
+    """A started gateway serving MODEL version 1."""
+    server = await start_gateway()
+    assert server.ready.is_set()
+    return server
+
+
+@pytest.fixture
+async def stub(gateway: GatewayServer) -> AsyncIterator[oip_pb2_grpc.GRPCInferenceServiceStub]:
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        yield oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def infer_request(rows: list[dict], model: str = MODEL, **fields) -> oip_pb2.ModelInferRequest:
+    """One typed tensor per feature present in the rows."""
+    request = oip_pb2.ModelInferRequest(model_name=model, **fields)
+    for name, datatype, field in (
+        ("x1", "FP64", "fp64_contents"),
+        ("x2", "FP64", "fp64_contents"),
+        ("plan", "BYTES", "bytes_contents"),
+    ):
+        if name in rows[0]:
+            tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
+            values = [r[name].encode() if datatype == "BYTES" else r[name] for r in rows]
+            getattr(tensor.contents, field).extend(values)
+    return request

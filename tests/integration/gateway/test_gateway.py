@@ -1,0 +1,337 @@
+"""The gateway on the real broker, a real registry on PostgreSQL, over gRPC."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from headwater.services.gateway.model_cache import UpdatePlan
+from headwater.services.gateway.server import GatewayServer, model_health_name
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.dead_letter import REASON_HEADER
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic
+from headwater.shared.features import features_from_proto
+from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc
+from headwater.shared.registry_client import RegistryClient
+from headwater.shared.settings import KafkaSettings
+from tests.fixtures import eventually, read_records
+from tests.integration.gateway.conftest import (
+    CODEC,
+    MODEL,
+    create_version,
+    infer_request,
+    trained,
+)
+
+pytestmark = pytest.mark.integration
+
+ROW = {"x1": 1.0, "x2": 1.0}
+
+
+def prediction_ids(response: oip_pb2.ModelInferResponse) -> list[str]:
+    return response.parameters["prediction_ids"].string_param.split(",")
+
+
+def positive_proba(response: oip_pb2.ModelInferResponse) -> float:
+    classes = response.outputs[1].parameters["classes"].string_param
+    assert classes == "[false, true]"
+    return response.outputs[1].contents.fp64_contents[1]
+
+
+async def test_serves_deployed_version_and_publishes_one_event_per_row(
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    gateway: GatewayServer,
+    kafka_settings: KafkaSettings,
+) -> None:
+    rows = [ROW, {"x1": 0.5, "x2": -1.0, "plan": "pro"}, ROW]
+    rows[0] = {**ROW, "plan": "basic"}
+    rows[2] = {**ROW, "plan": "free"}
+    response = await stub.ModelInfer(infer_request(rows, id="r-1"), timeout=5)
+    assert (response.model_name, response.model_version, response.id) == (MODEL, "1", "r-1")
+    assert response.parameters["headwater_version"].int64_param == 1
+    assert response.parameters["live_sequence"].int64_param == 0
+    predict, proba = response.outputs
+    assert (predict.name, predict.datatype, list(predict.shape)) == ("predict", "BOOL", [3])
+    assert predict.contents.bool_contents[0] is True
+    assert (proba.datatype, list(proba.shape)) == ("FP64", [3, 2])
+    ids = prediction_ids(response)
+    assert len(set(ids)) == 3
+
+    records = await read_records(kafka_settings, Topic.PREDICTIONS, 3)
+    assert len(records) == 3
+    events = {r.key.decode(): events_pb2.PredictionEvent.FromString(r.value) for r in records}
+    assert set(events) == set(ids)
+    for prediction_id, row in zip(ids, rows, strict=True):
+        event = events[prediction_id]
+        assert features_from_proto(event.features) == row
+        assert (event.model, event.version, event.request_id) == (MODEL, 1, "r-1")
+        assert event.gateway_id == gateway.settings.gateway_id
+    assert events[ids[0]].prediction.bool_label is True
+
+
+async def test_raw_request_like_tritonclient_gets_raw_answer(
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = oip_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="x1", datatype="FP32", shape=[2, 1])
+    request.inputs.add(name="x2", datatype="FP32", shape=[2, 1])
+    request.raw_input_contents.extend(
+        [np.array([1, 1], "<f4").tobytes(), np.array([1, 1], "<f4").tobytes()]
+    )
+    response = await stub.ModelInfer(request, timeout=5)
+    assert np.frombuffer(response.raw_output_contents[0], "?").tolist() == [True, True]
+    matrix = np.frombuffer(response.raw_output_contents[1], "<f8").reshape(2, 2)
+    assert (matrix[:, 1] > 0.5).all()
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (
+            infer_request([ROW], model="nope"),
+            grpc.StatusCode.NOT_FOUND,
+            "model 'nope' not found",
+        ),
+        (
+            infer_request([{"x1": 1.0}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "missing required feature(s): x2",
+        ),
+        (
+            infer_request([{"x1": float("nan"), "x2": 1.0}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'x1': value at row 0 is nan; NaN and infinity are not accepted",
+        ),
+        (
+            infer_request([ROW] * 9),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'x1': batch of 9 rows is over the limit of 8",
+        ),
+        (
+            oip_pb2.ModelInferRequest(
+                model_name=MODEL,
+                inputs=[
+                    oip_pb2.ModelInferRequest.InferInputTensor(
+                        name="x1", datatype="BYTES", shape=[1]
+                    )
+                ],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'x1': wrong datatype BYTES for feature type float;",
+        ),
+        (
+            oip_pb2.ModelInferRequest(
+                model_name=MODEL,
+                inputs=[
+                    oip_pb2.ModelInferRequest.InferInputTensor(
+                        name="input__0", datatype="FP64", shape=[1, 2]
+                    )
+                ],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'input__0': shape [1, 2] does not match [batch, 3]",
+        ),
+        (
+            infer_request(
+                [ROW], outputs=[oip_pb2.ModelInferRequest.InferRequestedOutputTensor(name="y")]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output 'y'; this model has: predict, predict_proba",
+        ),
+    ],
+    ids=["unknown-model", "missing", "nan", "batch", "datatype", "shape", "output"],
+)
+async def test_bad_requests_get_a_status_naming_the_problem(
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    request_: oip_pb2.ModelInferRequest,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ModelInfer(request_, timeout=5)
+    assert caught.value.code() is code
+    assert message in caught.value.details()
+    # and the gateway keeps serving
+    response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert response.model_version == "1"
+
+
+async def test_health_metadata_and_readiness(
+    gateway: GatewayServer,
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    client: RegistryClient,
+) -> None:
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService", model_health_name(MODEL)):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+    assert (await stub.ServerLive(oip_pb2.ServerLiveRequest(), timeout=5)).live
+    assert (await stub.ServerReady(oip_pb2.ServerReadyRequest(), timeout=5)).ready
+    assert (await stub.ModelReady(oip_pb2.ModelReadyRequest(name=MODEL), timeout=5)).ready
+    ready_v2 = oip_pb2.ModelReadyRequest(name=MODEL, version="2")
+    assert not (await stub.ModelReady(ready_v2, timeout=5)).ready
+    metadata = await stub.ModelMetadata(oip_pb2.ModelMetadataRequest(name=MODEL), timeout=5)
+    assert [(t.name, t.datatype) for t in metadata.inputs] == [
+        ("x1", "FP64"),
+        ("x2", "FP64"),
+        ("plan", "BYTES"),
+    ]
+    assert [t.name for t in metadata.outputs] == ["predict", "predict_proba"]
+    assert list(metadata.versions) == ["1"]
+    server = await stub.ServerMetadata(oip_pb2.ServerMetadataRequest(), timeout=5)
+    assert server.name == "headwater-gateway"
+
+    # a model created after start is known (UNAVAILABLE, not NOT_FOUND) once its event arrives
+    await client.create_model("later", "regression", [("x1", "float")])
+
+    async def known() -> bool:
+        return gateway.cache.is_known("later")
+
+    await eventually(known, what="MODEL_CREATED applied")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ModelInfer(infer_request([ROW], model="later"), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "model 'later' is not deployed" in caught.value.details()
+
+
+async def test_new_deployment_is_served_without_restart(
+    gateway: GatewayServer,
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    client: RegistryClient,
+) -> None:
+    before = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert before.outputs[0].contents.bool_contents[0] is True
+    await create_version(client, estimator=trained(False))
+    await client.deploy(MODEL, 2)
+
+    async def served_v2() -> oip_pb2.ModelInferResponse | None:
+        response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+        return response if response.model_version == "2" else None
+
+    after = await eventually(served_v2, timeout_s=15, what="version 2 served")
+    assert after.outputs[0].contents.bool_contents[0] is False
+    assert after.parameters["headwater_version"].int64_param == 2
+
+
+async def test_model_deployed_after_start_is_served(
+    registry, client: RegistryClient, start_gateway
+) -> None:
+    gateway = await start_gateway()
+    assert gateway.ready.is_set() and not gateway.cache.entries()
+    await client.create_model("fresh", "binary", [("x1", "float"), ("x2", "float")])
+    await create_version(client, model="fresh", estimator=trained(True))
+    await client.deploy("fresh", 1)
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        ready = oip_pb2.ModelReadyRequest(name="fresh")
+
+        async def is_ready() -> bool:
+            try:
+                return (await stub.ModelReady(ready, timeout=5)).ready
+            except grpc.aio.AioRpcError:
+                return False
+
+        await eventually(is_ready, timeout_s=15, what="fresh model ready")
+        response = await stub.ModelInfer(infer_request([ROW], model="fresh"), timeout=5)
+        assert response.model_version == "1"
+        dense = oip_pb2.ModelInferRequest(model_name="fresh")
+        dense.inputs.add(name="input__0", datatype="FP32", shape=[1, 2])
+        dense.raw_input_contents.append(np.array([[1, 1]], "<f4").tobytes())
+        response = await stub.ModelInfer(dense, timeout=5)
+        assert np.frombuffer(response.raw_output_contents[0], "?").tolist() == [True]
+
+
+def model_update(
+    sequence: int, positive: bool, codec: ArtifactCodec = CODEC
+) -> events_pb2.ModelUpdate:
+    artifact = codec.encode(trained(positive))
+    return events_pb2.ModelUpdate(
+        model=MODEL,
+        base_version=1,
+        sequence=sequence,
+        state=artifact.content,
+        sha256=artifact.sha256,
+        signature=artifact.signature,
+    )
+
+
+async def test_live_update_is_swapped_in_and_a_tampered_one_refused(
+    gateway: GatewayServer,
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    kafka_settings: KafkaSettings,
+) -> None:
+    producer = EventProducer(kafka_settings, client_id="test-learner")
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, model_update(1, positive=False))
+
+        async def swapped() -> oip_pb2.ModelInferResponse | None:
+            response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+            return response if response.parameters["live_sequence"].int64_param == 1 else None
+
+        response = await eventually(swapped, timeout_s=15, what="live update 1 served")
+        assert response.model_version == "1"
+        assert response.outputs[0].contents.bool_contents[0] is False
+
+        tampered = model_update(2, positive=True, codec=ArtifactCodec("not-the-platform-key"))
+        await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, tampered)
+
+        async def refused() -> bool:
+            return gateway.updater.counts[UpdatePlan.REFUSED] >= 1
+
+        await eventually(refused, timeout_s=15, what="tampered update refused")
+        response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+        assert response.parameters["live_sequence"].int64_param == 1
+        assert response.outputs[0].contents.bool_contents[0] is False
+    finally:
+        await producer.stop(grace_s=2)
+
+
+async def test_live_update_published_before_start_is_served_at_start(
+    deployed, start_gateway, kafka_settings: KafkaSettings
+) -> None:
+    producer = EventProducer(kafka_settings, client_id="test-learner")
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, model_update(3, positive=False))
+    finally:
+        await producer.stop(grace_s=2)
+    gateway = await start_gateway()
+    assert gateway.cache.get(MODEL).versions[1].live_sequence == 3
+
+
+async def test_malformed_events_are_dead_lettered_and_consumers_go_on(
+    gateway: GatewayServer,
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    kafka_settings: KafkaSettings,
+) -> None:
+    producer = EventProducer(kafka_settings, client_id="test-garbage")
+    await producer.start()
+    try:
+        for topic in (Topic.REGISTRY_EVENTS, Topic.MODEL_UPDATES):
+            producer.publish_raw(topic, MODEL.encode(), b"\xff\x00 not protobuf")
+        producer.publish_raw(
+            Topic.MODEL_UPDATES,
+            MODEL.encode(),
+            events_pb2.ModelUpdate(model=MODEL, base_version=1, sequence=5).SerializeToString(),
+        )
+        records = await read_records(kafka_settings, Topic.DEAD_LETTER, 3)
+        reasons = sorted(dict(r.headers)[REASON_HEADER].decode() for r in records)
+        assert any(r.startswith("malformed protobuf RegistryEvent") for r in reasons)
+        assert any(r.startswith("malformed protobuf ModelUpdate") for r in reasons)
+        assert "ModelUpdate for 'churn' has no state" in reasons
+        # the model-updates consumer still applies a good update after the bad ones
+        await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, model_update(6, positive=False))
+
+        async def applied() -> bool:
+            return gateway.cache.get(MODEL).versions[1].live_sequence == 6
+
+        await eventually(applied, timeout_s=15, what="good update after bad ones")
+    finally:
+        await producer.stop(grace_s=2)
+    response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert response.parameters["live_sequence"].int64_param == 6
