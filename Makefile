@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint typecheck protos protos-check bench clean
+.PHONY: install run test test-fast lint typecheck docs protos protos-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy shared services cli
+
+docs: install
+	$(PY) tools/gen_settings_doc.py
 
 protos: install
 	$(PY) tools/gen_protos.py
