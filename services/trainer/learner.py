@@ -107,7 +107,9 @@ class Progress:
         score_total: Sum of per-example scores (1/0 correct, or absolute error).
         window: The last per-example scores (rolling metric), oldest first.
         recent_ids: Digests of the most recently learned example ids, oldest first.
-        offsets: Consumed offset ranges since the base version.
+        offsets: Consumed offset ranges since the base version (the lineage).
+        positions: Last consumed offset per topic-partition (where to resume); may
+            run ahead of ``offsets`` after a rebase onto a checkpoint.
         newest_label_at: Newest ``labelled_at`` learned, if any.
 
     """
@@ -120,6 +122,7 @@ class Progress:
     window: tuple[float, ...] = ()
     recent_ids: tuple[bytes, ...] = ()
     offsets: tuple[OffsetSpan, ...] = ()
+    positions: tuple[Position, ...] = ()
     newest_label_at: float | None = None
 
 
@@ -206,6 +209,8 @@ class Learner:
         self._recent: deque[bytes] = deque(saved.recent_ids[-dedupe_ids:], maxlen=dedupe_ids)
         self._recent_set = set(self._recent)
         self._spans = {(s.topic, s.partition): [s.first, s.last] for s in saved.offsets}
+        self._positions = {(s.topic, s.partition): s.last for s in saved.offsets}
+        self._positions.update({(p.topic, p.partition): p.offset for p in saved.positions})
         self._newest_label_at = saved.newest_label_at
 
     @property
@@ -215,8 +220,12 @@ class Learner:
 
     def next_offset(self, topic: str, partition: int) -> int | None:
         """The first offset of ``topic``/``partition`` not yet consumed (None: never read it)."""
-        span = self._spans.get((topic, partition))
-        return span[1] + 1 if span else None
+        last = self._positions.get((topic, partition))
+        return None if last is None else last + 1
+
+    def _consumed(self, at: Position) -> bool:
+        last = self._positions.get((at.topic, at.partition))
+        return last is not None and at.offset <= last
 
     def process(self, example: Example, at: Position) -> StepKind:
         """Test-then-train on one example, unless it was already consumed or learned.
@@ -226,8 +235,7 @@ class Learner:
                 learner's bookkeeping is left unchanged in that case.
 
         """
-        span = self._spans.get((at.topic, at.partition))
-        if span is not None and at.offset <= span[1]:
+        if self._consumed(at):
             return StepKind.ALREADY_CONSUMED
         digest = id_digest(example.example_id)
         if digest in self._recent_set:
@@ -247,16 +255,46 @@ class Learner:
 
     def skip(self, at: Position) -> None:
         """Mark a position consumed without learning (e.g. an example that failed)."""
-        span = self._spans.get((at.topic, at.partition))
-        if span is None or at.offset > span[1]:
+        if not self._consumed(at):
             self._consume(at)
 
     def _consume(self, at: Position) -> None:
-        span = self._spans.get((at.topic, at.partition))
+        tp = (at.topic, at.partition)
+        self._positions[tp] = at.offset
+        span = self._spans.get(tp)
         if span is None:
-            self._spans[(at.topic, at.partition)] = [at.offset, at.offset]
+            self._spans[tp] = [at.offset, at.offset]
         else:
             span[1] = at.offset
+
+    def rebase(self, version: int, mark: Progress) -> None:
+        """Continue as the learner of ``version``, a checkpoint this learner registered.
+
+        ``mark`` is the progress at the moment the checkpoint's state was taken:
+        the model keeps everything it learned since, and the counts and offset
+        ranges restart from the mark, so they describe what ``version`` lacks.
+
+        Raises:
+            InvalidInput: ``mark`` is not a checkpoint of this learner's base version.
+
+        """
+        if mark.base_version != self.base_version:
+            raise InvalidInput(
+                f"checkpoint of base version {mark.base_version} cannot rebase a learner "
+                f"of version {self.base_version}"
+            )
+        marked = {(p.topic, p.partition): p.offset for p in mark.positions}
+        spans = {}
+        for tp, (first, last) in self._spans.items():
+            start = max(first, marked[tp] + 1) if tp in marked else first
+            if start <= last:
+                spans[tp] = [start, last]
+        self._spans = spans
+        self.base_version = version
+        self._learned -= mark.examples_learned
+        self._duplicates -= mark.duplicates
+        self._score.scored -= mark.scored
+        self._score.total -= mark.score_total
 
     def _remember(self, digest: bytes) -> None:
         if self._recent.maxlen == 0:
@@ -288,6 +326,7 @@ class Learner:
             window=tuple(self._score.window),
             recent_ids=tuple(self._recent),
             offsets=self.offsets(),
+            positions=tuple(Position(t, p, o) for (t, p), o in sorted(self._positions.items())),
             newest_label_at=self._newest_label_at,
         )
 
@@ -309,6 +348,7 @@ def encode_progress(progress: Progress) -> bytes:
         "window": list(progress.window),
         "recent_ids": "".join(d.hex() for d in progress.recent_ids),
         "offsets": [[s.topic, s.partition, s.first, s.last] for s in progress.offsets],
+        "positions": [[p.topic, p.partition, p.offset] for p in progress.positions],
         "newest_label_at": progress.newest_label_at,
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
@@ -346,6 +386,7 @@ def decode_progress(data: bytes) -> Progress:
             offsets=tuple(
                 OffsetSpan(str(t), int(p), int(f), int(last)) for t, p, f, last in body["offsets"]
             ),
+            positions=tuple(Position(str(t), int(p), int(o)) for t, p, o in body["positions"]),
             newest_label_at=None if newest is None else float(newest),
         )
     except (KeyError, TypeError, ValueError) as err:

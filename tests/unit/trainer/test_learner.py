@@ -200,3 +200,42 @@ def test_progress_round_trips_and_rejects_garbage():
     broken = copy.deepcopy(encode_progress(progress)).replace(b'"window":[', b'"window":["x",')
     with pytest.raises(InvalidInput):
         decode_progress(broken)
+
+
+def test_rebase_onto_a_checkpoint_keeps_the_model_and_restarts_the_lineage():
+    stream = sea(150)
+    learner = Learner("m", "classifier", base_version=1, model=classifier())
+    feed(learner, stream[:100], start=1000)
+    mark = learner.progress()
+    at_mark = pickle.dumps(learner.model)
+    feed(learner, stream[100:], start=1100)
+
+    learner.rebase(7, mark)
+
+    assert learner.base_version == 7
+    assert learner.examples_learned == 50
+    assert learner.offsets() == (OffsetSpan(TOPIC, 0, 1100, 1149),)
+    assert learner.next_offset(TOPIC, 0) == 1150
+    x, y = stream[0]
+    assert learner.process(Example("e-new", x, y), Position(TOPIC, 0, 1099)) is (
+        StepKind.ALREADY_CONSUMED
+    )
+    # the same as starting from the checkpoint's artifact and learning what came after it
+    from_checkpoint = Learner(
+        "m",
+        "classifier",
+        base_version=7,
+        model=pickle.loads(at_mark),
+        progress=Progress(
+            7, window=mark.window, recent_ids=mark.recent_ids, positions=mark.positions
+        ),
+    )
+    feed(from_checkpoint, stream[100:], start=1100)
+    assert from_checkpoint.progress() == learner.progress()
+    assert from_checkpoint.metrics() == pytest.approx(learner.metrics())
+
+
+def test_rebase_needs_a_checkpoint_of_the_same_base():
+    learner = Learner("m", "classifier", base_version=2, model=classifier())
+    with pytest.raises(InvalidInput, match="base version 1"):
+        learner.rebase(3, Progress(1))
