@@ -121,6 +121,7 @@ class GatewayServer:
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
+        self._stopped = False
 
     @property
     def target(self) -> str:
@@ -227,7 +228,13 @@ class GatewayServer:
         await self._health.set(model_health_name(name), status)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop accepting RPCs, finish in-flight ones within ``grace_s``, flush events, close."""
+        """Stop accepting RPCs, finish in-flight ones within ``grace_s``, flush events, close.
+
+        Idempotent: a second call returns at once.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         await self._health.enter_graceful_shutdown()
         if self._grpc is not None:
             await self._grpc.stop(grace_s)

@@ -6,6 +6,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from headwater.services.gateway.model_cache import UpdatePlan
 from headwater.services.gateway.server import GatewayServer, model_health_name
@@ -70,6 +71,8 @@ async def test_serves_deployed_version_and_publishes_one_event_per_row(
         assert (event.model, event.version, event.request_id) == (MODEL, 1, "r-1")
         assert event.gateway_id == gateway.settings.gateway_id
     assert events[ids[0]].prediction.bool_label is True
+    ok = {"model": MODEL, "version": "1", "code": "OK"}
+    assert REGISTRY.get_sample_value("headwater_gateway_requests_total", ok) >= 1
 
 
 async def test_raw_request_like_tritonclient_gets_raw_answer(
@@ -335,3 +338,25 @@ async def test_malformed_events_are_dead_lettered_and_consumers_go_on(
         await producer.stop(grace_s=2)
     response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
     assert response.parameters["live_sequence"].int64_param == 6
+
+
+async def test_stop_flushes_buffered_prediction_events(
+    deployed, start_gateway, kafka_settings: KafkaSettings
+) -> None:
+    gateway = await start_gateway()
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        response = await stub.ModelInfer(infer_request([ROW] * 5), timeout=5)
+    await gateway.stop(grace_s=5)
+    assert gateway.producer.failed == 0
+    records = await read_records(kafka_settings, Topic.PREDICTIONS, 5)
+    assert {r.key.decode() for r in records} == set(prediction_ids(response))
+
+
+async def test_keeps_serving_while_the_registry_is_down(
+    registry, gateway: GatewayServer, stub: oip_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    await registry.stop(grace_s=1)
+    response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert response.model_version == "1"
+    assert (await stub.ServerReady(oip_pb2.ServerReadyRequest(), timeout=5)).ready
