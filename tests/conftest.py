@@ -24,6 +24,7 @@ from headwater.shared.settings import KafkaSettings
 from tests.fixtures import (
     ExternalBroker,
     ExternalPostgres,
+    admin_url,
     start_broker,
     start_postgres,
     unique_name,
@@ -61,14 +62,14 @@ async def database_url(
 ) -> AsyncIterator[str]:
     """A fresh, empty database; dropped after the test (connections forced out)."""
     name = unique_name("t")
-    admin_url = postgres_server.url("postgres")
-    conn = await asyncpg.connect(admin_url, timeout=10)
+    admin = admin_url(postgres_server)
+    conn = await asyncpg.connect(admin, timeout=10)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"', timeout=30)
     finally:
         await conn.close(timeout=5)
     yield postgres_server.url(name)
-    conn = await asyncpg.connect(admin_url, timeout=10)
+    conn = await asyncpg.connect(admin, timeout=10)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=30)
     finally:

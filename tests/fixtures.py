@@ -31,6 +31,7 @@ __all__ = [
     "ExternalBroker",
     "ExternalPostgres",
     "TestStackSettings",
+    "admin_url",
     "eventually",
     "free_port",
     "read_records",
@@ -98,6 +99,13 @@ class ExternalPostgres:
 
     def url(self, database: str = "headwater") -> str:
         return with_database(self.admin_url, database)
+
+
+def admin_url(server: EmbeddedPostgres | ExternalPostgres) -> str:
+    """Where to run CREATE/DROP DATABASE: the external URL as given, else ``postgres``."""
+    if isinstance(server, ExternalPostgres):
+        return server.admin_url
+    return server.url("postgres")
 
     def is_running(self) -> bool:
         return True
