@@ -32,7 +32,7 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, ModelNotReady, ResourceExhausted, Unavailable
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.grpc_errors import status_for
-from headwater.shared.pb import events_pb2, oip_pb2
+from headwater.shared.pb import events_pb2, oip_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -41,6 +41,11 @@ PARAM_VERSION = "headwater_version"
 PARAM_PREDICTION_IDS = "prediction_ids"
 PARAM_LIVE_SEQUENCE = "live_sequence"
 _DROP_LOG_INTERVAL_S = 5.0
+_ROLE_NAMES = {
+    registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
+    registry_pb2.ROUTE_ROLE_CANARY: "canary",
+    registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
+}
 
 
 class Publisher(Protocol):
@@ -174,6 +179,10 @@ class InferenceService:
 
     def _publish(self, served: Served) -> None:
         name = served.entry.name
+        role = _ROLE_NAMES.get(served.route.role, "unspecified")
+        metrics.ROWS.labels(model=name, version=str(served.version.version), role=role).inc(
+            len(served.rows)
+        )
         now = Timestamp()
         now.GetCurrentTime()
         for index, prediction_id in enumerate(served.prediction_ids):

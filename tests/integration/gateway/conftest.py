@@ -108,7 +108,8 @@ async def start_gateway(
     started: list[GatewayServer] = []
 
     async def start(**overrides) -> GatewayServer:
-        server = GatewayServer(gateway_settings(registry.target, kafka_settings, **overrides))
+        target = overrides.pop("registry_target", registry.target)
+        server = GatewayServer(gateway_settings(target, kafka_settings, **overrides))
         started.append(server)
         await server.start()
         return server

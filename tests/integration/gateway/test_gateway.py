@@ -18,7 +18,7 @@ from headwater.shared.features import features_from_proto
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, read_records
+from tests.fixtures import eventually, free_port, read_records
 from tests.integration.gateway.conftest import (
     CODEC,
     MODEL,
@@ -360,3 +360,17 @@ async def test_keeps_serving_while_the_registry_is_down(
     response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
     assert response.model_version == "1"
     assert (await stub.ServerReady(oip_pb2.ServerReadyRequest(), timeout=5)).ready
+
+
+async def test_not_serving_until_the_registry_answers(start_gateway) -> None:
+    gateway = await start_gateway(
+        registry_target=f"127.0.0.1:{free_port()}", startup_timeout_s=1, registry_deadline_s=0.5
+    )
+    assert not gateway.ready.is_set()
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert (await stub.ServerLive(oip_pb2.ServerLiveRequest(), timeout=5)).live
+        assert not (await stub.ServerReady(oip_pb2.ServerReadyRequest(), timeout=5)).ready
