@@ -101,27 +101,31 @@ class GatewayServer:
         self.service = InferenceService(
             self.cache, self.producer, settings.gateway_id, settings.max_batch_rows
         )
-        reject = Rejecter(self.producer)
-        client = f"gateway-{settings.gateway_id}"
-        self.registry_events = AssignedStream(
-            settings.kafka,
-            Topic.REGISTRY_EVENTS,
-            f"{client}-registry-events",
-            RegistryEventHandler(self.cache, self.loader, reject),
-            from_beginning=False,
-        )
-        self.model_updates = AssignedStream(
-            settings.kafka,
-            Topic.MODEL_UPDATES,
-            f"{client}-model-updates",
-            ModelUpdateHandler(self.updater, reject),
-            from_beginning=True,
-        )
+        self.registry_events, self.model_updates = self._streams()
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
         self._stopped = False
+
+    def _streams(self) -> tuple[AssignedStream, AssignedStream]:
+        reject = Rejecter(self.producer)
+        client = f"gateway-{self.settings.gateway_id}"
+        registry_events = AssignedStream(
+            self.settings.kafka,
+            Topic.REGISTRY_EVENTS,
+            f"{client}-registry-events",
+            RegistryEventHandler(self.cache, self.loader, reject),
+            from_beginning=False,
+        )
+        model_updates = AssignedStream(
+            self.settings.kafka,
+            Topic.MODEL_UPDATES,
+            f"{client}-model-updates",
+            ModelUpdateHandler(self.updater, reject),
+            from_beginning=True,
+        )
+        return registry_events, model_updates
 
     @property
     def target(self) -> str:
