@@ -1,0 +1,185 @@
+"""Protobuf ⇄ the trainer's domain values.
+
+>>> prediction = events_pb2.PredictionEvent(prediction_id="p-1", model="churn", version=3)
+>>> prediction.features["age"].int_value = 41
+>>> feedback = events_pb2.FeedbackEvent(prediction_id="p-1")
+>>> feedback.label.bool_label = True
+>>> example = labeled_example(prediction, feedback, now=1_700_000_000.0)
+>>> example.example_id, example.model, example.served_version, example.label.bool_label
+('p-1', 'churn', 3, True)
+>>> example_from_proto(example, "classifier")
+Example(example_id='p-1', features={'age': 41}, label=True, labelled_at=1700000000.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from headwater.services.trainer.learner import Example, LearnerKind, OffsetSpan
+from headwater.shared.errors import InvalidInput
+from headwater.shared.features import FeatureSchema, features_from_proto, target_from_proto
+from headwater.shared.pb import events_pb2, registry_pb2
+
+_KINDS: dict[int, LearnerKind] = {
+    registry_pb2.TASK_BINARY: "classifier",
+    registry_pb2.TASK_MULTICLASS: "classifier",
+    registry_pb2.TASK_REGRESSION: "regressor",
+}
+
+
+def timestamp(seconds: float) -> Timestamp:
+    """A protobuf Timestamp of seconds since the epoch."""
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def seconds(stamp: Timestamp) -> float | None:
+    """Seconds since the epoch of a Timestamp; None when unset (zero)."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def labeled_example(
+    prediction: events_pb2.PredictionEvent, feedback: events_pb2.FeedbackEvent, now: float
+) -> events_pb2.LabeledExample:
+    """The example a joined pair makes; its id is the prediction id (so re-joins are duplicates).
+
+    ``labelled_at`` is the feedback's ``observed_at``, or ``now`` when the producer left it out.
+    """
+    example = events_pb2.LabeledExample(
+        example_id=prediction.prediction_id,
+        model=prediction.model,
+        prediction_id=prediction.prediction_id,
+        served_version=prediction.version,
+        route_role=prediction.route_role,
+    )
+    for name, value in prediction.features.items():
+        example.features[name].CopyFrom(value)
+    example.label.CopyFrom(feedback.label)
+    if prediction.HasField("prediction"):
+        example.prediction.CopyFrom(prediction.prediction)
+    example.proba.update(prediction.proba)
+    if prediction.HasField("predicted_at"):
+        example.predicted_at.CopyFrom(prediction.predicted_at)
+    observed = seconds(feedback.observed_at)
+    example.labelled_at.CopyFrom(feedback.observed_at if observed else timestamp(now))
+    return example
+
+
+def check_prediction(event: events_pb2.PredictionEvent) -> events_pb2.PredictionEvent:
+    """A prediction the join can use: it has an id and a model.
+
+    Raises:
+        InvalidInput: Naming the missing field.
+
+    """
+    if not event.prediction_id:
+        raise InvalidInput("PredictionEvent has no prediction_id")
+    if not event.model:
+        raise InvalidInput(f"PredictionEvent {event.prediction_id!r} names no model")
+    return event
+
+
+def check_feedback(event: events_pb2.FeedbackEvent) -> events_pb2.FeedbackEvent:
+    """Feedback the join can use: it has a prediction id and a label.
+
+    Raises:
+        InvalidInput: Naming the missing field.
+
+    >>> check_feedback(events_pb2.FeedbackEvent(prediction_id="p-1"))
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: FeedbackEvent for 'p-1' has no label
+
+    """
+    if not event.prediction_id:
+        raise InvalidInput("FeedbackEvent has no prediction_id")
+    if event.label.WhichOneof("kind") is None:
+        raise InvalidInput(f"FeedbackEvent for {event.prediction_id!r} has no label")
+    return event
+
+
+def learner_kind(task: int) -> LearnerKind:
+    """Classifier or regressor, from a registry Task.
+
+    >>> learner_kind(registry_pb2.TASK_REGRESSION)
+    'regressor'
+    """
+    try:
+        return _KINDS[task]
+    except KeyError:
+        raise InvalidInput(f"model task {task} is neither classification nor regression") from None
+
+
+def example_from_proto(
+    message: events_pb2.LabeledExample, kind: LearnerKind, schema: FeatureSchema | None = None
+) -> Example:
+    """The learner's view of a LabeledExample, checked against the model's schema.
+
+    Raises:
+        InvalidInput: No example id, no label, a label that does not fit the task,
+            or features that do not fit the schema.
+
+    >>> bad = events_pb2.LabeledExample(example_id="e", model="m")
+    >>> bad.label.value = 0.5
+    >>> example_from_proto(bad, "classifier")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: example 'e': a classifier's label must be ..., got 0.5
+
+    """
+    if not message.example_id:
+        raise InvalidInput(f"LabeledExample of model {message.model!r} has no example_id")
+    label = target_from_proto(message.label)
+    _check_label(message.example_id, kind, label)
+    features = features_from_proto(message.features)
+    if schema is not None:
+        features = schema.validate_row(features)
+    return Example(message.example_id, features, label, seconds(message.labelled_at))
+
+
+def _check_label(example_id: str, kind: LearnerKind, label: object) -> None:
+    if kind == "classifier" and isinstance(label, float):
+        raise InvalidInput(
+            f"example {example_id!r}: a classifier's label must be a bool, int or str, got {label}"
+        )
+    if kind == "regressor" and (isinstance(label, bool | str) or not math.isfinite(float(label))):  # type: ignore[arg-type]
+        raise InvalidInput(f"example {example_id!r}: a regressor's label must be a number")
+
+
+def primary_version(deployment: registry_pb2.Deployment) -> int | None:
+    """The version a deployment serves as primary (the learner's base); None without routes.
+
+    >>> d = registry_pb2.Deployment(routes=[
+    ...     registry_pb2.Route(version=2, weight=0.9, role=registry_pb2.ROUTE_ROLE_PRIMARY),
+    ...     registry_pb2.Route(version=3, weight=0.1, role=registry_pb2.ROUTE_ROLE_CANARY)])
+    >>> primary_version(d), primary_version(registry_pb2.Deployment())
+    (2, None)
+    """
+    routes = list(deployment.routes)
+    primary = [r for r in routes if r.role == registry_pb2.ROUTE_ROLE_PRIMARY]
+    serving = [r for r in routes if r.role != registry_pb2.ROUTE_ROLE_SHADOW]
+    chosen = primary or serving
+    if not chosen:
+        return None
+    return max(chosen, key=lambda r: r.weight).version
+
+
+def offset_ranges(spans: Iterable[OffsetSpan]) -> list[registry_pb2.OffsetRange]:
+    """Lineage offset ranges (inclusive) from the learner's spans."""
+    return [
+        registry_pb2.OffsetRange(
+            topic=s.topic, partition=s.partition, first_offset=s.first, last_offset=s.last
+        )
+        for s in spans
+    ]
+
+
+def spans_from_ranges(ranges: Iterable[registry_pb2.OffsetRange]) -> tuple[OffsetSpan, ...]:
+    """The learner's spans from lineage offset ranges."""
+    return tuple(OffsetSpan(r.topic, r.partition, r.first_offset, r.last_offset) for r in ranges)

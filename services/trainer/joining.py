@@ -1,0 +1,141 @@
+"""The join's orchestration: decode, pair up through :class:`Join`, emit, dead-letter.
+
+No Kafka here: the Faust agents in :mod:`headwater.services.trainer.streams`
+hand each record over as an :class:`IncomingRecord`, give the slots as a
+mapping (a changelog-backed table), and say how to emit an example and how to
+dead-letter a record. A record that cannot be used (undecodable, missing ids,
+a key that is not the prediction id) is dead-lettered with the reason and the
+agents carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+
+from headwater.services.trainer import metrics
+from headwater.services.trainer.convert import check_feedback, check_prediction, labeled_example
+from headwater.services.trainer.join import Join, Outcome, OutcomeKind, Slot, SlotState, expired
+from headwater.shared.bus.codec import decode_event, encode_event
+from headwater.shared.errors import InvalidInput
+from headwater.shared.pb import events_pb2
+
+log = logging.getLogger(__name__)
+
+_SIDE_OF_STATE = {
+    SlotState.AWAITING_FEEDBACK: "prediction",
+    SlotState.AWAITING_PREDICTION: "feedback",
+    SlotState.JOINED: "joined",
+}
+
+
+@dataclass(frozen=True)
+class IncomingRecord:
+    """One record of ``predictions`` or ``feedback``, as read from the broker."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+Emit = Callable[[events_pb2.LabeledExample], Awaitable[None]]
+Reject = Callable[[IncomingRecord, str], Awaitable[None]]
+
+
+class JoinService:
+    """Pairs predictions with feedback and emits one LabeledExample per pair.
+
+    Args:
+        join: The state machine (its TTL).
+        slots: Join state per prediction id (written only from within an agent).
+        emit: Sends an example to ``examples`` (keyed by its model).
+        reject: Dead-letters a record with a reason.
+        clock: Wall-clock seconds (the TTL is measured in processing time).
+
+    """
+
+    def __init__(
+        self,
+        join: Join,
+        slots: MutableMapping[str, Slot],
+        emit: Emit,
+        reject: Reject,
+        clock: Callable[[], float],
+    ) -> None:
+        self.join = join
+        self.slots = slots
+        self._emit = emit
+        self._reject = reject
+        self._clock = clock
+
+    async def on_prediction(self, record: IncomingRecord) -> Outcome | None:
+        """Handle one prediction record; None when it was dead-lettered."""
+        try:
+            event = check_prediction(
+                decode_event(events_pb2.PredictionEvent, record.value, record.headers)
+            )
+            key = _checked_key(record, event.prediction_id)
+        except InvalidInput as err:
+            await self._dead_letter(record, "prediction", str(err))
+            return None
+        outcome = self.join.on_prediction(
+            self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
+        )
+        await self._after(outcome, "prediction")
+        return outcome
+
+    async def on_feedback(self, record: IncomingRecord) -> Outcome | None:
+        """Handle one feedback record; None when it was dead-lettered."""
+        try:
+            event = check_feedback(
+                decode_event(events_pb2.FeedbackEvent, record.value, record.headers)
+            )
+            key = _checked_key(record, event.prediction_id)
+        except InvalidInput as err:
+            await self._dead_letter(record, "feedback", str(err))
+            return None
+        outcome = self.join.on_feedback(
+            self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
+        )
+        await self._after(outcome, "feedback")
+        return outcome
+
+    async def _after(self, outcome: Outcome, side: str) -> None:
+        metrics.JOIN_EVENTS.labels(side=side, outcome=outcome.kind.value).inc()
+        if outcome.replaced_expired is not None:
+            metrics.JOIN_EXPIRED.labels(side=_SIDE_OF_STATE[outcome.replaced_expired]).inc()
+        if outcome.kind is not OutcomeKind.JOINED:
+            return
+        prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
+        feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
+        example = labeled_example(prediction, feedback, now=self._clock())
+        await self._emit(example)
+        metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
+
+    async def _dead_letter(self, record: IncomingRecord, side: str, reason: str) -> None:
+        await self._reject(record, reason)
+        metrics.JOIN_EVENTS.labels(side=side, outcome="dead_lettered").inc()
+
+    def sweep(self) -> Iterator[tuple[str, Slot]]:
+        """Yield the expired slots (id and slot) for the caller to delete, counting them."""
+        now = self._clock()
+        for key in expired(self.slots, now):
+            slot = self.slots.get(key)
+            if slot is None:
+                continue
+            metrics.JOIN_EXPIRED.labels(side=_SIDE_OF_STATE[slot.state]).inc()
+            yield key, slot
+
+
+def _checked_key(record: IncomingRecord, prediction_id: str) -> str:
+    """The record key, which must be the prediction id (the join is partition-local)."""
+    key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
+    if key != prediction_id:
+        raise InvalidInput(
+            f"record key {key!r} is not the prediction id {prediction_id!r}: predictions and "
+            "feedback must be keyed by prediction id so that both land in the same partition"
+        )
+    return prediction_id

@@ -1,0 +1,280 @@
+"""The join's Faust app: agents on ``predictions`` and ``feedback``, one changelog-backed table.
+
+Both topics are keyed by prediction id and have the same partition count, so a
+prediction and its feedback meet in the same partition: the table of join
+slots is partitioned like them and its changelog topic too, so a restarted (or
+rebalanced) worker recovers exactly the slots of its partitions.
+
+The app runs inside the trainer process (no ``faust worker``), built in the
+running loop and stopped within a bounded grace. On Tansu it is configured so
+that Faust never creates a topic itself: the trainer creates the changelog
+topic (compacted, with the source topics' partition count) before the app
+starts, because Faust's co-partitioning check compares their counts and Tansu
+would otherwise auto-create it with its own default. No leader topic, no Faust
+web server (the trainer serves its own HTTP), and one record per producer
+batch (see ``join_producer_max_batch_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from headwater.services.trainer.join import Join, Slot, decode_slot, encode_slot
+from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
+from headwater.shared.bus.codec import encode_event, protobuf_header
+from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.pb import events_pb2
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def faust_brokers(bootstrap: str) -> list[str]:
+    """Faust's broker URLs for a comma-separated ``host:port`` list.
+
+    >>> faust_brokers("a:9092, b:9093")
+    ['kafka://a:9092', 'kafka://b:9093']
+    """
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+class SlotTable(MutableMapping[str, Slot]):
+    """A Faust table of encoded slots seen as a mapping of :class:`Slot`.
+
+    Writes go through the table (and so to its changelog, in the partition of
+    the event being processed); :meth:`expire` deletes a slot from outside any
+    event, sending the tombstone to the partition recorded in the slot.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> Slot:
+        raw = self.table[key]
+        try:
+            return decode_slot(raw)
+        except InvalidInput:
+            log.error("unreadable join slot ignored", extra={"key": key})
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: str, slot: Slot) -> None:
+        self.table[key] = encode_slot(slot)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def expire(self, key: str, slot: Slot) -> None:
+        """Delete ``key`` locally and in the changelog partition the slot lives in."""
+        self.table.data.pop(key, None)
+        self.table.send_changelog(slot.partition, key, None, value_serializer="raw")
+
+
+async def ensure_changelog(settings: TrainerSettings, partitions: int) -> None:
+    """Create the join table's changelog topic (compacted, ``partitions`` partitions).
+
+    Raises:
+        Unavailable: The broker did not answer, or the topic exists with another count.
+
+    """
+    name = settings.join_changelog_topic()
+    kafka = settings.kafka
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap,
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    try:
+        async with asyncio.timeout(3 * kafka.request_timeout_ms / 1000):
+            await admin.start()
+            topic = NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
+            response = await admin.create_topics([topic])
+            for entry in getattr(response, "topic_errors", []):
+                if entry[1] not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise Unavailable(f"creating topic {name!r} failed: error {entry[1]}")
+            found = await _wait_partitions(admin, name)
+    except (TimeoutError, KafkaError, OSError) as err:
+        raise Unavailable(f"could not create the join changelog {name!r}: {err!r}") from err
+    finally:
+        await admin.close()
+    if found != partitions:
+        raise Unavailable(
+            f"join changelog {name!r} has {found} partitions, the joined topics {partitions}: "
+            "delete it (or change app_id) so that it is created again"
+        )
+
+
+async def _wait_partitions(admin: AIOKafkaAdminClient, name: str) -> int:
+    while True:
+        for topic in await admin.describe_topics([name]):
+            count = len(topic.get("partitions", []))
+            if topic.get("error_code", 0) == 0 and count:
+                return count
+        await asyncio.sleep(0.1)
+
+
+def build_app(
+    settings: TrainerSettings, partitions: int, data_dir: Path, producer: EventProducer
+) -> tuple[faust.App, JoinService]:
+    """The Faust app with its table, two agents and the sweep timer (call inside the loop)."""
+    session_s = settings.session_timeout_s
+    app = faust.App(
+        settings.group_id("join"),
+        broker=faust_brokers(settings.kafka.bootstrap),
+        datadir=str(data_dir),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        broker_session_timeout=session_s,
+        broker_rebalance_timeout=session_s,
+        broker_heartbeat_interval=max(0.1, session_s / 10),
+        broker_request_timeout=max(session_s + 5, settings.kafka.request_timeout_ms / 1000),
+        producer_acks=-1,
+        producer_max_batch_size=settings.join_producer_max_batch_bytes,
+    )
+    table = app.Table(JOIN_TABLE, key_type=str, value_type=bytes, partitions=partitions)
+    slots = SlotTable(table)
+    examples = app.topic(
+        topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
+    )
+
+    async def emit(example: events_pb2.LabeledExample) -> None:
+        await examples.send(
+            key=example.model.encode(), value=encode_event(example), headers=[protobuf_header()]
+        )
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        await dead_letter(producer, record.key, record.value, reason, record.topic, record.headers)
+
+    service = JoinService(Join(settings.join_ttl_s), slots, emit, reject, time.time)
+    handlers = {Topic.PREDICTIONS: service.on_prediction, Topic.FEEDBACK: service.on_feedback}
+    for topic, handle in handlers.items():
+        channel = app.topic(
+            topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"
+        )
+        app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(_consume(handle))
+
+    @app.timer(settings.join_sweep_interval_s)
+    async def sweep() -> None:
+        for key, slot in list(service.sweep()):
+            slots.expire(key, slot)
+
+    return app, service
+
+
+def _consume(handle: Any) -> Any:
+    async def consume(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            message = event.message
+            await handle(
+                IncomingRecord(
+                    topic=message.topic,
+                    partition=message.partition,
+                    key=message.key,
+                    value=message.value,
+                    headers=_headers(message.headers),
+                )
+            )
+
+    return consume
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    if not raw:
+        return ()
+    items = raw.items() if hasattr(raw, "items") else raw
+    return tuple((str(k), bytes(v)) for k, v in items)
+
+
+class JoinStreams:
+    """Runs the join's Faust app inside this process: background start, bounded stop.
+
+    Args:
+        settings: Broker, app id, TTL and group timeouts.
+        partitions: Partition count of ``predictions`` and ``feedback``.
+        data_dir: Faust's working directory.
+        producer: Writes dead letters.
+
+    """
+
+    def __init__(
+        self, settings: TrainerSettings, partitions: int, data_dir: Path, producer: EventProducer
+    ) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self._data_dir = data_dir
+        self._producer = producer
+        self._app: faust.App | None = None
+        self.service: JoinService | None = None
+        self._starting: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the consumer group has joined, the table recovered and the agents consume."""
+        task = self._starting
+        return task is not None and task.done() and not task.cancelled() and not task.exception()
+
+    async def start(self) -> None:
+        """Create the changelog topic, build the app and start it in the background."""
+        await ensure_changelog(self._settings, self._partitions)
+        self._app, self.service = build_app(
+            self._settings, self._partitions, self._data_dir, self._producer
+        )
+        self._starting = asyncio.create_task(self._app.start(), name="trainer-join-start")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the app has started.
+
+        Raises:
+            Unavailable: It did not start within ``timeout_s`` or failed to start.
+
+        """
+        if self._starting is None:
+            raise Unavailable("the join was never started")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._starting)
+        except TimeoutError:
+            raise Unavailable(f"the join is not ready after {timeout_s}s") from None
+        except Exception as err:
+            raise Unavailable(f"the join failed to start: {err!r}") from err
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop the agents (flushing table writes and examples) within ``grace_s``."""
+        app, starting = self._app, self._starting
+        self._app = self._starting = None
+        if app is None:
+            return
+        if starting is not None and not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        try:
+            async with asyncio.timeout(grace_s):
+                await app.stop()
+        except TimeoutError:
+            log.error("the join's Faust app did not stop in time", extra={"grace_s": grace_s})

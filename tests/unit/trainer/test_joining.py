@@ -1,0 +1,96 @@
+"""The join service: decoding, key checks, dead letters, one example per pair, sweep."""
+
+from __future__ import annotations
+
+from headwater.services.trainer.join import Join, OutcomeKind, Slot
+from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
+from headwater.shared.pb import events_pb2
+
+
+class Harness:
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.now = 1000.0
+        self.slots: dict[str, Slot] = {}
+        self.emitted: list[events_pb2.LabeledExample] = []
+        self.rejected: list[tuple[IncomingRecord, str]] = []
+        self.service = JoinService(Join(ttl), self.slots, self.emit, self.reject, lambda: self.now)
+
+    async def emit(self, example: events_pb2.LabeledExample) -> None:
+        self.emitted.append(example)
+
+    async def reject(self, record: IncomingRecord, reason: str) -> None:
+        self.rejected.append((record, reason))
+
+
+def prediction_record(pid: str = "p-1", key: bytes | None = None) -> IncomingRecord:
+    event = events_pb2.PredictionEvent(prediction_id=pid, model="m", version=4)
+    event.features["a"].float_value = 2.0
+    event.proba["True"] = 0.8
+    event.prediction.bool_label = True
+    event.predicted_at.seconds = 900
+    return IncomingRecord("hw.predictions", 1, key or pid.encode(), encode_event(event))
+
+
+def feedback_record(pid: str = "p-1", label: bool = False, as_json: bool = True) -> IncomingRecord:
+    event = events_pb2.FeedbackEvent(prediction_id=pid)
+    event.label.bool_label = label
+    if as_json:
+        return IncomingRecord(
+            "hw.feedback", 1, pid.encode(), encode_event_json(event), (json_header(),)
+        )
+    return IncomingRecord("hw.feedback", 1, pid.encode(), encode_event(event))
+
+
+async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
+    h = Harness()
+    await h.service.on_prediction(prediction_record())
+    h.now += 3
+    outcome = await h.service.on_feedback(feedback_record(label=False))
+    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    [example] = h.emitted
+    assert example.example_id == example.prediction_id == "p-1"
+    assert (example.model, example.served_version) == ("m", 4)
+    assert example.label.bool_label is False
+    assert example.prediction.bool_label is True
+    assert dict(example.proba) == {"True": 0.8}
+    assert example.features["a"].float_value == 2.0
+    assert example.predicted_at.seconds == 900
+    assert example.labelled_at.seconds == 1003  # no observed_at: when the label was joined
+
+
+async def test_redelivered_events_emit_nothing_more() -> None:
+    h = Harness()
+    for record in [feedback_record(), prediction_record(), prediction_record(), feedback_record()]:
+        await h.service.on_prediction(record) if record.topic.endswith(
+            "predictions"
+        ) else await h.service.on_feedback(record)
+    assert len(h.emitted) == 1
+    assert h.rejected == []
+
+
+async def test_undecodable_or_incomplete_records_are_rejected_with_a_reason() -> None:
+    h = Harness()
+    garbage = IncomingRecord("hw.feedback", 0, b"k", b"\xff\xff")
+    no_label = IncomingRecord(
+        "hw.feedback", 0, b"p-2", encode_event(events_pb2.FeedbackEvent(prediction_id="p-2"))
+    )
+    assert await h.service.on_feedback(garbage) is None
+    assert await h.service.on_feedback(no_label) is None
+    assert await h.service.on_prediction(prediction_record(key=b"other")) is None
+    assert await h.service.on_prediction(IncomingRecord("hw.predictions", 0, None, None)) is None
+    reasons = [reason for _, reason in h.rejected]
+    assert reasons[0].startswith("malformed protobuf FeedbackEvent")
+    assert reasons[1] == "FeedbackEvent for 'p-2' has no label"
+    assert "is not the prediction id 'p-1'" in reasons[2]
+    assert reasons[3] == "PredictionEvent record has no value"
+    assert h.slots == {} and h.emitted == []
+
+
+async def test_sweep_yields_expired_slots_only() -> None:
+    h = Harness(ttl=10.0)
+    await h.service.on_prediction(prediction_record("old"))
+    h.now += 6
+    await h.service.on_feedback(feedback_record("fresh"))
+    h.now += 5
+    assert [key for key, _ in h.service.sweep()] == ["old"]
