@@ -222,6 +222,14 @@ class TansuBroker:
         self._paused = False
         log.info("tansu broker stopped", extra={"pid": proc.pid, "code": proc.returncode})
 
+    def kill(self) -> None:
+        """Crash the broker (SIGKILL, by PID) for fault tests; memory storage loses everything."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            signal_pid(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5.0)
+        self._paused = False
+
     def wait_stopped(self, timeout_s: float) -> bool:
         """Whether the process is gone within ``timeout_s`` (reaped when it is our child)."""
         end = time.monotonic() + timeout_s

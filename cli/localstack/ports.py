@@ -63,6 +63,17 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def pid_gone(pid: int) -> bool:
+    """Whether no process, not even a zombie awaiting its reaper, has this PID."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def signal_pid(pid: int, sig: signal.Signals) -> None:
     """Send ``sig`` to one process, ignoring one that is already gone."""
     try:

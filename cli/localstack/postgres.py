@@ -18,6 +18,7 @@ from headwater.cli.localstack.ports import (
     die_with_parent_hook,
     free_port,
     pid_alive,
+    pid_gone,
     signal_pid,
     wait_until,
 )
@@ -136,6 +137,7 @@ class EmbeddedPostgres:
         """
         if self.is_running():
             return
+        self._await_postmaster_gone()
         self._prepare_dirs()
         if not self._initialised():
             log.info("initdb", extra={"data_dir": str(self.data_dir)})
@@ -250,6 +252,22 @@ class EmbeddedPostgres:
         self._reap_child(timeout_s=timeout_s)
         with contextlib.suppress(OSError):
             self.socket_dir.rmdir()  # only when empty: the server removed its socket
+
+    def kill(self) -> None:
+        """Crash the postmaster (SIGKILL, by PID) for fault tests; the next start recovers."""
+        pid = self.pid
+        if pid is not None and pid_alive(pid):
+            signal_pid(pid, signal.SIGKILL)
+        self._reap_child(timeout_s=5.0)
+        if pid is not None:
+            wait_until(lambda: pid_gone(pid), 10.0)
+
+    def _await_postmaster_gone(self, timeout_s: float = 10.0) -> None:
+        # A killed, detached postmaster stays a zombie until init reaps it, and
+        # a new server refuses to start while the PID in postmaster.pid exists.
+        pid = self.pid
+        if pid is not None and not pid_alive(pid):
+            wait_until(lambda: pid_gone(pid), timeout_s)
 
     @property
     def pid(self) -> int | None:

@@ -35,6 +35,20 @@ def test_start_pause_resume_stop() -> None:
     assert not pid_alive(broker.pid)
 
 
+def test_kill_then_start_again_on_the_same_port() -> None:
+    broker = TansuBroker()
+    try:
+        broker.start()
+        first, port = broker.pid, broker.port
+        broker.kill()
+        assert not broker.is_running() and first is not None and not pid_alive(first)
+        broker.start()
+        assert broker.port == port and broker.pid != first
+        assert kafka_metadata_ok(broker.host, broker.port)
+    finally:
+        broker.stop()
+
+
 def test_paused_broker_still_stops() -> None:
     broker = TansuBroker()
     broker.start()

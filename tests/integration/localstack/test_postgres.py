@@ -125,3 +125,21 @@ def test_child_mode_server_dies_with_its_parent() -> None:
         if postmaster is not None and pid_alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_killed_server_recovers_its_committed_data(server: EmbeddedPostgres) -> None:
+    server.start()
+    conn = await asyncpg.connect(server.url("postgres"), timeout=10)
+    try:
+        await conn.execute("CREATE TABLE crash (v int); INSERT INTO crash VALUES (1)")
+    finally:
+        await conn.close()
+    server.kill()
+    assert not server.is_running()
+
+    server.start()  # a stale postmaster.pid and crash recovery
+    conn = await asyncpg.connect(server.url("postgres"), timeout=10)
+    try:
+        assert await conn.fetchval("SELECT v FROM crash") == 1
+    finally:
+        await conn.close()
