@@ -14,12 +14,17 @@ from headwater.shared.lifecycle import serve_until_signalled
 from headwater.shared.telemetry import setup_telemetry
 
 
+async def serve(settings: GatewaySettings) -> None:
+    """Build the server inside the running loop (its gRPC channels bind to it), then serve."""
+    server = GatewayServer(settings)
+    await serve_until_signalled(server, settings.shutdown_grace_s, "gateway")
+
+
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
     settings = GatewaySettings()
     setup_telemetry("gateway", settings.telemetry)
-    server = GatewayServer(settings)
-    asyncio.run(serve_until_signalled(server, settings.shutdown_grace_s, "gateway"))
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

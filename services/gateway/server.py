@@ -12,9 +12,8 @@ The gRPC port answers from the start (ServerLive; NOT_SERVING until step 4).
 When the broker is unreachable at start, the deployments are loaded anyway so
 the gateway serves, and they are listed again once the consumer is open.
 
->>> server = GatewayServer(GatewaySettings(port=0, metrics_port=0))
->>> server.port  # known once started
-0
+Build a :class:`GatewayServer` inside the event loop that runs it: its registry
+client's gRPC channel binds to the loop it is created on.
 """
 
 from __future__ import annotations
