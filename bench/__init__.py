@@ -1,0 +1,1 @@
+"""Benchmarks of headwater (``make bench``); results in BENCHMARKS.md. Never run as tests."""
