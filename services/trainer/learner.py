@@ -218,6 +218,10 @@ class Learner:
         """Examples learned since the base version."""
         return self._learned
 
+    def partitions(self) -> set[tuple[str, int]]:
+        """The topic-partitions the learner has consumed from."""
+        return set(self._positions)
+
     def next_offset(self, topic: str, partition: int) -> int | None:
         """The first offset of ``topic``/``partition`` not yet consumed (None: never read it)."""
         last = self._positions.get((topic, partition))

@@ -1,0 +1,114 @@
+"""The trainer's HTTP endpoints (aiohttp).
+
+- ``GET /health``: 200 ``{"status": "serving"}`` once the join and the learners
+  consume, 503 ``{"status": "starting"}`` before.
+- ``GET /metrics``: Prometheus text exposition.
+- ``GET /v1/models``: this trainer's learners (base version, counts, metrics, offsets).
+- ``POST /v1/models/{name}/checkpoint``: register a checkpoint version of the
+  model's learner now; 201 with the version, 404 when this trainer has no
+  learner for it, 503 when the registry refused or was unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from headwater.services.trainer.learners import ActiveLearner, LearnerPool
+from headwater.shared.errors import ModelNotFound
+from headwater.shared.pb import registry_pb2
+
+
+def learner_to_json(model: str, active: ActiveLearner) -> dict[str, Any]:
+    """One learner as JSON."""
+    learner = active.learner
+    return {
+        "model": model,
+        "base_version": learner.base_version,
+        "examples_learned": learner.examples_learned,
+        "metrics": learner.metrics(),
+        "sequence": active.sequence,
+        "offsets": [
+            {"topic": s.topic, "partition": s.partition, "first": s.first, "last": s.last}
+            for s in learner.offsets()
+        ],
+        "checkpoint_error": active.checkpoint_error or None,
+    }
+
+
+def version_to_json(version: registry_pb2.ModelVersion) -> dict[str, Any]:
+    """A checkpoint version and its lineage as JSON."""
+    lineage = version.lineage
+    return {
+        "model": version.model,
+        "version": version.version,
+        "parent_version": lineage.parent_version,
+        "example_count": lineage.example_count,
+        "metrics": dict(lineage.metrics),
+        "offsets": [
+            {
+                "topic": r.topic,
+                "partition": r.partition,
+                "first": r.first_offset,
+                "last": r.last_offset,
+            }
+            for r in lineage.offsets
+        ],
+    }
+
+
+def build_web_app(
+    pool: Callable[[], LearnerPool | None], ready: Callable[[], bool], deadline_s: float
+) -> web.Application:
+    """The aiohttp application of the trainer.
+
+    Args:
+        pool: Returns the learners (None before start).
+        ready: Whether the join and the learners consume (for ``/health``).
+        deadline_s: Longest a checkpoint request waits for the registry.
+
+    """
+
+    async def health(_: web.Request) -> web.Response:
+        serving = ready()
+        return web.json_response(
+            {"status": "serving" if serving else "starting"}, status=200 if serving else 503
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def models(_: web.Request) -> web.Response:
+        learners = pool()
+        items = sorted((learners.learners if learners else {}).items())
+        return web.json_response({"learners": [learner_to_json(m, a) for m, a in items]})
+
+    async def checkpoint(request: web.Request) -> web.Response:
+        learners, name = pool(), request.match_info["name"]
+        if learners is None:
+            return web.json_response({"error": "the trainer is starting"}, status=503)
+        try:
+            task = learners.start_checkpoint(name)
+        except ModelNotFound as err:
+            return web.json_response({"error": str(err)}, status=404)
+        try:
+            version = await asyncio.wait_for(asyncio.shield(task), timeout=deadline_s + 1)
+        except TimeoutError:
+            return web.json_response({"error": "the registry did not answer in time"}, status=503)
+        if version is None:
+            error = learners.learners[name].checkpoint_error if name in learners.learners else ""
+            return web.json_response({"error": error or "checkpoint failed"}, status=503)
+        return web.json_response(version_to_json(version), status=201)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/models/{name}/checkpoint", checkpoint)
+    return app

@@ -1,0 +1,432 @@
+"""The learners of the models this trainer owns: load, learn, save, checkpoint, follow deployments.
+
+No Kafka consumer here (see :mod:`headwater.services.trainer.learning`): the
+pool gets each example record with its position, asks the registry what to
+start from, and tells the consuming loop what to publish and what it may
+commit. One learner per model, owned by the consuming loop's task.
+
+Saving and committing fit together so that no example is lost or learned
+twice: a learner's state and positions are saved in one ModelUpdate; the
+loop commits, per partition, no further than the first offset some learner
+consumed but has not saved yet. After a crash the group resumes at the
+committed offset, a learner restored from its latest update skips what it
+had already consumed, and one without an update starts from its base version
+at an offset no later than the first example it had learned unsaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from headwater.services.trainer import metrics
+from headwater.services.trainer.convert import (
+    example_from_proto,
+    learner_kind,
+    offset_ranges,
+    primary_version,
+)
+from headwater.services.trainer.learner import Learner, Position, Progress, StepKind
+from headwater.services.trainer.settings import TrainerSettings
+from headwater.services.trainer.updates import UpdateIndex, encode_update, saved_progress
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.codec import decode_event
+from headwater.shared.errors import (
+    ArtifactIntegrityError,
+    InvalidInput,
+    ModelNotFound,
+    NotFound,
+)
+from headwater.shared.features import FeatureSchema
+from headwater.shared.pb import events_pb2, registry_pb2
+from headwater.shared.registry_client import RegistryClient, lineage
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class Outcome(StrEnum):
+    """What became of one example record."""
+
+    LEARNED = "learned"
+    DUPLICATE = "duplicate"
+    ALREADY_CONSUMED = "already_consumed"
+    NOT_DEPLOYED = "not_deployed"
+    DEAD_LETTER = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class ExampleRecord:
+    """One record of ``examples`` with its position."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+Reject = Callable[[ExampleRecord, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Processed:
+    """The outcome of a record, with the reason when it must be dead-lettered."""
+
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass
+class ActiveLearner:
+    """A model's learner with what the pool tracks about it."""
+
+    learner: Learner
+    spec_json: str
+    seed: int
+    schema: FeatureSchema
+    sequence: int
+    unsaved_from: dict[TP, int] = field(default_factory=dict)
+    dirty: bool = False
+    last_sync: float = 0.0
+    checkpointed_examples: int = 0
+    last_checkpoint: float = 0.0
+    marks: dict[int, Progress] = field(default_factory=dict)
+    checkpointing: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
+    checkpoint_error: str = ""
+    checkpoint_retry_at: float = 0.0
+
+    def consumed(self, at: Position) -> None:
+        """Note a consumed position that the next ModelUpdate must save."""
+        self.unsaved_from.setdefault((at.topic, at.partition), at.offset)
+        self.dirty = True
+
+
+class LearnerPool:
+    """Every learner of this trainer, keyed by model name.
+
+    Args:
+        settings: Cadences, de-duplication and metric windows.
+        registry: Where base versions come from and checkpoints go.
+        codec: Verifies and encodes model state.
+        index: The latest ModelUpdate of each model.
+        clock: Monotonic seconds (cadences); ``wall`` gives timestamps.
+
+    """
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        registry: RegistryClient,
+        codec: ArtifactCodec,
+        index: UpdateIndex,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.codec = codec
+        self.index = index
+        self.learners: dict[str, ActiveLearner] = {}
+        self._clock = clock
+        self._wall = wall
+        self._not_deployed: dict[str, float] = {}
+        self._pending: dict[str, registry_pb2.Deployment] = {}
+
+    # -- examples -------------------------------------------------------------------
+
+    async def process(self, record: ExampleRecord, reject: Reject) -> Processed:
+        """Learn one example record (test, then train) if its model is deployed.
+
+        A record that cannot be learned is handed to ``reject`` (with the reason)
+        before the learner moves past it.
+
+        Raises:
+            Unavailable: The registry or the dead-letter topic could not be
+                reached; nothing changed, retry the record later.
+
+        """
+        try:
+            message = decode_event(events_pb2.LabeledExample, record.value, record.headers)
+            if not message.model:
+                raise InvalidInput(f"LabeledExample {message.example_id!r} names no model")
+        except InvalidInput as err:
+            await reject(record, str(err))
+            return Processed(Outcome.DEAD_LETTER, str(err))
+        active = await self.learner_for(message.model)
+        if active is None:
+            return self._count(message.model, Processed(Outcome.NOT_DEPLOYED))
+        at = Position(record.topic, record.partition, record.offset)
+        resume_at = active.learner.next_offset(at.topic, at.partition)
+        if resume_at is not None and at.offset < resume_at:
+            return self._count(message.model, Processed(Outcome.ALREADY_CONSUMED))
+        try:
+            example = example_from_proto(message, active.learner.kind, active.schema)
+            step = active.learner.process(example, at)
+        except Exception as err:  # bad example or River refusing it: skip, keep learning
+            reason = str(err) if isinstance(err, InvalidInput) else f"model cannot learn: {err!r}"
+            await reject(record, reason)
+            active.learner.skip(at)
+            active.consumed(at)
+            return self._count(message.model, Processed(Outcome.DEAD_LETTER, reason))
+        if step is not StepKind.ALREADY_CONSUMED:
+            active.consumed(at)
+        return self._count(message.model, Processed(Outcome(step.value)))
+
+    def _count(self, model: str, processed: Processed) -> Processed:
+        metrics.EXAMPLES.labels(model=model, outcome=processed.outcome.value).inc()
+        return processed
+
+    async def learner_for(self, model: str) -> ActiveLearner | None:
+        """The model's learner, loaded from the registry (and its last update) on first use.
+
+        Raises:
+            Unavailable: The registry did not answer.
+
+        """
+        active = self.learners.get(model)
+        if active is not None:
+            return active
+        if self._not_deployed.get(model, 0.0) > self._clock():
+            return None
+        active = await self._load(model)
+        if active is None:
+            self._not_deployed[model] = self._clock() + self.settings.not_deployed_recheck_s
+            return None
+        self.learners[model] = active
+        return active
+
+    async def _load(self, model: str) -> ActiveLearner | None:
+        try:
+            version = primary_version(await self.registry.get_deployment(model))
+            if version is None:
+                return None
+            info = await self.registry.get_model(model)
+            kind = learner_kind(info.task)
+            found = await self.registry.get_artifact(model, version)
+            artifact = found.version.artifact
+            estimator = self.codec.decode(found.content, artifact.signature, artifact.sha256)
+        except (ModelNotFound, NotFound):
+            return None
+        except (InvalidInput, ArtifactIntegrityError) as err:
+            log.error("cannot learn this model", extra={"model": model, "error": str(err)})
+            return None
+        estimator, progress = self._restore(model, version, estimator)
+        learner = Learner(
+            model,
+            kind,
+            base_version=version,
+            model=estimator,
+            progress=progress,
+            dedupe_ids=self.settings.dedupe_ids,
+            metric_window=self.settings.metric_window,
+        )
+        log.info(
+            "learner started",
+            extra={"model": model, "base_version": version, "restored": progress is not None},
+        )
+        return ActiveLearner(
+            learner,
+            spec_json=found.version.spec_json,
+            seed=found.version.lineage.seed,
+            schema=FeatureSchema.from_proto(info),
+            sequence=self.index.max_sequence(model),
+            checkpointed_examples=learner.examples_learned,
+            last_checkpoint=self._clock(),
+        )
+
+    def _restore(self, model: str, version: int, base: object) -> tuple[object, Progress | None]:
+        saved = self.index.latest(model)
+        if saved is None or saved.update.base_version != version:
+            return base, None
+        update = saved.update
+        try:
+            state = self.codec.decode(update.state, update.signature, update.sha256)
+        except ArtifactIntegrityError as err:
+            log.error("saved learner state refused", extra={"model": model, "error": str(err)})
+            return base, None
+        return state, saved_progress(update, saved.headers, self.codec)
+
+    # -- deployments ------------------------------------------------------------------
+
+    def on_registry_event(self, event: events_pb2.RegistryEvent) -> None:
+        """Note a deployment change (applied by the loop, between batches)."""
+        self._not_deployed.pop(event.model, None)
+        if event.kind == events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED:
+            self._pending[event.model] = event.deployment
+
+    def apply_deployments(self) -> None:
+        """Follow deployment changes: rebase onto our own checkpoint, or start over."""
+        pending, self._pending = self._pending, {}
+        for model, deployment in pending.items():
+            active = self.learners.get(model)
+            if active is None:
+                continue
+            version = primary_version(deployment)
+            if version == active.learner.base_version:
+                continue
+            mark = active.marks.get(version) if version is not None else None
+            if version is not None and mark is not None:
+                active.learner.rebase(version, mark)
+                active.marks.clear()
+                active.checkpointed_examples = 0
+                active.dirty, active.last_sync = True, 0.0  # publish under the new base now
+                log.info("learner rebased", extra={"model": model, "base_version": version})
+                continue
+            log.info("learner restarts", extra={"model": model, "base_version": version})
+            del self.learners[model]
+
+    # -- saving -----------------------------------------------------------------------
+
+    def due_updates(self, force: bool = False) -> list[str]:
+        """Models whose learner should publish a ModelUpdate now."""
+        now = self._clock()
+        interval_s = self.settings.sync_interval_ms / 1000
+        return [
+            model
+            for model, active in self.learners.items()
+            if active.dirty and (force or now - active.last_sync >= interval_s)
+        ]
+
+    def build_update(self, model: str) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
+        """Encode the learner's state and progress as its next ModelUpdate."""
+        active = self.learners[model]
+        progress = active.learner.progress()
+        artifact = self.codec.encode(active.learner.model)
+        sequence = max(active.sequence, self.index.max_sequence(model)) + 1
+        active.sequence = sequence  # reserved even if the send fails: sequences never repeat
+        return encode_update(model, artifact, progress, sequence, self.codec, self._wall())
+
+    def saved(self, model: str, update: events_pb2.ModelUpdate, headers: list) -> None:
+        """The update was acknowledged: the learner's consumption so far is safe."""
+        active = self.learners.get(model)
+        self.index.record(update, headers)
+        metrics.MODEL_UPDATES.labels(model=model).inc()
+        if active is None or active.learner.base_version != update.base_version:
+            return
+        active.unsaved_from.clear()
+        active.dirty = False
+        active.last_sync = self._clock()
+        self._export(model, active)
+
+    def _export(self, model: str, active: ActiveLearner) -> None:
+        metrics.LEARNER_EXAMPLES.labels(model=model).set(active.learner.examples_learned)
+        for name, value in active.learner.metrics().items():
+            if name != "examples":
+                metrics.LEARNER_METRIC.labels(model=model, metric=name).set(value)
+
+    def commit_offsets(self, processed: Mapping[TP, int]) -> dict[TP, int]:
+        """Per partition, the offset the group may commit: nothing unsaved lies before it."""
+        offsets = dict(processed)
+        for active in self.learners.values():
+            for tp, first in active.unsaved_from.items():
+                if tp in offsets:
+                    offsets[tp] = min(offsets[tp], first)
+        return offsets
+
+    def drop(self, partitions: set[TP]) -> list[str]:
+        """Forget the learners that consumed from ``partitions`` (revoked); their names."""
+        gone = [
+            model
+            for model, active in self.learners.items()
+            if active.learner.partitions() & partitions
+        ]
+        for model in gone:
+            del self.learners[model]
+        return gone
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def due_checkpoints(self) -> list[str]:
+        """Models whose learner has learned enough, or long enough, for a checkpoint."""
+        now = self._clock()
+        due = []
+        for model, active in self.learners.items():
+            busy = active.checkpointing is not None and not active.checkpointing.done()
+            if busy or now < active.checkpoint_retry_at:
+                continue
+            fresh = active.learner.examples_learned - active.checkpointed_examples
+            if fresh >= self.settings.checkpoint_every_examples or (
+                fresh > 0 and now - active.last_checkpoint >= self.settings.checkpoint_every_s
+            ):
+                due.append(model)
+        return due
+
+    def start_checkpoint(self, model: str) -> asyncio.Task[registry_pb2.ModelVersion | None]:
+        """Snapshot the learner now and register it as a version in the background.
+
+        The task's result is the new version, or None when the registry refused
+        or could not be reached (``checkpoint_error`` says why; retried later).
+
+        Raises:
+            ModelNotFound: This trainer has no learner for ``model``.
+
+        """
+        active = self.learners.get(model)
+        if active is None:
+            raise ModelNotFound(f"this trainer has no learner for model {model!r}")
+        if active.checkpointing is not None and not active.checkpointing.done():
+            return active.checkpointing
+        learner = active.learner
+        progress = learner.progress()
+        artifact = self.codec.encode(learner.model)
+        version_lineage = lineage(
+            parent_version=learner.base_version,
+            source="online-snapshot",
+            offsets=offset_ranges(progress.offsets),
+            example_count=progress.examples_learned,
+            metrics=learner.metrics(),
+            seed=active.seed,
+        )
+        previous = active.checkpointed_examples
+        active.checkpointed_examples = progress.examples_learned
+        active.last_checkpoint = self._clock()
+
+        async def register() -> registry_pb2.ModelVersion | None:
+            try:
+                version = await self.registry.create_version(
+                    model,
+                    active.spec_json,
+                    version_lineage,
+                    artifact=artifact.content,
+                    artifact_signature=artifact.signature,
+                    description=f"online snapshot of v{progress.base_version} after "
+                    f"{progress.examples_learned} examples",
+                    tags={"created_by": "trainer"},
+                )
+            except Exception as err:
+                metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
+                active.checkpointed_examples = previous
+                active.checkpoint_error = str(err) or repr(err)
+                active.checkpoint_retry_at = self._clock() + 5 * self.settings.registry_retry_s
+                log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
+                return None
+            active.checkpoint_error = ""
+            if active.learner.base_version == progress.base_version:
+                active.marks[version.version] = progress
+            metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
+            log.info("checkpoint registered", extra={"model": model, "version": version.version})
+            return version
+
+        active.checkpointing = asyncio.create_task(register(), name=f"checkpoint-{model}")
+        return active.checkpointing
+
+    async def stop_checkpoints(self, timeout_s: float) -> None:
+        """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
+        tasks = [
+            a.checkpointing
+            for a in self.learners.values()
+            if a.checkpointing is not None and not a.checkpointing.done()
+        ]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,280 @@
+"""The learners' Kafka side: consume ``examples`` in a group, publish updates, commit safely.
+
+One loop task owns the learners (:class:`LearnerPool`): it reads a batch,
+applies deployment changes noted since the last one, learns every record (or
+dead-letters it), publishes the ModelUpdates that are due (at most one per
+model every ``sync_interval_ms``, acknowledged one at a time), commits what is
+saved, and starts checkpoints that are due. A rebalance saves and commits first,
+then forgets the learners of the revoked partitions. The registry-events tail
+feeds deployment changes to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from headwater.services.trainer.learners import TP, ExampleRecord, LearnerPool
+from headwater.services.trainer.settings import TrainerSettings
+from headwater.services.trainer.updates import UpdateIndex
+from headwater.shared.bus.codec import decode_event
+from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
+from headwater.shared.pb import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+class LearningLoop:
+    """Consumes ``examples`` in the learners' consumer group and drives the pool.
+
+    Args:
+        settings: Group, cadences and timeouts.
+        pool: The learners.
+        producer: Publishes ModelUpdates and dead letters.
+        index: The latest ModelUpdate per model (caught up before restoring).
+
+    """
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        pool: LearnerPool,
+        producer: EventProducer,
+        index: UpdateIndex,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.producer = producer
+        self.index = index
+        self.assigned = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._processed: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+
+    @property
+    def ready(self) -> bool:
+        """Whether the group has assigned this trainer its partitions and the loop runs."""
+        return self.assigned.is_set() and self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Join the group (in the background) and start the loop."""
+        settings = self.settings
+        session_ms = int(settings.session_timeout_s * 1000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap,
+            client_id=f"{settings.app_id}-learners",
+            group_id=settings.group_id("learners"),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if settings.from_beginning else "latest",
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 10),
+            request_timeout_ms=max(settings.kafka.request_timeout_ms, session_ms + 5_000),
+            max_poll_records=settings.max_poll_records,
+        )
+        consumer.subscribe([topic_name(settings.kafka, Topic.EXAMPLES)], listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(consumer), name="trainer-learning")
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        poll_ms = max(10, self.settings.sync_interval_ms)
+        while not self._stopping:
+            try:
+                batch = await consumer.getmany(timeout_ms=poll_ms)
+            except KafkaError as err:
+                log.warning("reading examples failed", extra={"error": repr(err)})
+                await asyncio.sleep(self.settings.registry_retry_s)
+                continue
+            async with self._lock:
+                retry = await self._learn(consumer, batch)
+                await self._sync()
+                await self._commit(consumer)
+                for model in self.pool.due_checkpoints():
+                    self.pool.start_checkpoint(model)
+            if retry:
+                await asyncio.sleep(self.settings.registry_retry_s)
+
+    async def _learn(self, consumer: AIOKafkaConsumer, batch: dict) -> bool:
+        """Learn a batch; False, or True when some partition must be retried."""
+        self.pool.apply_deployments()
+        retry = False
+        for tp, records in batch.items():
+            for record in records:
+                example = ExampleRecord(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    tuple(record.headers or ()),
+                )
+                try:
+                    await self.pool.process(example, self._reject)
+                except Unavailable as err:
+                    log.warning("examples paused", extra={"error": str(err), "partition": tp})
+                    consumer.seek(tp, record.offset)
+                    retry = True
+                    break
+                self._processed[(tp.topic, tp.partition)] = record.offset + 1
+        return retry
+
+    async def _reject(self, record: ExampleRecord, reason: str) -> None:
+        await dead_letter(
+            self.producer, record.key, record.value, reason, record.topic, record.headers
+        )
+
+    async def _sync(self, force: bool = False) -> None:
+        """Publish the due ModelUpdates, one acknowledged record at a time."""
+        for model in self.pool.due_updates(force):
+            update, headers = self.pool.build_update(model)
+            try:
+                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update, headers)
+            except (Unavailable, ResourceExhausted) as err:
+                log.warning("model update not published", extra={"model": model, "error": str(err)})
+                continue
+            self.pool.saved(model, update, headers)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets = self.pool.commit_offsets(self._processed)
+        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if not changed:
+            return
+        try:
+            await consumer.commit({TopicPartition(t, p): o for (t, p), o in changed.items()})
+        except (CommitFailedError, KafkaError) as err:
+            log.warning("commit failed", extra={"error": repr(err)})
+            return
+        self._committed.update(changed)
+
+    async def revoked(self, partitions: set[TP]) -> None:
+        """Save and commit, then forget the learners of revoked partitions."""
+        async with self._lock:
+            if self._consumer is not None:
+                await self._sync(force=True)
+                await self._commit(self._consumer)
+            for model in self.pool.drop(partitions):
+                log.info("learner handed over", extra={"model": model})
+            for tp in partitions:
+                self._processed.pop(tp, None)
+                self._committed.pop(tp, None)
+
+    async def stop(self, grace_s: float) -> None:
+        """Finish the batch, save every learner, commit, leave the group; within ``grace_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self._stopping = True
+        task, consumer = self._task, self._consumer
+        self._task = None
+        if task is not None:
+            done, _ = await asyncio.wait([task], timeout=max(0.1, grace_s / 2))
+            if not done:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if consumer is not None:
+            try:
+                async with asyncio.timeout(max(0.5, deadline - loop.time())):
+                    async with self._lock:
+                        await self._sync(force=True)
+                        await self._commit(consumer)
+            except TimeoutError:
+                log.error("learners not saved within the grace")
+            await self.pool.stop_checkpoints(max(0.1, deadline - loop.time()))
+            self._consumer = None
+            await consumer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: LearningLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self._loop.index.caught_up(self._loop.settings.start_timeout_s)
+        except Unavailable as err:
+            log.error(
+                "model-updates not caught up; restores may be stale", extra={"error": str(err)}
+            )
+        self._loop.assigned.set()
+
+
+class RegistryEventsTail:
+    """Reads ``registry-events`` from the end (no group) and hands them to the pool."""
+
+    def __init__(self, settings: TrainerSettings, pool: LearnerPool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign every partition at its end and read in the background.
+
+        Raises:
+            Unavailable: The broker did not answer in time.
+
+        """
+        kafka = self._settings.kafka
+        name = topic_name(kafka, Topic.REGISTRY_EVENTS)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap,
+            client_id=f"{self._settings.app_id}-registry-events",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            request_timeout_ms=kafka.request_timeout_ms,
+        )
+        try:
+            async with asyncio.timeout(kafka.request_timeout_ms / 1000):
+                await consumer.start()
+                partitions = consumer.partitions_for_topic(name)
+                if not partitions:
+                    await consumer._client.force_metadata_update()
+                    partitions = consumer.partitions_for_topic(name) or set()
+                tps = [TopicPartition(name, p) for p in sorted(partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+        except (KafkaError, OSError, TimeoutError) as err:
+            await consumer.stop()
+            raise Unavailable(f"cannot read {name}: {err!r}") from err
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(consumer), name="trainer-registry-events")
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+            except KafkaError as err:
+                log.warning("reading registry-events failed", extra={"error": repr(err)})
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                for record in records:
+                    try:
+                        event = decode_event(events_pb2.RegistryEvent, record.value, record.headers)
+                    except InvalidInput as err:
+                        log.warning("unreadable registry event", extra={"error": str(err)})
+                        continue
+                    self._pool.on_registry_event(event)
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

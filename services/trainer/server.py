@@ -1,0 +1,192 @@
+"""The trainer's composition root: topics, producer, registry client, join, learners, HTTP.
+
+>>> server = TrainerServer(TrainerSettings(port=0))
+>>> server.http_port  # known once started
+0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from headwater.services.trainer.http_api import build_web_app
+from headwater.services.trainer.learners import LearnerPool
+from headwater.services.trainer.learning import LearningLoop, RegistryEventsTail
+from headwater.services.trainer.settings import TrainerSettings
+from headwater.services.trainer.streams import JoinStreams
+from headwater.services.trainer.updates import UpdateIndex
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic, ensure_topics, topic_name
+from headwater.shared.errors import Unavailable
+from headwater.shared.registry_client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+#: Every topic the trainer reads or writes; created (idempotently) before anything touches it.
+TRAINER_TOPICS: tuple[Topic, ...] = (
+    Topic.PREDICTIONS,
+    Topic.FEEDBACK,
+    Topic.EXAMPLES,
+    Topic.MODEL_UPDATES,
+    Topic.REGISTRY_EVENTS,
+    Topic.DEAD_LETTER,
+)
+#: Least time each shutdown step gets, even when the grace is spent.
+MIN_STEP_S = 0.5
+#: Largest request of the trainer's producer (model states ride in ModelUpdates).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class TrainerServer:
+    """Runs the trainer: ``await start()``, ``await wait_ready()``, then ``await stop(grace_s)``.
+
+    Attributes:
+        http_port: The bound HTTP port (useful when ``settings.port`` is 0).
+        pool: The learners, for in-process readers (None before start).
+        join: The join's Faust app runner (None before start).
+
+    """
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.settings = settings
+        self.http_port = settings.port
+        self.pool: LearnerPool | None = None
+        self.join: JoinStreams | None = None
+        self.learning: LearningLoop | None = None
+        self._producer: EventProducer | None = None
+        self._registry: RegistryClient | None = None
+        self._index: UpdateIndex | None = None
+        self._events: RegistryEventsTail | None = None
+        self._runner: web.AppRunner | None = None
+        self._data_dir: Path | None = None
+        self._own_data_dir = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the join and the learners consume (``/health`` says serving)."""
+        return bool(self.join and self.join.ready and self.learning and self.learning.ready)
+
+    async def start(self) -> None:
+        """Create the topics, connect, start HTTP, then the consumers (groups join in background).
+
+        Raises:
+            Unavailable: The broker did not answer while creating the topics.
+            FailedPrecondition: ``predictions`` and ``feedback`` differ in partition count.
+
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace_s=1.0)
+            raise
+        log.info("trainer started", extra={"http_port": self.http_port})
+
+    async def _start(self) -> None:
+        settings = self.settings
+        counts = await ensure_topics(settings.kafka, TRAINER_TOPICS)
+        partitions = counts[topic_name(settings.kafka, Topic.PREDICTIONS)]
+        self._producer = EventProducer(
+            settings.kafka,
+            client_id=f"{settings.app_id}-producer",
+            max_request_size=MAX_REQUEST_BYTES,
+        )
+        await self._producer.start()
+        self._registry = RegistryClient(
+            settings.registry_target, settings.registry_deadline_s, actor="trainer"
+        )
+        await self._start_http()
+        self._index = UpdateIndex(settings.kafka, client_id=f"{settings.app_id}-model-updates")
+        await self._index.start()
+        codec = ArtifactCodec.from_settings(settings.artifacts)
+        self.pool = LearnerPool(settings, self._registry, codec, self._index)
+        self._events = RegistryEventsTail(settings, self.pool)
+        await self._events.start()
+        self.learning = LearningLoop(settings, self.pool, self._producer, self._index)
+        await self.learning.start()
+        self.join = JoinStreams(settings, partitions, self._prepare_data_dir(), self._producer)
+        await self.join.start()
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until the join and the learners consume (group joins take seconds).
+
+        Raises:
+            Unavailable: Not ready within ``timeout_s`` (``settings.start_timeout_s`` if None).
+
+        """
+        assert self.join is not None and self.learning is not None, "start() first"
+        timeout = timeout_s or self.settings.start_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.join.wait_ready(timeout)
+        try:
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await self.learning.assigned.wait()
+        except TimeoutError:
+            raise Unavailable(f"the learners' group did not join within {timeout}s") from None
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop the join, save every learner, close connections and HTTP; bounded by ``grace_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+
+        def left() -> float:
+            return max(MIN_STEP_S, deadline - loop.time())
+
+        if self.join is not None:
+            await self.join.stop(left())
+        if self.learning is not None:
+            await self.learning.stop(left())
+        for closing in (self._events, self._index):
+            if closing is not None:
+                await closing.stop()
+        self._events = self._index = None
+        if self._producer is not None:
+            await self._producer.stop(left())
+            self._producer = None
+        if self._registry is not None:
+            await self._registry.close()
+            self._registry = None
+        if self._runner is not None:
+            try:
+                async with asyncio.timeout(left()):
+                    await self._runner.cleanup()
+            except TimeoutError:
+                log.error("trainer HTTP server did not close within the grace")
+            self._runner = None
+        if self._own_data_dir and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+        self._data_dir = None
+
+    async def _start_http(self) -> None:
+        app = build_web_app(
+            lambda: self.pool, lambda: self.ready, self.settings.registry_deadline_s
+        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port)
+        await site.start()
+        self._runner = runner
+        self.http_port = _bound_port(runner, self.settings.port)
+
+    def _prepare_data_dir(self) -> Path:
+        if self.settings.data_dir is not None:
+            self._data_dir, self._own_data_dir = self.settings.data_dir, False
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="headwater-trainer-"))
+            self._own_data_dir = True
+        return self._data_dir
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured

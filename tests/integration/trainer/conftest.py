@@ -1,0 +1,141 @@
+"""A registry per test and a factory of trainers against it, on fresh topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from headwater.services.registry.server import RegistryServer
+from headwater.services.registry.settings import RegistrySettings
+from headwater.services.trainer.server import TrainerServer
+from headwater.services.trainer.settings import TrainerSettings
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.codec import encode_event, protobuf_header
+from headwater.shared.features import features_to_proto, target_to_proto
+from headwater.shared.pb import events_pb2
+from headwater.shared.registry_client import RegistryClient
+from headwater.shared.settings import ArtifactSettings, DatabaseSettings, KafkaSettings
+from tests.fixtures import unique_name
+
+SPEC = (
+    '{"pipeline": [{"component": "preprocessing.StandardScaler"},'
+    ' {"component": "linear_model.LogisticRegression"}]}'
+)
+FEATURES = [("x1", "float"), ("x2", "float")]
+MODEL = "churn"
+CODEC = ArtifactCodec.from_settings(ArtifactSettings())
+
+
+def trainer_settings(kafka: KafkaSettings, registry_target: str, **overrides) -> TrainerSettings:
+    values = {
+        "kafka": kafka,
+        "registry_target": registry_target,
+        "app_id": unique_name("trainer"),
+        "port": 0,
+        "session_timeout_s": 2.0,
+        "join_sweep_interval_s": 0.5,
+        "registry_retry_s": 0.2,
+        "start_timeout_s": 30.0,
+        **overrides,
+    }
+    return TrainerSettings(**values)
+
+
+@pytest.fixture
+async def registry(
+    database_url: str, kafka_settings: KafkaSettings
+) -> AsyncIterator[RegistryServer]:
+    settings = RegistrySettings(
+        port=0,
+        metrics_port=0,
+        outbox_poll_interval_ms=50,
+        outbox_retry_max_backoff_ms=300,
+        database=DatabaseSettings(url=database_url, pool_max_size=5),
+        kafka=kafka_settings,
+    )
+    server = RegistryServer(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_s=2)
+
+
+@pytest.fixture
+async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
+    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
+        yield registry_client
+
+
+@pytest.fixture
+async def deployed(client: RegistryClient) -> int:
+    """MODEL (binary; x1, x2) with version 1 built from SPEC and deployed live."""
+    await client.create_model(MODEL, "binary", FEATURES)
+    version = await client.create_version(MODEL, SPEC)
+    await client.deploy(MODEL, version.version)
+    return version.version
+
+
+TrainerFactory = Callable[..., Awaitable[TrainerServer]]
+
+
+@pytest.fixture
+async def start_trainer(
+    registry: RegistryServer, kafka_settings: KafkaSettings
+) -> AsyncIterator[TrainerFactory]:
+    """Start (ready) trainers against the test registry; all stopped after the test."""
+    started: list[TrainerServer] = []
+
+    async def start(**overrides) -> TrainerServer:
+        server = TrainerServer(trainer_settings(kafka_settings, registry.target, **overrides))
+        started.append(server)
+        await server.start()
+        await server.wait_ready(30)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(grace_s=3)
+
+
+def labeled(i: int, model: str = MODEL, example_id: str | None = None) -> events_pb2.LabeledExample:
+    """Example i of a deterministic, learnable stream (label: x1 + x2 > 1)."""
+    x1, x2 = (i * 37 % 100) / 100, (i * 61 % 100) / 100
+    example = events_pb2.LabeledExample(example_id=example_id or f"ex-{i}", model=model)
+    for name, value in features_to_proto({"x1": x1, "x2": x2}).items():
+        example.features[name].CopyFrom(value)
+    example.label.CopyFrom(target_to_proto(x1 + x2 > 1))
+    return example
+
+
+def stream(start: int, stop: int) -> list[events_pb2.LabeledExample]:
+    return [labeled(i) for i in range(start, stop)]
+
+
+async def produce_examples(
+    kafka: KafkaSettings, examples: Iterable[events_pb2.LabeledExample]
+) -> None:
+    """Write examples to ``examples`` keyed by model, as any producer would."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                kafka.topic("examples"),
+                encode_event(e),
+                key=e.model.encode(),
+                headers=[protobuf_header()],
+            )
+            for e in examples
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
