@@ -7,22 +7,23 @@ run as real processes, killed and reaped after the test whatever happened.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.support import ServiceProcess
+from headwater.services.gateway.server import GatewayServer
+from headwater.shared.settings import KafkaSettings
+from tests.faults.support import GatewayAt, ServiceProcess, Spawn
 from tests.integration.gateway.conftest import (  # noqa: F401  (fixtures, by name)
     client,
     deployed,
     gateway,
+    gateway_settings,
     registry,
     start_gateway,
     stub,
 )
-
-Spawn = Callable[..., Awaitable[ServiceProcess]]
 
 
 @pytest.fixture
@@ -39,3 +40,23 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
     yield start
     for process in started:
         await process.cleanup()
+
+
+@pytest.fixture
+async def gateway_at(kafka_settings: KafkaSettings) -> AsyncIterator[GatewayAt]:
+    """Start in-process gateways against any registry target; all stopped after the test.
+
+    ``kafka=`` replaces the test's KafkaSettings; other keywords override GatewaySettings.
+    """
+    started: list[GatewayServer] = []
+
+    async def start(registry_target: str, **overrides) -> GatewayServer:
+        kafka = overrides.pop("kafka", kafka_settings)
+        server = GatewayServer(gateway_settings(registry_target, kafka, **overrides))
+        started.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(grace_s=2)

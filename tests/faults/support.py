@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from headwater.cli.localstack.ports import die_with_parent_hook
+from headwater.services.gateway.server import GatewayServer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually
@@ -42,6 +43,19 @@ def kafka_env(kafka: KafkaSettings, request_timeout_ms: int | None = None) -> di
         "HEADWATER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "HEADWATER_KAFKA_PARTITIONS": str(kafka.partitions),
         "HEADWATER_KAFKA_REQUEST_TIMEOUT_MS": str(timeout),
+    }
+
+
+def registry_env(database_url: str, kafka: KafkaSettings, port: int) -> dict[str, str]:
+    """A registry process on ``port`` (no metrics endpoint) with a fast outbox relay."""
+    return {
+        **kafka_env(kafka),
+        "HEADWATER_DATABASE_URL": database_url,
+        "HEADWATER_DATABASE_POOL_MAX_SIZE": "5",
+        "HEADWATER_REGISTRY_PORT": str(port),
+        "HEADWATER_REGISTRY_METRICS_PORT": "0",
+        "HEADWATER_REGISTRY_OUTBOX_POLL_INTERVAL_MS": "50",
+        "HEADWATER_REGISTRY_OUTBOX_RETRY_MAX_BACKOFF_MS": "300",
     }
 
 
@@ -227,3 +241,10 @@ async def read_to_end(kafka: KafkaSettings, topic: Topic) -> list[ConsumerRecord
     finally:
         await consumer.stop()
     return records
+
+
+Spawn = Callable[..., Awaitable[ServiceProcess]]
+"""``await spawn(service, env)``: a started :class:`ServiceProcess` (the ``spawn`` fixture)."""
+
+GatewayAt = Callable[..., Awaitable[GatewayServer]]
+"""``await gateway_at(registry_target, **overrides)``: a started in-process gateway."""
