@@ -94,7 +94,7 @@ class ActiveLearner:
     sequence: int
     unsaved_from: dict[TP, int] = field(default_factory=dict)
     dirty: bool = False
-    last_sync: float = 0.0
+    last_sync: float = float("-inf")
     checkpointed_examples: int = 0
     last_checkpoint: float = 0.0
     marks: dict[int, Progress] = field(default_factory=dict)
@@ -276,7 +276,10 @@ class LearnerPool:
                 active.learner.rebase(version, mark)
                 active.marks.clear()
                 active.checkpointed_examples = 0
-                active.dirty, active.last_sync = True, 0.0  # publish under the new base now
+                active.dirty, active.last_sync = (
+                    True,
+                    float("-inf"),
+                )  # publish under the new base now
                 log.info("learner rebased", extra={"model": model, "base_version": version})
                 continue
             log.info("learner restarts", extra={"model": model, "base_version": version})

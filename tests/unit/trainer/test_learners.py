@@ -1,0 +1,249 @@
+"""The learner pool on an in-memory registry: saving, committing, restoring, deploying."""
+
+from __future__ import annotations
+
+import pytest
+
+from headwater.services.trainer.learners import ExampleRecord, LearnerPool, Outcome
+from headwater.services.trainer.settings import TrainerSettings
+from headwater.services.trainer.updates import UpdateIndex
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.codec import encode_event
+from headwater.shared.errors import ModelNotFound, Unavailable
+from headwater.shared.features import features_to_proto, target_to_proto
+from headwater.shared.pb import events_pb2, registry_pb2
+from headwater.shared.registry_client import lineage as make_lineage
+from headwater.shared.registry_client import route
+from headwater.shared.settings import KafkaSettings
+from headwater.shared.specs import build_model
+
+SPEC = '{"component": "linear_model.LogisticRegression"}'
+CODEC = ArtifactCodec("unit-key")
+TOPIC = "hw.examples"
+
+
+class FakeRegistry:
+    """Versions, deployments and models in memory, with the client's method names."""
+
+    def __init__(self) -> None:
+        self.versions: dict[int, registry_pb2.ModelVersion] = {}
+        self.contents: dict[int, bytes] = {}
+        self.deployed: int | None = None
+        self.calls: list[str] = []
+        self.down = False
+        self.add_version(build_model(SPEC, seed=1))
+
+    def add_version(self, estimator, lineage=None) -> int:
+        number = len(self.versions) + 1
+        artifact = CODEC.encode(estimator)
+        self.versions[number] = registry_pb2.ModelVersion(
+            model="m",
+            version=number,
+            spec_json=SPEC,
+            lineage=lineage or make_lineage(seed=1),
+            artifact=registry_pb2.Artifact(sha256=artifact.sha256, signature=artifact.signature),
+        )
+        self.contents[number] = artifact.content
+        return number
+
+    def _check(self, call: str) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise Unavailable("registry down")
+
+    async def get_deployment(self, model: str) -> registry_pb2.Deployment:
+        self._check("get_deployment")
+        if self.deployed is None:
+            raise ModelNotFound(f"model {model!r} has no deployment")
+        return registry_pb2.Deployment(model=model, routes=[route(self.deployed)])
+
+    async def get_model(self, model: str) -> registry_pb2.Model:
+        self._check("get_model")
+        features = [registry_pb2.Feature(name="x", type=registry_pb2.FEATURE_TYPE_FLOAT)]
+        return registry_pb2.Model(name=model, task=registry_pb2.TASK_BINARY, features=features)
+
+    async def get_artifact(self, model: str, ref: int) -> registry_pb2.GetArtifactResponse:
+        self._check("get_artifact")
+        return registry_pb2.GetArtifactResponse(
+            version=self.versions[ref], content=self.contents[ref]
+        )
+
+    async def create_version(self, model, spec_json, lineage=None, **kwargs):
+        self._check("create_version")
+        estimator = CODEC.decode(kwargs["artifact"], kwargs["artifact_signature"])
+        return self.versions[self.add_version(estimator, lineage)]
+
+
+def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ExampleRecord:
+    example = events_pb2.LabeledExample(example_id=example_id or f"e{offset}", model="m")
+    if isinstance(x, str):
+        example.features["x"].string_value = x
+    else:
+        example.features["x"].CopyFrom(features_to_proto({"x": x * (offset % 3 - 1)})["x"])
+    example.label.CopyFrom(target_to_proto(offset % 3 == 2))
+    return ExampleRecord(TOPIC, 0, offset, b"m", encode_event(example))
+
+
+class Rejects(list):
+    async def __call__(self, record: ExampleRecord, reason: str) -> None:
+        self.append((record.offset, reason))
+
+
+def make_pool(registry: FakeRegistry, index: UpdateIndex | None = None, **settings) -> LearnerPool:
+    values = {"checkpoint_every_examples": 1000, "sync_interval_ms": 250, **settings}
+    return LearnerPool(
+        TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"), **values),
+        registry,  # type: ignore[arg-type]
+        CODEC,
+        index or UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test"),
+        clock=lambda: 0.0,
+    )
+
+
+def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
+    [model] = pool.due_updates(force=True)
+    update, headers = pool.build_update(model)
+    pool.saved(model, update, headers)
+    return update
+
+
+async def feed(pool: LearnerPool, offsets, rejects=None) -> list[Outcome]:
+    rejects = rejects if rejects is not None else Rejects()
+    return [(await pool.process(record(o), rejects)).outcome for o in offsets]
+
+
+async def test_commit_never_passes_what_is_not_saved_yet() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry)
+    assert await feed(pool, range(10)) == [Outcome.LEARNED] * 10
+    assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 0}
+    save(pool)
+    assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 10}
+    await feed(pool, range(10, 14))
+    assert pool.commit_offsets({(TOPIC, 0): 14, (TOPIC, 1): 3}) == {(TOPIC, 0): 10, (TOPIC, 1): 3}
+
+
+async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twice() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    first = make_pool(registry, index)
+    await feed(first, range(10))
+    save(first)
+    await feed(first, range(10, 14))  # learned, never saved: lost with the crash
+    committed = first.commit_offsets({(TOPIC, 0): 14})[(TOPIC, 0)]
+
+    second = make_pool(registry, index)
+    # the group resumes at the committed offset; a replay from 0 changes nothing either
+    assert await feed(second, range(0, committed)) == [Outcome.ALREADY_CONSUMED] * 10
+    assert await feed(second, range(committed, 14)) == [Outcome.LEARNED] * 4
+    assert second.learners["m"].learner.examples_learned == 14
+
+    uninterrupted = make_pool(FakeRegistry(), None)
+    uninterrupted.registry.deployed = 1  # type: ignore[attr-defined]
+    await feed(uninterrupted, range(14))
+    assert second.learners["m"].learner.progress() == uninterrupted.learners["m"].learner.progress()
+
+
+async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry)
+    await feed(pool, range(3))
+    lost, _ = pool.build_update("m")  # never acknowledged
+    update = save(pool)
+    assert update.sequence == lost.sequence + 1
+    assert pool.due_updates(force=True) == []
+
+
+async def test_models_without_deployment_are_skipped_until_a_registry_event() -> None:
+    registry = FakeRegistry()
+    pool = make_pool(registry)
+    assert await feed(pool, range(3)) == [Outcome.NOT_DEPLOYED] * 3
+    assert registry.calls.count("get_deployment") == 1  # remembered for a while
+    registry.deployed = 1
+    pool.on_registry_event(
+        events_pb2.RegistryEvent(model="m", kind=events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED)
+    )
+    assert await feed(pool, [3]) == [Outcome.LEARNED]
+
+
+async def test_registry_outage_leaves_nothing_half_done() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    registry.down = True
+    pool = make_pool(registry)
+    with pytest.raises(Unavailable):
+        await pool.process(record(0), Rejects())
+    registry.down = False
+    assert await feed(pool, [0]) == [Outcome.LEARNED]
+
+
+async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry)
+    rejects = Rejects()
+    outcome = await pool.process(record(0, x="high"), rejects)
+    assert outcome.outcome is Outcome.DEAD_LETTER
+    assert rejects == [(0, "feature 'x' must be a float, got str 'high'")]
+    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1
+
+    async def broken(record, reason):
+        raise Unavailable("dead-letter topic unreachable")
+
+    with pytest.raises(Unavailable):
+        await pool.process(record(1, x="high"), broken)
+    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1  # retried later
+    garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
+    assert (await pool.process(garbage, rejects)).outcome is Outcome.DEAD_LETTER
+
+
+async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry, checkpoint_every_examples=5)
+    await feed(pool, range(6))
+    assert pool.due_checkpoints() == ["m"]
+    version = await pool.start_checkpoint("m")
+    assert version is not None and version.version == 2
+    assert version.lineage.parent_version == 1
+    assert version.lineage.example_count == 6
+    assert [(r.first_offset, r.last_offset) for r in version.lineage.offsets] == [(0, 5)]
+    assert version.lineage.source == registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT
+    assert pool.due_checkpoints() == []
+
+    await feed(pool, range(6, 9))
+    changed = events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED
+    deployment = registry_pb2.Deployment(model="m", routes=[route(2)])
+    pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
+    pool.apply_deployments()
+    learner = pool.learners["m"].learner
+    assert (learner.base_version, learner.examples_learned) == (2, 3)
+    assert pool.due_updates() == ["m"]  # published under the new base at once
+
+    registry.add_version(build_model(SPEC, seed=9))
+    registry.deployed = 3
+    deployment = registry_pb2.Deployment(model="m", routes=[route(3)])
+    pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
+    pool.apply_deployments()
+    assert "m" not in pool.learners
+    assert await feed(pool, [9]) == [Outcome.LEARNED]
+    assert (
+        pool.learners["m"].learner.base_version,
+        pool.learners["m"].learner.examples_learned,
+    ) == (3, 1)
+
+
+async def test_a_failed_checkpoint_is_retried_later() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry, checkpoint_every_examples=2)
+    await feed(pool, range(3))
+    registry.down = True
+    assert await pool.start_checkpoint("m") is None
+    assert pool.learners["m"].checkpoint_error == "registry down"
+    assert pool.learners["m"].checkpointed_examples == 0
+    with pytest.raises(ModelNotFound):
+        pool.start_checkpoint("other")
