@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -29,6 +30,7 @@ from headwater.shared.settings import KafkaSettings
 SIGNING_KEY = "headwater-bench-signing-key"
 PARTITIONS = 2
 STOP_WAIT_S = 8.0
+KEEP_LOGS = bool(os.environ.get("HEADWATER_BENCH_KEEP_LOGS"))
 
 
 class BenchStack:
@@ -40,6 +42,7 @@ class BenchStack:
         self.postgres: EmbeddedPostgres | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.failed = False
+        self.topic_prefix = "headwater."
 
     # -- infrastructure -------------------------------------------------------
 
@@ -56,10 +59,13 @@ class BenchStack:
 
     @property
     def kafka(self) -> KafkaSettings:
-        """Settings of the bench broker (default topic prefix, PARTITIONS partitions)."""
+        """Settings of the bench broker (``topic_prefix``, PARTITIONS partitions)."""
         assert self.broker is not None, "start_broker() first"
         return KafkaSettings(
-            bootstrap=self.broker.bootstrap, partitions=PARTITIONS, request_timeout_ms=5_000
+            bootstrap=self.broker.bootstrap,
+            topic_prefix=self.topic_prefix,
+            partitions=PARTITIONS,
+            request_timeout_ms=5_000,
         )
 
     async def create_topics(self) -> None:
@@ -72,6 +78,7 @@ class BenchStack:
             **os.environ,
             "HEADWATER_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "HEADWATER_KAFKA_PARTITIONS": str(PARTITIONS),
+            "HEADWATER_KAFKA_TOPIC_PREFIX": self.topic_prefix,
             "HEADWATER_ARTIFACT_SIGNING_KEY": SIGNING_KEY,
             "HEADWATER_TELEMETRY_LOG_LEVEL": "WARNING",
         }
@@ -96,11 +103,11 @@ class BenchStack:
         self.processes[name] = process
         return process
 
-    def spawn_registry(self) -> str:
+    def spawn_registry(self, name: str = "registry") -> str:
         """Start the registry process; returns its target (wait with :func:`wait_serving`)."""
         port = free_port()
         self.spawn(
-            "registry",
+            name,
             ["-m", "headwater.services.registry"],
             self.env(
                 HEADWATER_REGISTRY_PORT=str(port),
@@ -131,6 +138,25 @@ class BenchStack:
             ),
         )
         return f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def spawn_trainer(self, registry: str, name: str = "trainer", **settings: str) -> str:
+        """Start a trainer process; returns its HTTP base URL (wait with :func:`wait_http_ok`).
+
+        ``settings`` are extra ``HEADWATER_TRAINER_<KEY>`` variables (key upper-cased).
+        """
+        port = free_port()
+        extra = {f"HEADWATER_TRAINER_{k.upper()}": v for k, v in settings.items()}
+        self.spawn(
+            name,
+            ["-m", "headwater.services.trainer"],
+            self.env(
+                HEADWATER_TRAINER_PORT=str(port),
+                HEADWATER_TRAINER_REGISTRY_TARGET=registry,
+                HEADWATER_TRAINER_SHUTDOWN_GRACE_S="3",
+                **extra,
+            ),
+        )
+        return f"http://127.0.0.1:{port}"
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines of a process's log, for error messages."""
@@ -173,7 +199,7 @@ class BenchStack:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
-        if self.failed:
+        if self.failed or KEEP_LOGS:
             print(f"bench: logs kept in {self.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -200,3 +226,23 @@ async def wait_serving(
                 pass
             await asyncio.sleep(0.2)
     raise TimeoutError(f"{name} not SERVING after {timeout_s}s:\n{stack.log_tail(name)}")
+
+
+async def wait_http_ok(stack: BenchStack, name: str, url: str, timeout_s: float = 60.0) -> None:
+    """Poll ``GET url`` until it answers 200; fail when the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+        while time.monotonic() < deadline:
+            process = stack.processes[name]
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}"
+                )
+            try:
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} not healthy after {timeout_s}s:\n{stack.log_tail(name)}")

@@ -1,0 +1,268 @@
+"""Trainer learning rate from Kafka against River's in-process ``learn_one``.
+
+``python -m bench.trainer_bench`` starts Tansu and PostgreSQL once; then, for
+each repeat, on topics of its own (a fresh topic prefix, so every consumer
+group is new and starts from the beginning):
+
+1. starts the registry, registers and deploys the binary StandardScaler |
+   LogisticRegression model (version 1, trained on 500 rows);
+2. writes N LabeledExamples for it to ``examples`` while no trainer runs, so
+   the trainer finds a backlog and nothing else limits it;
+3. starts the trainer (``python -m headwater.services.trainer``, default
+   settings: live sync every 250 ms, a checkpoint version every 500 examples)
+   and polls its ``/v1/models`` until the learner has learned all N; the rate
+   is counted from the first poll that saw a learned example to the first that
+   saw all N (the group join and the model load are excluded);
+4. stops the trainer and the registry, then times River on the same examples
+   from the same starting model (the deployed artifact, decoded), in this
+   process: ``learn_one`` alone, and ``predict_proba_one`` + ``learn_one`` (the
+   learner tests then trains: progressive validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import model
+from bench.measure import CpuMeter, Spread, machine_info
+from bench.stack import SIGNING_KEY, BenchStack, wait_serving
+from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import ResourceExhausted
+from headwater.shared.features import (
+    features_from_proto,
+    features_to_proto,
+    target_from_proto,
+    target_to_proto,
+)
+from headwater.shared.pb import events_pb2
+from headwater.shared.registry_client import RegistryClient
+
+POLL_S = 0.05
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=20_000, help="N per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--learn-timeout-s", type=float, default=60.0)
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=0, help="examples per checkpoint (0: default)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/trainer.json"))
+    return parser.parse_args(argv)
+
+
+def labelled_examples(name: str, count: int, seed: int) -> list[events_pb2.LabeledExample]:
+    """``count`` LabeledExamples of ``name`` with unique ids."""
+    return [
+        events_pb2.LabeledExample(
+            example_id=uuid.uuid4().hex,
+            model=name,
+            features=features_to_proto(x),
+            label=target_to_proto(y),
+        )
+        for x, y in model.rows(count, seed=seed)
+    ]
+
+
+async def produce(stack: BenchStack, examples: list[events_pb2.LabeledExample]) -> float:
+    """Write the examples to ``examples`` (keyed by model) and wait for every ack; seconds."""
+    producer = EventProducer(stack.kafka, client_id="bench-examples")
+    await producer.start()
+    started = time.monotonic()
+    try:
+        for example in examples:
+            while True:
+                try:
+                    producer.publish(Topic.EXAMPLES, example.model, example)
+                    break
+                except ResourceExhausted:  # buffer full: let it drain
+                    await asyncio.sleep(0.01)
+        await producer.flush(timeout_s=60)
+    finally:
+        await producer.stop(grace_s=5)
+    if producer.published != len(examples):
+        raise RuntimeError(f"{producer.published} of {len(examples)} examples acknowledged")
+    return time.monotonic() - started
+
+
+async def learned(session: aiohttp.ClientSession, url: str, name: str) -> int:
+    """How many examples the trainer's learner of ``name`` has learned (0 before it exists)."""
+    try:
+        async with session.get(f"{url}/v1/models") as reply:
+            body = await reply.json()
+    except (aiohttp.ClientError, TimeoutError):  # not listening yet
+        return 0
+    for learner in body["learners"]:
+        if learner["model"] == name:
+            return int(learner["examples_learned"])
+    return 0
+
+
+async def watch_learning(
+    stack: BenchStack, trainer: str, url: str, name: str, total: int, timeout_s: float
+) -> dict[str, Any]:
+    """Poll until ``total`` examples are learned: the rate between first and last sighting."""
+    meter = CpuMeter({"trainer": stack.processes[trainer].pid})
+    deadline = time.monotonic() + timeout_s
+    first: tuple[float, int] | None = None
+    count = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+        while time.monotonic() < deadline:
+            count = await learned(session, url, name)
+            now = time.monotonic()
+            if count and first is None:
+                first = (now, count)
+                meter.restart()
+            if count >= total:
+                break
+            if stack.processes[trainer].poll() is not None:
+                raise RuntimeError(f"trainer exited:\n{stack.log_tail(trainer)}")
+            await asyncio.sleep(POLL_S)
+    cpu = meter.sample()
+    if first is None or count < total or now <= first[0]:
+        raise TimeoutError(
+            f"learned {count} of {total} in {timeout_s}s:\n{stack.log_tail(trainer)}"
+        )
+    seconds = now - first[0]
+    return {
+        "learned": count,
+        "counted": count - first[1],
+        "seconds": round(seconds, 3),
+        "rate": (count - first[1]) / seconds,
+        "trainer_cores": round(cpu.per_process_cores["trainer"], 3),
+        "others_cores": round(cpu.others_cores, 3),
+        "steal_cores": round(cpu.steal_cores, 3),
+    }
+
+
+def river_rates(
+    artifact: SignedArtifact, examples: list[events_pb2.LabeledExample]
+) -> dict[str, float]:
+    """River in this process on the same rows, from the same starting model."""
+    codec = ArtifactCodec(SIGNING_KEY)
+    rows = [(features_from_proto(e.features), target_from_proto(e.label)) for e in examples]
+    estimator = codec.decode(artifact.content, artifact.signature)
+    started = time.perf_counter()
+    for x, y in rows:
+        estimator.learn_one(x, y)
+    learn = len(rows) / (time.perf_counter() - started)
+    estimator = codec.decode(artifact.content, artifact.signature)
+    started = time.perf_counter()
+    for x, y in rows:
+        estimator.predict_proba_one(x)
+        estimator.learn_one(x, y)
+    test_then_train = len(rows) / (time.perf_counter() - started)
+    return {"learn_one": learn, "predict_then_learn": test_then_train}
+
+
+async def one_repeat(stack: BenchStack, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
+    stack.topic_prefix = f"bench{repeat}-{uuid.uuid4().hex[:6]}."
+    await stack.create_topics()
+    name = f"bench-train-{repeat}"
+    registry_name, trainer_name = f"registry-{repeat}", f"trainer-{repeat}"
+    registry = stack.spawn_registry(registry_name)
+    await wait_serving(stack, registry_name, registry)
+    codec = ArtifactCodec(SIGNING_KEY)
+    start_model = model.trained()
+    artifact = codec.encode(start_model)
+    async with RegistryClient(registry, deadline_s=20, actor="bench") as client:
+        await model.register(client, codec, name, start_model)
+    examples = labelled_examples(name, args.examples, seed=100 + repeat)
+    produce_s = await produce(stack, examples)
+    extra = {}
+    if args.checkpoint_every:
+        extra["checkpoint_every_examples"] = str(args.checkpoint_every)
+    url = stack.spawn_trainer(registry, trainer_name, app_id=f"bench-trainer-{repeat}", **extra)
+    result = await watch_learning(
+        stack, trainer_name, url, name, len(examples), args.learn_timeout_s
+    )
+    stack.stop_process(trainer_name)
+    stack.stop_process(registry_name)
+    river = river_rates(artifact, examples)
+    result.update(
+        repeat=repeat,
+        produce_s=round(produce_s, 3),
+        river_learn_one=round(river["learn_one"], 1),
+        river_predict_then_learn=round(river["predict_then_learn"], 1),
+        ratio_learn_one=result["rate"] / river["learn_one"],
+        ratio_predict_then_learn=result["rate"] / river["predict_then_learn"],
+    )
+    result["rate"] = round(result["rate"], 1)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(repeats: list[dict[str, Any]], examples: int) -> str:
+    def spread(key: str, digits: int = 0) -> str:
+        return Spread.of(r[key] for r in repeats).text(digits)
+
+    return "\n".join(
+        [
+            "| quantity | median (min-max) |",
+            "| --- | ---: |",
+            f"| trainer, examples/s learned from Kafka | {spread('rate')} |",
+            f"| River `learn_one`, examples/s in-process | {spread('river_learn_one')} |",
+            "| River `predict_proba_one` + `learn_one`, examples/s "
+            f"| {spread('river_predict_then_learn')} |",
+            f"| trainer / River `learn_one` | {spread('ratio_learn_one', 2)} |",
+            f"| trainer / River test-then-train | {spread('ratio_predict_then_learn', 2)} |",
+            f"| trainer process CPU while learning, cores | {spread('trainer_cores', 2)} |",
+            f"| other processes' CPU while learning, cores | {spread('others_cores', 2)} |",
+            "",
+            f"{examples} examples per repeat, {len(repeats)} repeats.",
+        ]
+    )
+
+
+async def run(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [await one_repeat(stack, repeat, args) for repeat in range(args.repeats)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine_info()
+    stack = BenchStack("trainer")
+    try:
+        stack.start_broker()
+        stack.start_postgres()
+        repeats = asyncio.run(run(stack, args))
+    except BaseException:
+        stack.failed = True
+        raise
+    finally:
+        stack.stop()
+    table = markdown(repeats, args.examples)
+    results = {
+        "machine": {**info, "loadavg_at_end": os.getloadavg()},
+        "settings": {
+            "examples": args.examples,
+            "repeats": args.repeats,
+            "checkpoint_every": args.checkpoint_every or "trainer default",
+            "model": model.SPEC,
+        },
+        "repeats": repeats,
+        "markdown": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
