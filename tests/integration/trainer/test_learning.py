@@ -254,3 +254,48 @@ async def test_health_and_learner_view(
             text = await reply.text()
     assert learner["model"] == MODEL and learner["examples_learned"] == 5
     assert f'headwater_trainer_examples_total{{model="{MODEL}",outcome="learned"}}' in text
+
+
+async def test_labels_sent_as_json_feedback_are_joined_and_learned_exactly_once(
+    deployed: int, start_trainer: TrainerFactory, kafka_settings: KafkaSettings, client
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
+
+    await start_trainer()
+    sources = stream(0, 12)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i, source in enumerate(sources):
+            prediction = events_pb2.PredictionEvent(
+                prediction_id=f"p-{i}", model=MODEL, version=deployed
+            )
+            for name, value in source.features.items():
+                prediction.features[name].CopyFrom(value)
+            feedback = events_pb2.FeedbackEvent(prediction_id=f"p-{i}", label=source.label)
+            key = prediction.prediction_id.encode()
+            await producer.send_and_wait(
+                kafka_settings.topic("predictions"), encode_event(prediction), key=key
+            )
+            for _ in range(2):  # an at-least-once producer may send a label twice
+                await producer.send_and_wait(
+                    kafka_settings.topic("feedback"),
+                    encode_event_json(feedback),
+                    key=key,
+                    headers=[json_header()],
+                )
+    finally:
+        await producer.stop()
+
+    update = await update_with(kafka_settings, model=MODEL, examples_learned=12)
+    examples = await read_records(kafka_settings, Topic.EXAMPLES, count=12)
+    assert len(examples) == 12
+    in_log_order = [
+        decode_event(events_pb2.LabeledExample, r.value)
+        for r in sorted(examples, key=lambda r: (r.partition, r.offset))
+    ]
+    assert sorted(e.example_id for e in in_log_order) == sorted(f"p-{i}" for i in range(12))
+    expected = await reference(client, deployed, in_log_order)
+    assert answers(state_of(update)) == answers(expected.model)
