@@ -119,7 +119,7 @@ class LearningLoop:
                     tuple(record.headers or ()),
                 )
                 try:
-                    await self.pool.process(example, self._reject)
+                    await self._process(example)
                 except Unavailable as err:
                     log.warning("examples paused", extra={"error": str(err), "partition": tp})
                     consumer.seek(tp, record.offset)
@@ -127,6 +127,16 @@ class LearningLoop:
                     break
                 self._processed[(tp.topic, tp.partition)] = record.offset + 1
         return retry
+
+    async def _process(self, example: ExampleRecord) -> None:
+        """Learn one record; a bug while doing so dead-letters it instead of stopping the loop."""
+        try:
+            await self.pool.process(example, self._reject)
+        except Unavailable:
+            raise
+        except Exception as err:
+            log.exception("learning failed on a record", extra={"offset": example.offset})
+            await self._reject(example, f"trainer failed: {type(err).__name__}")
 
     async def _reject(self, record: ExampleRecord, reason: str) -> None:
         await dead_letter(

@@ -41,6 +41,8 @@ from headwater.shared.pb import events_pb2
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+#: Longest pause between two attempts at a record while the broker is unreachable.
+MAX_RETRY_S = 5.0
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -177,7 +179,8 @@ def build_app(
         channel = app.topic(
             topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"
         )
-        app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(_consume(handle))
+        agent = _consume(handle, reject)
+        app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(agent)
 
     @app.timer(settings.join_sweep_interval_s)
     async def sweep() -> None:
@@ -187,21 +190,39 @@ def build_app(
     return app, service
 
 
-def _consume(handle: Any) -> Any:
+def _consume(handle: Any, reject: Any) -> Any:
     async def consume(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
-            await handle(
-                IncomingRecord(
-                    topic=message.topic,
-                    partition=message.partition,
-                    key=message.key,
-                    value=message.value,
-                    headers=_headers(message.headers),
-                )
+            record = IncomingRecord(
+                topic=message.topic,
+                partition=message.partition,
+                key=message.key,
+                value=message.value,
+                headers=_headers(message.headers),
             )
+            await _handle_safely(handle, reject, record)
 
     return consume
+
+
+async def _handle_safely(handle: Any, reject: Any, record: IncomingRecord) -> None:
+    """Handle a record; wait out broker outages, dead-letter a record that hits a bug."""
+    delay_s, failed = 0.1, ""
+    while True:
+        try:
+            await (reject(record, failed) if failed else handle(record))
+            return
+        except Unavailable as err:  # the dead-letter topic is unreachable: try again
+            log.warning("join paused", extra={"error": str(err), "retry_in_s": delay_s})
+        except Exception as err:
+            log.exception("join failed on a record", extra={"topic": record.topic})
+            if failed:
+                return  # even dead-lettering fails: logged above, nothing else to do
+            failed = f"trainer failed: {type(err).__name__}"
+            continue
+        await asyncio.sleep(delay_s)
+        delay_s = min(2 * delay_s, MAX_RETRY_S)
 
 
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:

@@ -94,3 +94,31 @@ async def test_sweep_yields_expired_slots_only() -> None:
     await h.service.on_feedback(feedback_record("fresh"))
     h.now += 5
     assert [key for key, _ in h.service.sweep()] == ["old"]
+
+
+async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_bug(
+    monkeypatch,
+) -> None:
+    from headwater.services.trainer import streams
+    from headwater.shared.errors import Unavailable
+
+    monkeypatch.setattr(streams, "MAX_RETRY_S", 0.01)
+    record = prediction_record()
+    calls: list[str] = []
+    rejected: list[str] = []
+
+    async def flaky(r: IncomingRecord) -> None:
+        calls.append("handle")
+        if len(calls) < 3:
+            raise Unavailable("dead-letter topic unreachable")
+
+    async def buggy(r: IncomingRecord) -> None:
+        raise KeyError("oops")
+
+    async def reject(r: IncomingRecord, reason: str) -> None:
+        rejected.append(reason)
+
+    await streams._handle_safely(flaky, reject, record)
+    assert calls == ["handle"] * 3 and rejected == []
+    await streams._handle_safely(buggy, reject, record)
+    assert rejected == ["trainer failed: KeyError"]
