@@ -39,6 +39,11 @@ SPEC = (
     ' "params": {"optimizer": {"component": "optim.SGD", "params": {"lr": 0.05}}}}]}'
 )
 FEATURES = (("x0", "float"), ("x1", "float"), ("x2", "float"))
+_SOURCE_LABELS = {
+    registry_pb2.VERSION_SOURCE_SPEC: "spec",
+    registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT: "online",
+    registry_pb2.VERSION_SOURCE_BATCH: "batch",
+}
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,11 @@ class DemoProgress:
 
 
 def sea_stream(plan: DemoPlan) -> Iterator[tuple[dict[str, float], bool]]:
-    """SEA with an abrupt concept drift halfway (variant 0 → variant 3)."""
+    """SEA with a concept drift halfway (variant 0 → variant 3, over ~100 rows)."""
     stream = datasets.synth.ConceptDriftStream(
         stream=datasets.synth.SEA(variant=0, seed=plan.seed),
         drift_stream=datasets.synth.SEA(variant=3, seed=plan.seed + 1),
-        position=plan.examples // 2, width=1, seed=plan.seed,
+        position=plan.examples // 2, width=100, seed=plan.seed,
     )
     for x, y in stream.take(plan.examples):
         yield {f"x{i}": float(v) for i, v in x.items()}, bool(y)
@@ -209,8 +214,7 @@ async def print_summary(endpoints: Endpoints, name: str, seen: DemoProgress) -> 
         accuracy = numbers.get("rolling_accuracy")
         rows.append((
             f"v{version.version}",
-            registry_pb2.VersionSource.Name(version.lineage.source).removeprefix(
-                "VERSION_SOURCE_").lower(),
+            _SOURCE_LABELS.get(version.lineage.source, "?"),
             version.lineage.parent_version or "-",
             version.lineage.example_count,
             numbers.get("requests", 0),
