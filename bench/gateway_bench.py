@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import model
 from bench.load import LoadResult, drive
 from bench.measure import CpuMeter, CpuSample, Spread, counter_sum, machine_info, scrape_counters
 from bench.stack import SIGNING_KEY, BenchStack, wait_serving
+from bench.topics import read_topic
 from headwater.cli.localstack import free_port
 from headwater.services.gateway.service import PARAM_PREDICTION_IDS, PARAM_VERSION
 from headwater.shared.artifacts import ArtifactCodec
@@ -75,40 +75,11 @@ class Events:
         }
 
 
-async def count_topic(kafka: KafkaSettings, topic: Topic, timeout_s: float = 30) -> dict[str, int]:
-    """Read ``topic`` from the beginning (no group): end offsets, records read, distinct keys."""
-    name = kafka.topic(topic.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    records, keys = 0, set[bytes | None]()
-    async with asyncio.timeout(timeout_s):
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(name) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(name) or set()
-            assigned = [TopicPartition(name, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            ends = await consumer.end_offsets(assigned)
-            # Tansu's end offsets can trail the last records written (a batch's base
-            # offset): read past them until a fetch comes back empty.
-            while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                for part in batch.values():
-                    records += len(part)
-                    keys.update(record.key for record in part)
-                behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-                if not batch and not behind:
-                    break
-        finally:
-            await consumer.stop()
-    return {"end_offsets": int(sum(ends.values())), "records": records, "distinct_keys": len(keys)}
+async def count_topic(kafka: KafkaSettings, topic: Topic) -> dict[str, int]:
+    """Read ``topic`` back: records, distinct keys, and the sum of its end offsets."""
+    records, end_offsets = await read_topic(kafka, topic)
+    keys = {record.key for record in records}
+    return {"end_offsets": end_offsets, "records": len(records), "distinct_keys": len(keys)}
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -139,16 +139,25 @@ class BenchStack:
         )
         return f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
 
-    def spawn_trainer(self, registry: str, name: str = "trainer", **settings: str) -> str:
+    def spawn_trainer(
+        self,
+        registry: str,
+        name: str = "trainer",
+        profile_to: Path | None = None,
+        **settings: str,
+    ) -> str:
         """Start a trainer process; returns its HTTP base URL (wait with :func:`wait_http_ok`).
 
         ``settings`` are extra ``HEADWATER_TRAINER_<KEY>`` variables (key upper-cased).
         """
         port = free_port()
         extra = {f"HEADWATER_TRAINER_{k.upper()}": v for k, v in settings.items()}
+        argv = ["-m", "headwater.services.trainer"]
+        if profile_to is not None:
+            argv = ["-m", "cProfile", "-o", str(profile_to), *argv]
         self.spawn(
             name,
-            ["-m", "headwater.services.trainer"],
+            argv,
             self.env(
                 HEADWATER_TRAINER_PORT=str(port),
                 HEADWATER_TRAINER_REGISTRY_TARGET=registry,

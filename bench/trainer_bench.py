@@ -16,15 +16,18 @@ group is new and starts from the beginning):
 4. stops the trainer and the registry, then times River on the same examples
    from the same starting model (the deployed artifact, decoded), in this
    process: ``learn_one`` alone, and ``predict_proba_one`` + ``learn_one`` (the
-   learner tests then trains: progressive validation).
+   learner tests then trains: progressive validation); median of 3 passes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
+import pstats
+import statistics
 import sys
 import time
 import uuid
@@ -55,11 +58,21 @@ POLL_S = 0.05
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=20_000, help="N per repeat")
+    parser.add_argument("--examples", type=int, default=40_000, help="N per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--learn-timeout-s", type=float, default=60.0)
     parser.add_argument(
-        "--checkpoint-every", type=int, default=0, help="examples per checkpoint (0: default)"
+        "--trainer-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a HEADWATER_TRAINER_<KEY> override, e.g. max_poll_records=2000 (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the first repeat's trainer under cProfile; write the top functions here",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/trainer.json"))
     return parser.parse_args(argv)
@@ -150,23 +163,28 @@ async def watch_learning(
 
 
 def river_rates(
-    artifact: SignedArtifact, examples: list[events_pb2.LabeledExample]
+    artifact: SignedArtifact, examples: list[events_pb2.LabeledExample], passes: int = 3
 ) -> dict[str, float]:
-    """River in this process on the same rows, from the same starting model."""
+    """River in this process on the same rows, from the same starting model; median of passes."""
     codec = ArtifactCodec(SIGNING_KEY)
     rows = [(features_from_proto(e.features), target_from_proto(e.label)) for e in examples]
-    estimator = codec.decode(artifact.content, artifact.signature)
-    started = time.perf_counter()
-    for x, y in rows:
-        estimator.learn_one(x, y)
-    learn = len(rows) / (time.perf_counter() - started)
-    estimator = codec.decode(artifact.content, artifact.signature)
-    started = time.perf_counter()
-    for x, y in rows:
-        estimator.predict_proba_one(x)
-        estimator.learn_one(x, y)
-    test_then_train = len(rows) / (time.perf_counter() - started)
-    return {"learn_one": learn, "predict_then_learn": test_then_train}
+    learn, test_then_train = [], []
+    for _ in range(passes):
+        estimator = codec.decode(artifact.content, artifact.signature)
+        started = time.perf_counter()
+        for x, y in rows:
+            estimator.learn_one(x, y)
+        learn.append(len(rows) / (time.perf_counter() - started))
+        estimator = codec.decode(artifact.content, artifact.signature)
+        started = time.perf_counter()
+        for x, y in rows:
+            estimator.predict_proba_one(x)
+            estimator.learn_one(x, y)
+        test_then_train.append(len(rows) / (time.perf_counter() - started))
+    return {
+        "learn_one": statistics.median(learn),
+        "predict_then_learn": statistics.median(test_then_train),
+    }
 
 
 async def one_repeat(stack: BenchStack, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -183,15 +201,18 @@ async def one_repeat(stack: BenchStack, repeat: int, args: argparse.Namespace) -
         await model.register(client, codec, name, start_model)
     examples = labelled_examples(name, args.examples, seed=100 + repeat)
     produce_s = await produce(stack, examples)
-    extra = {}
-    if args.checkpoint_every:
-        extra["checkpoint_every_examples"] = str(args.checkpoint_every)
-    url = stack.spawn_trainer(registry, trainer_name, app_id=f"bench-trainer-{repeat}", **extra)
+    extra = dict(setting.split("=", 1) for setting in args.trainer_setting)
+    profile = stack.workdir / "trainer.prof" if args.profile and repeat == 0 else None
+    url = stack.spawn_trainer(
+        registry, trainer_name, profile, app_id=f"bench-trainer-{repeat}", **extra
+    )
     result = await watch_learning(
         stack, trainer_name, url, name, len(examples), args.learn_timeout_s
     )
-    stack.stop_process(trainer_name)
+    code = stack.stop_process(trainer_name, timeout_s=20)
     stack.stop_process(registry_name)
+    if profile is not None:
+        write_profile(profile, args.profile, code)
     river = river_rates(artifact, examples)
     result.update(
         repeat=repeat,
@@ -204,6 +225,21 @@ async def one_repeat(stack: BenchStack, repeat: int, args: argparse.Namespace) -
     result["rate"] = round(result["rate"], 1)
     print(json.dumps(result), flush=True)
     return result
+
+
+def write_profile(profile: Path, out: Path, exit_code: int | None) -> None:
+    """The trainer's top functions by own and cumulative time (cProfile slows every call)."""
+    if not profile.exists():
+        print(f"no trainer profile written (exit code {exit_code})", file=sys.stderr)
+        return
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=text)
+    stats.strip_dirs()
+    for key in ("tottime", "cumulative"):
+        text.write(f"\n=== top 40 by {key} ===\n")
+        stats.sort_stats(key).print_stats(40)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.getvalue())
 
 
 def markdown(repeats: list[dict[str, Any]], examples: int) -> str:
@@ -251,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {
             "examples": args.examples,
             "repeats": args.repeats,
-            "checkpoint_every": args.checkpoint_every or "trainer default",
+            "trainer_settings": args.trainer_setting or "defaults",
             "model": model.SPEC,
         },
         "repeats": repeats,
