@@ -31,6 +31,7 @@ so a restarted learner continues where the saved one stopped.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -336,7 +337,7 @@ class Learner:
 
 
 def encode_progress(progress: Progress) -> bytes:
-    """Serialise progress as compact JSON (ids as hex digests).
+    """Serialise progress as compact JSON (the id digests in base64).
 
     >>> p = Progress(base_version=2, examples_learned=3, recent_ids=(id_digest("a"),),
     ...              offsets=(OffsetSpan("ex", 1, 4, 9),), window=(1.0, 0.0))
@@ -350,7 +351,7 @@ def encode_progress(progress: Progress) -> bytes:
         "scored": progress.scored,
         "score_total": progress.score_total,
         "window": list(progress.window),
-        "recent_ids": "".join(d.hex() for d in progress.recent_ids),
+        "recent_ids": base64.b64encode(b"".join(progress.recent_ids)).decode("ascii"),
         "offsets": [[s.topic, s.partition, s.first, s.last] for s in progress.offsets],
         "positions": [[p.topic, p.partition, p.offset] for p in progress.positions],
         "newest_label_at": progress.newest_label_at,
@@ -373,7 +374,7 @@ def decode_progress(data: bytes) -> Progress:
     try:
         body = json.loads(data)
         base_version = int(body["base_version"])
-        ids = bytes.fromhex(body["recent_ids"])
+        ids = base64.b64decode(body["recent_ids"], validate=True)
         size = _ID_DIGEST_BYTES
         newest = body["newest_label_at"]
         window = tuple(float(x) for x in body["window"])
