@@ -19,6 +19,9 @@ import pytest
 
 from headwater.cli.localstack.ports import free_port, pid_alive, wait_until
 
+# A script, not tests: importing tritonclient here would clash with headwater's protos.
+collect_ignore = ["triton_session.py"]
+
 PORT_SETTINGS = (
     "KAFKA_PORT", "POSTGRES_PORT", "REGISTRY_PORT", "GATEWAY_PORT", "GATEWAY_METRICS_PORT",
     "TRAINER_PORT", "MONITOR_PORT", "REGISTRY_METRICS_PORT",
