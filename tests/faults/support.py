@@ -182,12 +182,13 @@ class ServiceProcess:
             pass
 
 
-async def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
-    """GET ``url`` off the event loop; (status, body)."""
+async def http_get(url: str, timeout_s: float = 5.0, method: str = "GET") -> tuple[int, str]:
+    """GET (or ``method``) ``url`` off the event loop; (status, body)."""
 
     def fetch() -> tuple[int, str]:
+        request = urllib.request.Request(url, method=method)
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
