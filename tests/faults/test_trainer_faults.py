@@ -7,6 +7,7 @@ runs as ``python -m headwater.services.trainer`` and is crashed, then restarted.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ from headwater.shared.settings import KafkaSettings
 from tests.faults.support import ServiceProcess, Spawn, http_get, kafka_env, read_to_end, scrape
 from tests.fixtures import eventually, free_port, unique_name
 from tests.integration.gateway.conftest import MODEL, infer_request
-from tests.integration.trainer.conftest import labeled
+from tests.integration.trainer.conftest import labeled, produce_examples, stream
 from tests.integration.trainer.test_learning import (
     answers,
     read_updates,
@@ -175,3 +176,38 @@ async def test_a_killed_trainer_keeps_waiting_predictions_and_learns_each_label_
             "last": max(offsets),
         }
     ]
+
+
+async def test_sigterm_saves_what_the_learner_learned_and_exits_0_within_the_grace(
+    registry: RegistryServer,
+    client: RegistryClient,
+    deployed,
+    kafka_settings: KafkaSettings,
+    spawn: Spawn,
+) -> None:
+    trainer = Trainer(spawn, kafka_settings, registry.target)
+    # no live sync before the stop: only the graceful stop can save what is learned
+    process = await trainer.start(
+        HEADWATER_TRAINER_SYNC_INTERVAL_MS="600000", HEADWATER_TRAINER_SHUTDOWN_GRACE_S="8"
+    )
+    await produce_examples(kafka_settings, stream(0, 10))
+    await trainer.wait_learned(10)
+    await update_with(kafka_settings, model=MODEL, examples_learned=10)  # the first sync
+    await produce_examples(kafka_settings, stream(10, 25))
+    await trainer.wait_learned(25)
+    assert max(u.examples_learned for u in await read_updates(kafka_settings)) == 10
+
+    started = time.monotonic()
+    process.terminate()
+    code = await process.wait_exit(timeout_s=20)
+    elapsed = time.monotonic() - started
+    assert code == 0, process.log_tail()
+    assert elapsed < 8 + 5, f"stopped in {elapsed:.1f}s with a grace of 8s"
+    update = await update_with(kafka_settings, model=MODEL, examples_learned=25)
+    expected = await reference(client, 1, stream(0, 25))
+    assert answers(state_of(update)) == answers(expected.model)
+
+    await trainer.start()  # resumes from what the stop saved: learns nothing again
+    await produce_examples(kafka_settings, stream(25, 30))
+    await trainer.wait_learned(30)
+    assert await trainer.counter("examples", model=MODEL, outcome="learned") == 5
