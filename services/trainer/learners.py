@@ -261,6 +261,10 @@ class LearnerPool:
         if event.kind == events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED:
             self._pending[event.model] = event.deployment
 
+    def deployment_pending(self, model: str) -> bool:
+        """Whether a deployment change of ``model`` was noted but not applied yet."""
+        return model in self._pending
+
     def apply_deployments(self) -> None:
         """Follow deployment changes: rebase onto our own checkpoint, or start over."""
         pending, self._pending = self._pending, {}

@@ -184,12 +184,22 @@ async def test_deploying_another_version_restarts_the_learner_from_it(
 ) -> None:
     from tests.integration.trainer.conftest import SPEC
 
-    await start_trainer()
+    trainer = await start_trainer()
     await produce_examples(kafka_settings, stream(0, 10))
     await update_with(kafka_settings, model=MODEL, examples_learned=10)
     fresh = await client.create_version(MODEL, SPEC)
     await client.deploy(MODEL, fresh.version)
-    # the deployment event reaches the trainer asynchronously: wait until it is applied
+    # the deployment event reaches the trainer asynchronously: wait until it has noted (or
+    # applied) it, so the next examples are learned from the new version
+    assert trainer.pool is not None
+    pool = trainer.pool
+
+    async def noted() -> bool:
+        active = pool.learners.get(MODEL)
+        applied = active is None or active.learner.base_version == fresh.version
+        return pool.deployment_pending(MODEL) or applied
+
+    await eventually(noted, timeout_s=15, what="deployment change noted by the trainer")
     trainer_updates = await read_updates(kafka_settings)
     await produce_examples(kafka_settings, stream(10, 15))
 
