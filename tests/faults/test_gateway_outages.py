@@ -46,7 +46,12 @@ async def assert_serving(channel: grpc.aio.Channel) -> None:
 
 
 async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after(
-    broker, registry, deployed, gateway_at: GatewayAt, kafka_settings: KafkaSettings
+    broker,
+    registry,
+    client: RegistryClient,
+    deployed,
+    gateway_at: GatewayAt,
+    kafka_settings: KafkaSettings,
 ) -> None:
     # a short request timeout, so sends time out and are retried during the outage
     kafka = kafka_settings.model_copy(update={"request_timeout_ms": 1_000})
@@ -75,6 +80,12 @@ async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after
             assert producer.buffered == len(outage_ids)  # ... and everything is held
             outage_ids += ids_of(await predict(stub))  # still answering while it retries
             await assert_serving(channel)
+            # a deployment committed during the outage (its event cannot be published yet)
+            await create_version(client, estimator=trained(False))
+            await client.deploy(MODEL, 2)
+            response = await predict(stub)
+            assert response.model_version == "1"
+            outage_ids += ids_of(response)
         finally:
             broker.resume()
         outage_ids += ids_of(await predict(stub))
@@ -89,7 +100,18 @@ async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after
     keys = [r.key.decode() for r in records]
     # at least once: every event is there; a retried send may have landed twice
     assert set(keys) == set(ids + outage_ids)
-    assert len(set(outage_ids)) == 2 * (OUTAGE_REQUESTS + 2)
+    assert len(set(outage_ids)) == 2 * (OUTAGE_REQUESTS + 3)
+
+    # the registry-events consumer came through the outage: the deployment is applied
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def served_v2() -> oip_pb2.ModelInferResponse | None:
+            response = await predict(stub)
+            return response if response.model_version == "2" else None
+
+        after = await eventually(served_v2, timeout_s=20, what="the deployment made in the outage")
+        assert after.outputs[0].contents.bool_contents[0] is False
 
 
 async def test_answers_while_the_registry_is_killed_and_follows_it_after_its_restart(
