@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import InvalidInput
+from headwater.shared.errors import InvalidInput, ModelNotFound, Unavailable
 from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.settings import KafkaSettings
@@ -137,6 +138,28 @@ class InferenceClient:
         request = build_infer_request(model, rows)
         response = await self._stub.ModelInfer(request, timeout=self._deadline_s)
         return parse_infer_response(response)
+
+
+async def request_checkpoint(trainer_url: str, model: str, deadline_s: float = 15.0) -> Any:
+    """POST the trainer's checkpoint endpoint; the new version's lineage as JSON.
+
+    Raises:
+        ModelNotFound: the trainer has no learner for the model.
+        Unavailable: the trainer or the registry could not do it now.
+
+    """
+    url = f"{trainer_url.rstrip('/')}/v1/models/{model}/checkpoint"
+    timeout = aiohttp.ClientTimeout(total=deadline_s)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as reply:
+            body = await reply.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise Unavailable(f"trainer at {trainer_url} unreachable: {error}") from None
+    if reply.status == 404:
+        raise ModelNotFound(body.get("error", f"no learner for model {model!r}"))
+    if reply.status != 201:
+        raise Unavailable(body.get("error", f"trainer answered {reply.status}"))
+    return body
 
 
 class FeedbackSender:

@@ -23,6 +23,7 @@ app.add_typer(registry_commands.alias, name="alias")
 app.command()(registry_commands.deploy)
 app.command()(registry_commands.predict)
 app.command()(registry_commands.feedback)
+app.command()(registry_commands.checkpoint)
 
 if __name__ == "__main__":
     app()

@@ -12,7 +12,12 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from google.protobuf.message import Message
 
-from headwater.cli.clients import FeedbackSender, InferenceClient, parse_value
+from headwater.cli.clients import (
+    FeedbackSender,
+    InferenceClient,
+    parse_value,
+    request_checkpoint,
+)
 from headwater.cli.output import (
     Output,
     OutputOption,
@@ -290,3 +295,25 @@ async def feedback(
     async with FeedbackSender(KafkaSettings()) as sender:
         await sender.send(prediction_id, parse_value(label))
     console.print(f"feedback sent for {prediction_id}")
+
+
+TrainerOption = typer.Option(
+    "http://127.0.0.1:9102", "--trainer", envvar="HEADWATER_TRAINER_URL",
+    help="Trainer HTTP address [env HEADWATER_TRAINER_URL].",
+)
+
+
+@registry_call
+async def checkpoint(
+    model: str, output: Output = OutputOption, trainer: str = TrainerOption
+) -> None:
+    """Ask the trainer to register a checkpoint version of a model's live learner now."""
+    version = await request_checkpoint(trainer, model)
+    if output is Output.json:
+        print_json(version)
+        return
+    print_mapping(f"checkpoint of {model}", {
+        "version": version["version"], "parent": version["parent_version"],
+        "examples": version["example_count"],
+        "offsets": ", ".join(f"{o['topic']}[{o['partition']}] {o['first']}..{o['last']}"
+                             for o in version["offsets"]) or "-"})

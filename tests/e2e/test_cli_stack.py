@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from tests.e2e.conftest import RunningStack
@@ -57,3 +58,31 @@ def test_unknown_model_is_not_found(running_stack: RunningStack) -> None:
     result = running_stack.cli("models", "show", "no-such-model")
     assert result.returncode == 1
     assert "no-such-model" in result.stderr
+
+
+def test_predict_feedback_and_checkpoint_from_the_cli(running_stack: RunningStack) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _json(running_stack, "models", "create", name, "--task", "binary",
+          "-f", "x0:float", "-f", "x1:float")
+    _json(running_stack, "versions", "create", name, "--spec", SPEC)
+    _json(running_stack, "deploy", name, "1")
+    env = {**running_stack.env,
+           "HEADWATER_TRAINER_URL": running_stack.endpoints["trainer_http"]}
+    stack = RunningStack(env, running_stack.endpoints, running_stack.pids)
+
+    deadline = time.monotonic() + 30
+    while (predicted := stack.cli("predict", name, "x0=1.5", "x1=-2", "-o", "json")).returncode:
+        assert time.monotonic() < deadline, predicted.stderr
+        time.sleep(0.3)
+    answer = json.loads(predicted.stdout)
+    assert answer["version"] == 1 and len(answer["prediction id"]) == 32
+
+    sent = stack.cli("feedback", answer["prediction id"], "true")
+    assert sent.returncode == 0, sent.stderr
+
+    deadline = time.monotonic() + 45
+    while (checkpoint := stack.cli("checkpoint", name, "-o", "json")).returncode:
+        assert time.monotonic() < deadline, checkpoint.stderr
+        time.sleep(0.5)
+    version = json.loads(checkpoint.stdout)
+    assert version["parent_version"] == 1 and version["example_count"] == 1
