@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 from headwater.shared.settings import TelemetrySettings
 
@@ -59,8 +60,16 @@ def configure_logging(service: str, settings: TelemetrySettings) -> None:
 
 
 def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvider:
-    """Install a tracer provider; spans are exported only when a collector is set."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"headwater-{service}"}))
+    """Install a tracer provider; spans are recorded and exported only when a collector is set.
+
+    Without a collector, root spans are not sampled: they still carry trace ids (for logs
+    and the W3C headers of events) but cost no recording on the hot path. Incoming
+    sampled contexts are honoured either way.
+    """
+    sampler = ParentBased(ALWAYS_ON if settings.otlp_endpoint else ALWAYS_OFF)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"headwater-{service}"}), sampler=sampler
+    )
     if settings.otlp_endpoint:
         try:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
