@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 
 import numpy as np
@@ -86,14 +86,17 @@ class FeatureSchema:
     """The ordered features of a model."""
 
     features: tuple[FeatureSpec, ...]
+    _by_name: dict[str, FeatureSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
-        seen: set[str] = set()
+        by_name: dict[str, FeatureSpec] = {}
         for feature in self.features:
-            if feature.name in seen:
+            if feature.name in by_name:
                 raise InvalidInput(f"feature {feature.name!r} appears twice in the schema")
-            seen.add(feature.name)
+            by_name[feature.name] = feature
+        # Looked up for every key of every row: a dict, not a scan of the tuple.
+        object.__setattr__(self, "_by_name", by_name)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -110,7 +113,7 @@ class FeatureSchema:
 
     def get(self, name: str) -> FeatureSpec | None:
         """The feature called ``name``, if the schema has one."""
-        return next((feature for feature in self.features if feature.name == name), None)
+        return self._by_name.get(name)
 
     @classmethod
     def from_proto(cls, message: Any) -> FeatureSchema:
@@ -151,7 +154,7 @@ class FeatureSchema:
                 wrong type, or not finite.
 
         """
-        unknown = [name for name in row if self.get(name) is None]
+        unknown = [name for name in row if name not in self._by_name]
         if unknown:
             raise InvalidInput(
                 f"unknown feature {', '.join(repr(name) for name in unknown)}; "
@@ -180,6 +183,8 @@ def _is_bool(value: object) -> bool:
 
 
 def _to_float(name: str, value: object) -> float:
+    if type(value) is float and math.isfinite(value):  # the hot path: no ABC checks
+        return value
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise InvalidInput(f"feature {name!r} must be a float, got {_describe(value)}")
     number = float(value)
