@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from headwater.services.gateway.server import GatewayServer
 from headwater.shared.bus.topics import Topic
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 ROW = {"x1": 1.0, "x2": 1.0}
 OUTAGE_REQUESTS = 40
+DROPPED = "headwater_gateway_prediction_events_dropped_total"
 
 
 async def predict(stub: oip_pb2_grpc.GRPCInferenceServiceStub) -> oip_pb2.ModelInferResponse:
@@ -156,3 +158,57 @@ async def test_answers_while_the_registry_is_killed_and_follows_it_after_its_res
         after = await eventually(served_v2, timeout_s=20, what="version 2 served after restart")
         assert after.outputs[0].contents.bool_contents[0] is False
         await assert_serving(channel)
+
+
+async def test_starts_and_answers_while_the_broker_is_paused(
+    broker, registry, deployed, gateway_at: GatewayAt, kafka_settings: KafkaSettings
+) -> None:
+    kafka = kafka_settings.model_copy(update={"request_timeout_ms": 1_000})
+    broker.pause()
+    try:
+        gateway = await gateway_at(registry.target, kafka=kafka)
+        assert gateway.ready.is_set()  # loaded from the registry, no broker needed
+        async with grpc.aio.insecure_channel(gateway.target) as channel:
+            await assert_serving(channel)
+            stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+            ids = [i for _ in range(10) for i in ids_of(await predict(stub))]
+        assert gateway.producer.published == 0
+    finally:
+        broker.resume()
+    await gateway.producer.flush(timeout_s=30)
+    records = await read_to_end(kafka_settings, Topic.PREDICTIONS)
+    assert {r.key.decode() for r in records} == set(ids)
+    assert gateway.producer.failed == 0
+
+
+async def test_a_full_event_buffer_drops_are_counted_and_the_rest_delivered(
+    broker, registry, deployed, gateway_at: GatewayAt, kafka_settings: KafkaSettings
+) -> None:
+    buffer = 12
+    kafka = kafka_settings.model_copy(
+        update={"request_timeout_ms": 1_000, "producer_buffer_max_events": buffer}
+    )
+    gateway = await gateway_at(registry.target, kafka=kafka)
+    labels = {"model": MODEL, "reason": "buffer_full"}
+    dropped_before = REGISTRY.get_sample_value(DROPPED, labels) or 0.0
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        broker.pause()
+        try:
+            ids: list[str] = []
+            for _ in range(10):  # 20 rows, 12 fit in the buffer
+                response = await predict(stub)
+                assert response.model_version == "1"  # answered all the same
+                ids += ids_of(response)
+        finally:
+            broker.resume()
+        await gateway.producer.flush(timeout_s=30)
+    dropped = gateway.service.events_dropped
+    held = len(ids) - dropped  # the buffer, plus the batch the sender had already taken
+    assert buffer <= held < len(ids)
+    # the producer counts each refused publish; the gateway also the rows it then did not try
+    assert 1 <= gateway.producer.dropped_buffer_full <= dropped
+    assert (REGISTRY.get_sample_value(DROPPED, labels) or 0.0) - dropped_before == dropped
+    records = await read_to_end(kafka_settings, Topic.PREDICTIONS)
+    assert {r.key.decode() for r in records} == set(ids[:held])  # the first ones, none lost
+    assert gateway.producer.failed == 0
