@@ -81,3 +81,39 @@ async def test_sigterm_flushes_buffered_prediction_events_and_exits_0_within_the
     records = await read_to_end(kafka_settings, Topic.PREDICTIONS)
     assert {r.key.decode() for r in records} == set(ids)
     assert len(set(ids)) == 2 * REQUESTS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shared/lifecycle.serve_until_signalled awaits service.start() before it waits for "
+    "the signal: a gateway that cannot reach its registry ignores SIGTERM until "
+    "startup_timeout_s (60 s by default) has passed",
+)
+async def test_sigterm_while_the_registry_is_unreachable_at_start_exits_within_the_grace(
+    kafka_settings: KafkaSettings, spawn: Spawn
+) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    gateway = await spawn(
+        "gateway",
+        {
+            **kafka_env(kafka_settings),
+            "HEADWATER_GATEWAY_PORT": str(port),
+            "HEADWATER_GATEWAY_METRICS_PORT": "0",
+            "HEADWATER_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{free_port()}",  # nobody there
+            "HEADWATER_GATEWAY_SHUTDOWN_GRACE_S": "3",
+        },
+    )
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def not_serving_yet() -> bool:  # the port answers; start() is still waiting
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await eventually(not_serving_yet, timeout_s=30, interval_s=0.2, what="NOT_SERVING")
+    gateway.terminate()
+    assert await gateway.wait_exit(timeout_s=3 + 5) == 0
