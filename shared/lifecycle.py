@@ -1,13 +1,22 @@
-"""Running a service process: start, wait for SIGTERM or SIGINT, stop gracefully."""
+"""Running a service process: start, wait for SIGTERM or SIGINT, stop gracefully.
+
+A signal is honoured at any moment, start-up included: a service that is still
+starting (joining a consumer group, loading models) is cancelled and stopped,
+so a supervisor's SIGTERM never has to escalate to SIGKILL.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+#: Extra time stop() gets beyond its grace before it is cancelled.
+STOP_SLACK_S = 5.0
 
 
 class Service(Protocol):
@@ -21,16 +30,41 @@ class Service(Protocol):
 
 
 async def serve_until_signalled(service: Service, grace_s: float, name: str) -> None:
-    """Start ``service``, then stop it on the first SIGTERM or SIGINT."""
+    """Start ``service``, then stop it on the first SIGTERM or SIGINT (even mid-start).
+
+    Raises:
+        Exception: whatever ``service.start()`` raised, after the service was stopped.
+
+    """
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
-    await service.start()
-    log.info("service started", extra={"service_name": name})
     try:
-        await stop_requested.wait()
+        if await _started(service, stop_requested):
+            log.info("service started", extra={"service_name": name})
+            await stop_requested.wait()
     finally:
         log.info("service stopping", extra={"service_name": name, "grace_s": grace_s})
-        await asyncio.wait_for(service.stop(grace_s), timeout=grace_s + 5)
+        try:
+            await asyncio.wait_for(service.stop(grace_s), timeout=grace_s + STOP_SLACK_S)
+        except TimeoutError:
+            log.error("service did not stop in time", extra={"service_name": name})
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         log.info("service stopped", extra={"service_name": name})
+
+
+async def _started(service: Service, stop_requested: asyncio.Event) -> bool:
+    """Run start() until it finishes or a stop is requested; True when it finished."""
+    starting = asyncio.ensure_future(service.start())
+    waiting = asyncio.ensure_future(stop_requested.wait())
+    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if starting.done():
+        starting.result()  # re-raise a failed start (stop() still runs)
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    return False

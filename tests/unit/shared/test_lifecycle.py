@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from headwater.shared.lifecycle import serve_until_signalled
+
+
+class Recorder:
+    def __init__(self, start_s: float = 0.0, fail: bool = False) -> None:
+        self.start_s = start_s
+        self.fail = fail
+        self.events: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("start")
+        await asyncio.sleep(self.start_s)
+        if self.fail:
+            raise RuntimeError("cannot start")
+        self.events.append("started")
+
+    async def stop(self, grace_s: float) -> None:
+        self.events.append(f"stop {grace_s}")
+
+
+def _signal_soon(delay_s: float) -> None:
+    asyncio.get_running_loop().call_later(delay_s, os.kill, os.getpid(), signal.SIGTERM)
+
+
+async def test_sigterm_after_start_stops_with_the_grace() -> None:
+    service = Recorder()
+    _signal_soon(0.05)
+    await asyncio.wait_for(serve_until_signalled(service, 2.0, "t"), 5)
+    assert service.events == ["start", "started", "stop 2.0"]
+
+
+async def test_sigterm_during_a_long_start_cancels_it_and_stops() -> None:
+    service = Recorder(start_s=60)
+    _signal_soon(0.05)
+    await asyncio.wait_for(serve_until_signalled(service, 1.0, "t"), 5)
+    assert service.events == ["start", "stop 1.0"]
+
+
+async def test_a_failed_start_is_stopped_and_reraised() -> None:
+    service = Recorder(fail=True)
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await asyncio.wait_for(serve_until_signalled(service, 1.0, "t"), 5)
+    assert service.events == ["start", "stop 1.0"]
