@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import runpy
@@ -10,8 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -70,13 +73,37 @@ async def _run_foreground(settings: StackSettings) -> None:
         loop.add_signal_handler(signum, stop_requested.set)
     try:
         with console.status("starting the local stack…"):
-            state = await stack.start()
+            state = await _unless_stopped(stack.start(), stop_requested)
+        if state is None:
+            return
         _print_endpoints(state)
         console.print("[green]stack is up[/] — Ctrl-C to stop")
-        await stop_requested.wait()
+        while not stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), timeout=1.0)
+            for name in stack.restart_crashed():
+                errors.print(f"[yellow]{name} crashed; restarted[/] (see its log)")
+                state.pids = stack.pids()
+                state.save(stack.state_dir)
     finally:
         console.print("stopping…")
         stack.stop()
+
+
+async def _unless_stopped(
+    starting: Coroutine[Any, Any, StackState], stop_requested: asyncio.Event
+) -> StackState | None:
+    """The started stack's state, or None when a stop was requested first."""
+    start = asyncio.ensure_future(starting)
+    stop = asyncio.ensure_future(stop_requested.wait())
+    await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if start.done():
+        return start.result()
+    start.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await start
+    return None
 
 
 def _start_detached(settings: StackSettings) -> None:
@@ -119,11 +146,11 @@ def demo(
 async def _run_demo(settings: StackSettings, plan: DemoPlan, env: dict[str, str]) -> None:
     state = StackState.load(settings.state_dir)
     stack = None
-    if state is None or not all((await _check_all(state)).values()):
-        stack = LocalStack(settings, extra_env=env)
-        with console.status("starting the local stack…"):
-            state = await stack.start()
     try:
+        if state is None or not all((await _check_all(state)).values()):
+            stack = LocalStack(settings, extra_env=env)
+            with console.status("starting the local stack…"):
+                state = await stack.start()
         name = f"sea-{time.strftime('%Y%m%d-%H%M%S')}"
         seen = await Demo(state.endpoints, plan, name).run()
         await print_summary(state.endpoints, name, seen)

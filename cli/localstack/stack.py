@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,15 @@ class StackSettings(BaseSettings):
     registry_metrics_port: int = Field(9103, description="Registry Prometheus port.")
     partitions: int = Field(4, ge=1, description="Partitions of each topic.")
     start_timeout_s: float = Field(60.0, gt=0, description="Longest wait for a healthy stack.")
-    stop_timeout_s: float = Field(8.0, gt=0, description="Longest wait for a clean stop.")
+    stop_timeout_s: float = Field(
+        9.0, gt=0, description="Longest a whole stop takes: services, then broker and PostgreSQL."
+    )
+    service_grace_s: float = Field(
+        4.0, ge=0, description="Shutdown grace each service gets (its SHUTDOWN_GRACE_S)."
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="Times `headwater up` restarts a service that crashed."
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ def service_environment(settings: StackSettings, endpoints: Endpoints) -> dict[s
         "HEADWATER_TRAINER_REGISTRY_TARGET": endpoints.registry,
         "HEADWATER_MONITOR_METRICS_PORT": str(settings.monitor_port),
         "HEADWATER_MONITOR_REGISTRY_TARGET": endpoints.registry,
+        **{f"HEADWATER_{name.upper()}_SHUTDOWN_GRACE_S": str(settings.service_grace_s)
+           for name in SERVICES},
     }
 
 
@@ -133,6 +144,7 @@ class LocalStack:
         self.broker = TansuBroker(port=settings.kafka_port, log_path=self._log("broker"))
         self.postgres = EmbeddedPostgres(self.state_dir / "postgres", port=settings.postgres_port)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}
 
     def _log(self, name: str) -> Path:
         path = self.state_dir / "logs" / f"{name}.log"
@@ -195,18 +207,37 @@ class LocalStack:
             f"{name} not healthy after {self.settings.start_timeout_s} s; see {self._log(name)}"
         )
 
+    def restart_crashed(self) -> list[str]:
+        """Restart services that exited on their own (up to ``max_restarts`` each)."""
+        restarted = []
+        for name, process in list(self.processes.items()):
+            if process.poll() is None or self.restarts.get(name, 0) >= self.settings.max_restarts:
+                continue
+            log.warning("%s exited with code %s; restarting", name, process.returncode)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self._spawn(name)
+            restarted.append(name)
+        return restarted
+
     def stop(self) -> None:
-        """Stop services in reverse order, then the broker and PostgreSQL; bounded."""
+        """Stop everything within ``stop_timeout_s``.
+
+        Services go first (they flush to the broker), then the broker and PostgreSQL
+        together; whatever outlives its share of the time is killed.
+        """
         deadline = time.monotonic() + self.settings.stop_timeout_s
+        servers_s = 2.0  # kept for the broker and PostgreSQL at the end
         running = [p for p in reversed(list(self.processes.values())) if p.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
         for process in running:
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - servers_s - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(timeout=2)
-        self.broker.stop()
-        self.postgres.stop()
+                process.wait(timeout=1)
+        left_s = max(0.5, deadline - time.monotonic())
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pool.submit(self.broker.stop, left_s / 2)
+            pool.submit(self.postgres.stop, left_s / 2)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
