@@ -83,12 +83,6 @@ async def test_sigterm_flushes_buffered_prediction_events_and_exits_0_within_the
     assert len(set(ids)) == 2 * REQUESTS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared/lifecycle.serve_until_signalled awaits service.start() before it waits for "
-    "the signal: a gateway that cannot reach its registry ignores SIGTERM until "
-    "startup_timeout_s (60 s by default) has passed",
-)
 async def test_sigterm_while_the_registry_is_unreachable_at_start_exits_within_the_grace(
     kafka_settings: KafkaSettings, spawn: Spawn
 ) -> None:
