@@ -18,7 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, ModelNotFound, Unavailable
-from headwater.shared.features import target_to_proto
+from headwater.shared.features import FeatureSchema, target_to_proto
+from headwater.shared.grpc_errors import error_for
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.settings import KafkaSettings
 
@@ -67,7 +68,14 @@ def parse_value(text: str) -> Label:
 def build_infer_request(
     model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]]
 ) -> oip_pb2.ModelInferRequest:
-    """One tensor per feature present in the rows, typed by the model's schema."""
+    """One tensor per feature present in the rows, typed by the model's schema.
+
+    Raises:
+        InvalidInput: a row does not fit the schema (the same check the gateway makes).
+
+    """
+    schema = FeatureSchema.from_proto(model)
+    rows = [schema.validate_row(row) for row in rows]
     request = oip_pb2.ModelInferRequest(model_name=model.name, id=uuid.uuid4().hex)
     for feature in model.features:
         if not any(feature.name in row for row in rows):
@@ -136,7 +144,10 @@ class InferenceClient:
     ) -> list[InferenceResult]:
         """Predict ``rows`` with the model's deployed version."""
         request = build_infer_request(model, rows)
-        response = await self._stub.ModelInfer(request, timeout=self._deadline_s)
+        try:
+            response = await self._stub.ModelInfer(request, timeout=self._deadline_s)
+        except grpc.aio.AioRpcError as error:
+            raise error_for(error.code(), error.details() or "") from None
         return parse_infer_response(response)
 
 

@@ -28,6 +28,33 @@ _STATUS: tuple[tuple[type[errors.HeadwaterError], grpc.StatusCode], ...] = (
 )
 
 
+# The way back, for clients: a status received becomes the matching headwater error.
+_ERRORS: dict[grpc.StatusCode, type[errors.HeadwaterError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: errors.ModelNotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.DATA_LOSS: errors.ArtifactIntegrityError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+}
+
+
+def error_for(code: grpc.StatusCode, details: str) -> errors.HeadwaterError:
+    """The headwater error of a gRPC status a client received.
+
+    >>> error_for(grpc.StatusCode.NOT_FOUND, "no model named 'x'")
+    ModelNotFound("no model named 'x'")
+    >>> type(error_for(grpc.StatusCode.INTERNAL, "boom")).__name__
+    'HeadwaterError'
+    """
+    return _ERRORS.get(code, errors.HeadwaterError)(details)
+
+
 def status_for(error: BaseException) -> grpc.StatusCode:
     """Return the gRPC status code for an error.
 

@@ -34,6 +34,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 
 from headwater.shared import errors
+from headwater.shared.grpc_errors import error_for
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
 
 ACTOR_METADATA_KEY = "x-headwater-actor"
@@ -43,19 +44,6 @@ RETRY_BASE_S = 0.1
 
 R = TypeVar("R")
 
-_ERRORS: dict[grpc.StatusCode, type[errors.HeadwaterError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
-    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
-    grpc.StatusCode.NOT_FOUND: errors.ModelNotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.DATA_LOSS: errors.ArtifactIntegrityError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
-}
 _TASKS = {
     "binary": registry_pb2.TASK_BINARY,
     "multiclass": registry_pb2.TASK_MULTICLASS,
@@ -81,11 +69,6 @@ _SOURCES = {
 
 FeatureArg: TypeAlias = registry_pb2.Feature | tuple[str, str] | tuple[str, str, bool]
 RouteArg: TypeAlias = registry_pb2.Route | tuple[int, float, str]
-
-
-def error_for(code: grpc.StatusCode, details: str) -> errors.HeadwaterError:
-    """The headwater error of a gRPC status (the base class for codes it has none for)."""
-    return _ERRORS.get(code, errors.HeadwaterError)(details)
 
 
 def _enum(kind: str, value: str | int, names: Mapping[str, Any]) -> Any:

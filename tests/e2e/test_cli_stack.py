@@ -86,3 +86,14 @@ def test_predict_feedback_and_checkpoint_from_the_cli(running_stack: RunningStac
         time.sleep(0.5)
     version = json.loads(checkpoint.stdout)
     assert version["parent_version"] == 1 and version["example_count"] == 1
+
+
+def test_predict_with_bad_input_is_a_clear_error(running_stack: RunningStack) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _json(running_stack, "models", "create", name, "--task", "binary", "-f", "x0:float")
+    not_a_number = running_stack.cli("predict", name, "x0=abc")
+    assert not_a_number.returncode == 1
+    assert "feature 'x0' must be a float" in not_a_number.stderr
+    not_deployed = running_stack.cli("predict", name, "x0=1")
+    assert not_deployed.returncode == 1 and "Traceback" not in not_deployed.stderr
+    assert name in not_deployed.stderr
