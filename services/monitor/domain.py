@@ -204,15 +204,15 @@ class _VersionTracker:
 
     def score(self, example: ExampleObserved, now: float) -> DriftDetection | None:
         """Add one labelled prediction to the rolling quality and the drift detector."""
-        if self.quality is None:
-            self.quality = RollingQuality(example.task, self.config.window_size)
-        elif self.quality.task is not example.task:
+        quality = self.quality or RollingQuality(example.task, self.config.window_size)
+        if quality.task is not example.task:
             raise InvalidInput(
-                f"{self.model} v{self.version} is a {self.quality.task} model, "
+                f"{self.model} v{self.version} is a {quality.task} model, "
                 f"got a {example.task} label"
             )
         assert example.prediction is not None
-        error = self.quality.update(example.label, example.prediction)
+        error = quality.update(example.label, example.prediction)  # raises before it counts
+        self.quality = quality
         self.labelled += 1
         return self.error_drift.update(error, now)
 
@@ -284,8 +284,10 @@ class MonitorState:
             self._unscored[example.model] = self._unscored.get(example.model, 0) + 1
             return ()
         _check_key(example.model, example.version)
-        tracker = self._tracker(example.model, example.version, now)
-        detection = tracker.score(example, now)
+        key = (example.model, example.version)
+        tracker = self._versions.get(key) or _VersionTracker(*key, self.config, now)
+        detection = tracker.score(example, now)  # a rejected example leaves no version behind
+        self._keep(tracker, now)
         if detection is None or not detection.alert:
             return ()
         return (_drift_alert(tracker, detection, now),)
@@ -305,10 +307,13 @@ class MonitorState:
 
     def _tracker(self, model: str, version: int, now: float) -> _VersionTracker:
         key = (model, version)
-        tracker = self._versions.get(key)
-        if tracker is None:
-            self._forget_oldest_version_of(model)
-            tracker = self._versions[key] = _VersionTracker(model, version, self.config, now)
+        return self._keep(self._versions.get(key) or _VersionTracker(*key, self.config, now), now)
+
+    def _keep(self, tracker: _VersionTracker, now: float) -> _VersionTracker:
+        key = (tracker.model, tracker.version)
+        if key not in self._versions:
+            self._forget_oldest_version_of(tracker.model)
+            self._versions[key] = tracker
         tracker.last_seen_at = max(tracker.last_seen_at, now)
         return tracker
 

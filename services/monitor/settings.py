@@ -1,8 +1,8 @@
 """Settings of the monitor (environment prefix ``HEADWATER_MONITOR_``).
 
 >>> s = MonitorSettings()
->>> s.metrics_port, s.window_size, s.app_id
-(9100, 200, 'headwater-monitor')
+>>> s.metrics_port, s.window_size, s.app_id, s.group_id
+(9100, 200, 'monitor', 'headwater.monitor')
 >>> s.monitor_config().window_size
 200
 """
@@ -32,9 +32,10 @@ class MonitorSettings(ServiceSettings):
         "0 picks a free one.",
     )
     app_id: str = Field(
-        "headwater-monitor",
+        "monitor",
         min_length=1,
-        description="Faust app id: the consumer group of the monitor's replicas.",
+        description="Names the monitor's consumer group (prefixed with the Kafka topic prefix, "
+        "so deployments sharing a broker under different prefixes never share a group).",
     )
     window_size: int = Field(
         200, ge=1, description="Labelled examples in the rolling accuracy / MAE window."
@@ -90,3 +91,8 @@ class MonitorSettings(ServiceSettings):
             latency_buckets_ms=self.latency_buckets_ms,
             max_versions_per_model=self.max_versions_per_model,
         )
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group (and Faust app id) of the monitor's replicas."""
+        return f"{self.kafka.topic_prefix}{self.app_id}"

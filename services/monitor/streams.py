@@ -45,7 +45,7 @@ def build_app(settings: MonitorSettings, service: MonitorService, data_dir: Path
     """The Faust app with its two agents (call inside the running event loop)."""
     session_s = settings.session_timeout_s
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=faust_brokers(settings.kafka.bootstrap),
         datadir=str(data_dir),
         autodiscover=False,

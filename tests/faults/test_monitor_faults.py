@@ -233,12 +233,6 @@ async def test_malformed_records_are_dead_lettered_and_good_counts_stay_exact(
     assert (await get_json(monitor, "/health"))[0] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MonitorState.observe_example creates the version's tracker before scoring, so a "
-    "rejected example leaves a phantom version (0 requests) in /v1/models and /metrics, and "
-    "counts towards max_versions_per_model (evicting real versions)",
-)
 async def test_a_rejected_example_leaves_no_trace_in_the_metrics(
     monitor: MonitorServer, kafka_settings: KafkaSettings
 ) -> None:

@@ -223,3 +223,16 @@ def test_regression_drift_alert_on_absolute_error() -> None:
         alerts += state.observe_example(regressed("r", 4, 1.0, 1.0 + noise), now=float(i))
     assert len(alerts) == 1
     assert "absolute error" in alerts[0].message
+
+
+def test_a_rejected_example_creates_no_version() -> None:
+    from headwater.services.monitor.domain import ExampleObserved, MonitorConfig, MonitorState
+    from headwater.services.monitor.metrics import Task
+    from headwater.shared.errors import InvalidInput
+
+    state = MonitorState(MonitorConfig())
+    bad = ExampleObserved(model="m", version=9, task=Task.REGRESSION, label=float("nan"),
+                          prediction=1.0)
+    with pytest.raises(InvalidInput):
+        state.observe_example(bad, now=0.0)
+    assert state.snapshot().versions == ()
