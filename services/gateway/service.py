@@ -5,6 +5,8 @@
 predicted inline on the event loop. One ``PredictionEvent`` per row is handed
 to the producer's bounded buffer, which never blocks; when the buffer is full
 the answer still goes out and the dropped events are counted and logged.
+A request is all or nothing: every event of it is built before any is
+published, so a request refused with an error has published nothing.
 Shadow routes predict after the answer is built, in a later turn of the loop.
 """
 
@@ -120,10 +122,13 @@ class InferenceService:
         with tracer.start_as_current_span("ModelInfer", context=context) as span:
             span.set_attribute("headwater.model", name)
             try:
-                served, outputs, raw = self._serve(request, started)
+                served, shadows, outputs, raw = self._serve(request, started)
                 version_label = str(served.version.version)
                 response = _response(request, served, outputs, raw)
-                self._publish(served)
+                events = self._events(served)  # every event is built before any is published
+                self._publish(served, events)
+                if shadows:
+                    asyncio.get_running_loop().call_soon(self._shadow, served, shadows)
             except Exception as error:
                 self._count(name, version_label, status_for(error).name, started)
                 raise
@@ -132,7 +137,7 @@ class InferenceService:
 
     def _serve(
         self, request: oip_pb2.ModelInferRequest, started: float
-    ) -> tuple[Served, tuple[str, ...], bool]:
+    ) -> tuple[Served, tuple[Route, ...], tuple[str, ...], bool]:
         entry = self.cache.get(request.model_name)
         outputs = select_outputs((o.name for o in request.outputs), entry.classifier)
         rows = decode_rows(request, entry.schema, self.max_batch_rows)
@@ -150,22 +155,21 @@ class InferenceService:
             request_id=request.id,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-        if choice.shadows:
-            asyncio.get_running_loop().call_soon(self._shadow, served, choice)
-        return served, outputs, bool(request.raw_input_contents)
+        return served, choice.shadows, outputs, bool(request.raw_input_contents)
 
-    def _shadow(self, answered: Served, choice: RouteChoice) -> None:
+    def _shadow(self, answered: Served, shadows: tuple[Route, ...]) -> None:
         """Predict the request with each shadow route and publish, never answering."""
-        for route in choice.shadows:
+        for route in shadows:
             version = answered.entry.versions.get(route.version)
             if version is None:
                 continue
-            started = time.perf_counter()
-            predictions = [
-                predict(version.estimator, row, answered.entry.classifier) for row in answered.rows
-            ]
-            self._publish(
-                Served(
+            try:
+                started = time.perf_counter()
+                predictions = [
+                    predict(version.estimator, row, answered.entry.classifier)
+                    for row in answered.rows
+                ]
+                served = Served(
                     entry=answered.entry,
                     route=route,
                     version=version,
@@ -175,25 +179,35 @@ class InferenceService:
                     request_id=answered.request_id,
                     latency_ms=(time.perf_counter() - started) * 1000,
                 )
-            )
+                self._publish(served, self._events(served))
+            except Exception:  # a shadow must never disturb the others or the loop
+                log.exception(
+                    "shadow prediction failed",
+                    extra={"model": answered.entry.name, "version": route.version},
+                )
 
-    def _publish(self, served: Served) -> None:
+    def _events(self, served: Served) -> list[events_pb2.PredictionEvent]:
+        """The PredictionEvent of every row; raises before anything is published."""
+        now = Timestamp()
+        now.GetCurrentTime()
+        return [
+            prediction_event(served, index, now, self.gateway_id)
+            for index in range(len(served.prediction_ids))
+        ]
+
+    def _publish(self, served: Served, events: list[events_pb2.PredictionEvent]) -> None:
         name = served.entry.name
         role = _ROLE_NAMES.get(served.route.role, "unspecified")
         metrics.ROWS.labels(model=name, version=str(served.version.version), role=role).inc(
             len(served.rows)
         )
-        now = Timestamp()
-        now.GetCurrentTime()
-        for index, prediction_id in enumerate(served.prediction_ids):
-            event = prediction_event(served, index, now, self.gateway_id)
+        for index, event in enumerate(events):
             try:
-                self.publisher.publish(Topic.PREDICTIONS, prediction_id, event)
+                self.publisher.publish(Topic.PREDICTIONS, event.prediction_id, event)
             except (ResourceExhausted, Unavailable) as error:
-                dropped = len(served.prediction_ids) - index
-                self._dropped(name, dropped, error)
+                self._dropped(name, len(events) - index, error)
                 return
-        metrics.EVENTS_PUBLISHED.labels(model=name).inc(len(served.prediction_ids))
+        metrics.EVENTS_PUBLISHED.labels(model=name).inc(len(events))
 
     def _dropped(self, model: str, count: int, error: Exception) -> None:
         self.events_dropped += count

@@ -182,6 +182,7 @@ def _dense_column(tensor: str, feature: FeatureSpec, column: np.ndarray) -> list
                 f"input '{tensor}': feature '{feature.name}' is an int but row {bad[0]} "
                 f"holds {float(column[bad[0]])!r}"
             )
+        _check_int64(tensor, column, f" (feature '{feature.name}')")
         return [int(v) for v in column.tolist()]
     if kind == "bool":
         bad = np.flatnonzero((column != 0) & (column != 1))
@@ -256,7 +257,38 @@ def _feature_column(
         _check_finite(tensor.name, values)
     if feature.type == "float":
         return [float(v) for v in values.tolist()]
+    if feature.type == "int":
+        _check_int64(tensor.name, values)
     return list(values.tolist())
+
+
+_INT64 = np.iinfo(np.int64)
+_TWO_63 = 2.0**63
+
+
+def _check_int64(tensor: str, values: np.ndarray, where: str = "") -> None:
+    """Refuse values outside the int64 range an ``int`` feature holds (e.g. UINT64 > 2**63-1).
+
+    >>> _check_int64("n", np.array([2**63], dtype=np.uint64))
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: input 'n': value 9223372036854775808 at row 0 \
+is out of the int64 range of an int feature
+    """
+    if values.dtype.kind == "u":
+        bad = np.flatnonzero(values > np.uint64(_INT64.max))
+    elif values.dtype.kind == "f":  # 2**63 is exact as a float; int64 holds [-2**63, 2**63)
+        bad = np.flatnonzero((values < -_TWO_63) | (values >= _TWO_63))
+    else:
+        return
+    if bad.size:
+        index = int(bad[0])
+        value = values[index]
+        shown = int(value) if values.dtype.kind == "u" else float(value)
+        raise InvalidInput(
+            f"input '{tensor}'{where}: value {shown!r} at row {index} is out of the int64 "
+            f"range of an int feature"
+        )
 
 
 def _text(tensor: str, row: int, value: bytes) -> str:

@@ -172,3 +172,48 @@ async def test_errors() -> None:
     bad_output.outputs.add(name="scores")
     with pytest.raises(InvalidInput, match="unknown output 'scores'"):
         await service.infer(bad_output)
+
+
+async def test_an_int_feature_beyond_int64_is_refused_before_any_event_is_published() -> None:
+    publisher = ListPublisher()
+    features = [R.Feature(name="n", type=R.FEATURE_TYPE_INT, required=True)]
+    model = linear_model.LogisticRegression()
+    cache = make_cache(PRIMARY_1, {1: ServedVersion(1, model)}, features)
+    service = InferenceService(cache, publisher, "gw", max_batch_rows=8)
+    req = oip_pb2.ModelInferRequest(model_name="m")
+    req.inputs.add(name="n", datatype="UINT64", shape=[3]).contents.uint64_contents.extend(
+        [1, 2, 2**63]
+    )
+    with pytest.raises(InvalidInput, match=r"input 'n': value 9223372036854775808 at row 2"):
+        await service.infer(req)
+    assert publisher.events == []
+
+
+async def test_a_request_whose_events_cannot_all_be_built_publishes_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from headwater.services.gateway import service as service_module
+
+    calls = 0
+    real = service_module.features_to_proto
+
+    def fails_on_the_third_row(row):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise InvalidInput("feature 'x' cannot be encoded")
+        return real(row)
+
+    monkeypatch.setattr(service_module, "features_to_proto", fails_on_the_third_row)
+    publisher = ListPublisher()
+    routes = [
+        R.Route(version=1, weight=1.0, role=R.ROUTE_ROLE_PRIMARY),
+        R.Route(version=2, weight=1.0, role=R.ROUTE_ROLE_SHADOW),
+    ]
+    versions = {1: ServedVersion(1, trained(True)), 2: ServedVersion(2, trained(False))}
+    service = InferenceService(make_cache(routes, versions), publisher, "gw", max_batch_rows=8)
+    with pytest.raises(InvalidInput, match="cannot be encoded"):
+        await service.infer(request([1.0, 1.0, 1.0, 1.0]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # a shadow would have run by now
+    assert publisher.events == []

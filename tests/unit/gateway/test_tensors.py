@@ -306,3 +306,28 @@ def test_narrow_integer_out_of_range() -> None:
     request = typed_request(("count", "INT8", [1], "int_contents", [300]))
     schema = FeatureSchema((FeatureSpec("count", "int"),))
     assert error_of(request, schema) == "input 'count': value 300 at row 0 is out of range for INT8"
+
+
+def test_int_feature_refuses_uint64_beyond_int64() -> None:
+    schema = FeatureSchema((FeatureSpec("n", "int"),))
+    values = [1, 2**63, 2**64 - 1]
+    expected = (
+        "input 'n': value 9223372036854775808 at row 1 is out of the int64 range of an int feature"
+    )
+    typed = typed_request(("n", "UINT64", [3], "uint64_contents", values))
+    assert error_of(typed, schema) == expected
+    raw = raw_request(("n", "UINT64", [3], np.array(values, "<u8").tobytes()))
+    assert error_of(raw, schema) == expected
+    top = typed_request(("n", "UINT64", [1], "uint64_contents", [2**63 - 1]))
+    assert decode_rows(top, schema, 4) == [{"n": 2**63 - 1}]
+    as_float = FeatureSchema((FeatureSpec("n", "float"),))
+    assert decode_rows(typed, as_float, 4)[2] == {"n": float(2**64 - 1)}
+
+
+def test_dense_int_column_refuses_values_beyond_int64() -> None:
+    request = typed_request(("x", "FP64", [2, 3], "fp64_contents", [1, 2, 1, 1, 1e19, 0]))
+    assert error_of(request, NUMERIC) == (
+        "input 'x' (feature 'b'): value 1e+19 at row 1 is out of the int64 range of an int feature"
+    )
+    low = typed_request(("x", "FP64", [1, 3], "fp64_contents", [1, -(2.0**63), 0]))
+    assert decode_rows(low, NUMERIC, 4) == [{"a": 1.0, "b": -(2**63), "c": False}]
