@@ -115,6 +115,7 @@ class EventProducer:
         self.failed = 0
         self._max_batch = max_batch_events
         self._max_backoff_s = max_retry_backoff_s
+        self._max_request_size = max_request_size
         self._connection = ProducerConnection(
             kafka, client_id, max_request_size=max_request_size, create_topics=create_topics
         )
@@ -185,6 +186,11 @@ class EventProducer:
         self._gauge.set(0)
 
     # -- publishing -----------------------------------------------------------
+
+    @property
+    def max_request_size(self) -> int:
+        """Largest request this producer sends, in bytes (a larger record is refused)."""
+        return self._max_request_size
 
     @property
     def buffered(self) -> int:
