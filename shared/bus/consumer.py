@@ -3,16 +3,26 @@
 A consumer loop reads a batch, processes every record (or dead-letters it),
 then commits with :func:`commit_processed`, so a crash re-delivers what was not
 processed (at least once) and never skips a record.
+
+A reader that needs every partition and no group (a cache of a whole topic, a
+test) uses :func:`assign_all_partitions` instead: no group join (seconds on
+Tansu), positions set before it returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.errors import Unavailable
 from headwater.shared.settings import KafkaSettings
 
 
@@ -75,3 +85,108 @@ async def commit_processed(consumer: AIOKafkaConsumer, records: Iterable[Consume
     offsets = next_offsets(records)
     if offsets:
         await consumer.commit(offsets)
+
+
+@dataclass(frozen=True)
+class AssignedConsumer:
+    """A started group-less consumer and what it was assigned.
+
+    Attributes:
+        consumer: Started, every partition assigned, positions set; stop it when done.
+        partitions: Every assigned partition, by topic then partition number.
+        end_offsets: Each partition's end offset when it was assigned.
+
+    """
+
+    consumer: AIOKafkaConsumer
+    partitions: tuple[TopicPartition, ...]
+    end_offsets: Mapping[TopicPartition, int]
+
+
+async def assign_all_partitions(
+    kafka: KafkaSettings,
+    topics: Iterable[Topic],
+    from_beginning: bool,
+    *,
+    client_id: str = "headwater-reader",
+    max_poll_records: int = 500,
+    timeout_s: float | None = None,
+) -> AssignedConsumer:
+    """Start a group-less consumer assigned every partition of ``topics``.
+
+    Public aiokafka API only: the partitions come from the admin client's
+    metadata of all topics (asking for a topic by name would make Tansu create
+    a missing one with its default partition count).
+
+    Args:
+        kafka: Broker address, prefix and request timeout.
+        topics: Logical topics to read; each must exist.
+        from_beginning: Start at each partition's beginning; else at its end
+            offset now (records written after this returns are read).
+        client_id: Names the consumer on the broker.
+        max_poll_records: Most records one ``getmany`` returns.
+        timeout_s: Deadline of the whole call; twice the request timeout when None.
+
+    Returns:
+        The started consumer with its partitions and their end offsets.
+
+    Raises:
+        Unavailable: The broker did not answer in time, or a topic does not exist.
+
+    """
+    names = [topic_name(kafka, t) for t in topics]
+    deadline_s = timeout_s if timeout_s is not None else 2 * kafka.request_timeout_ms / 1000
+    consumer = make_consumer(
+        kafka,
+        [],
+        None,
+        client_id,
+        from_beginning=from_beginning,
+        max_poll_records=max_poll_records,
+    )
+    try:
+        async with asyncio.timeout(deadline_s):
+            partitions = await partitions_of(kafka, names)
+            await consumer.start()
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.beginning_offsets(partitions) if from_beginning else ends
+            for tp in partitions:
+                consumer.seek(tp, starts[tp])
+    except BaseException as err:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await consumer.stop()
+        if isinstance(err, KafkaError | OSError | TimeoutError):
+            raise Unavailable(f"cannot read {names} within {deadline_s}s: {err!r}") from err
+        raise
+    return AssignedConsumer(consumer, tuple(partitions), dict(ends))
+
+
+async def partitions_of(kafka: KafkaSettings, names: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of the broker-side topics ``names`` (none is created).
+
+    Raises:
+        Unavailable: A topic does not exist (or has no partitions yet).
+        KafkaError: The broker did not answer.
+
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap,
+        client_id="headwater-admin",
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    try:
+        await admin.start()
+        described = await admin.describe_topics()  # all of them: never auto-creates
+    finally:
+        await admin.close()
+    found = {
+        t["topic"]: sorted(p["partition"] for p in t.get("partitions", []))
+        for t in described
+        if t.get("error_code", 0) == 0
+    }
+    missing = [name for name in names if not found.get(name)]
+    if missing:
+        raise Unavailable(f"topics {missing} do not exist on {kafka.bootstrap} (not created?)")
+    return [TopicPartition(name, p) for name in names for p in found[name]]

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from headwater.services.registry.server import RegistryServer
 from headwater.services.registry.settings import RegistrySettings
+from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2
 from headwater.shared.registry_client import RegistryClient
@@ -95,21 +95,10 @@ async def read_all_events(
     Call once the relay has published everything: the end offsets then bound
     exactly what was written, so duplicates and losses both show.
     """
-    name = kafka.topic(Topic.REGISTRY_EVENTS.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-    await consumer.start()
+    assigned = await assign_all_partitions(kafka, [Topic.REGISTRY_EVENTS], from_beginning=True)
+    consumer, partitions, ends = assigned.consumer, assigned.partitions, assigned.end_offsets
+    records: list[ConsumerRecord] = []
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name))]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord] = []
 
         async def caught_up() -> bool:
             batch = await consumer.getmany(*partitions, timeout_ms=200)
