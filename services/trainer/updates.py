@@ -147,8 +147,21 @@ class UpdateIndex:
         return self._sequences.get(model, 0)
 
     def record(self, update: events_pb2.ModelUpdate, headers: Headers) -> None:
-        """Take note of an update (read from the topic, or just published)."""
-        self._latest[update.model] = SavedUpdate(update, tuple(headers))
+        """Take note of an update (read from the topic, or just published).
+
+        An update older than the latest one noted (a lower sequence: the topic
+        read back after :meth:`LearnerPool.saved` noted a newer one) is ignored,
+        so a restore never goes back to an older state.
+
+        >>> index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "doc")
+        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=5), [])
+        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=4), [])
+        >>> index.latest("m").update.sequence, index.max_sequence("m")
+        (5, 5)
+        """
+        current = self._latest.get(update.model)
+        if current is None or update.sequence >= current.update.sequence:
+            self._latest[update.model] = SavedUpdate(update, tuple(headers))
         self._sequences[update.model] = max(self.max_sequence(update.model), update.sequence)
 
     async def start(self) -> None:

@@ -247,3 +247,22 @@ async def test_a_failed_checkpoint_is_retried_later() -> None:
     assert pool.learners["m"].checkpointed_examples == 0
     with pytest.raises(ModelNotFound):
         pool.start_checkpoint("other")
+
+
+async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer_one() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    pool = make_pool(registry, index)
+    await feed(pool, range(3))
+    older, older_headers = pool.build_update("m")
+    index.record(older, older_headers)
+    await feed(pool, range(3, 6))
+    newer = save(pool)
+    index.record(older, older_headers)  # the index's reader catches up with the topic
+    latest = index.latest("m")
+    assert latest is not None and latest.update.sequence == newer.sequence
+    assert latest.update.examples_learned == 6
+
+    restored = make_pool(registry, index)
+    assert await feed(restored, range(6)) == [Outcome.ALREADY_CONSUMED] * 6
