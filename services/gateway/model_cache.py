@@ -10,9 +10,13 @@ before the assignment, off the event loop.
 Live mode: a deployed version's learner publishes :class:`ModelUpdate`
 messages (signed state, ``base_version``, increasing ``sequence``). An update is
 swapped in when its base version is deployed and its sequence is newer than the
-one served. Updates that arrive before their deployment are remembered (the
-latest per model and base version) and applied when it is installed. An update
-whose signature does not verify is refused, logged and counted.
+one served. The newest verified update of each model is remembered (one per
+model: a model has one learner, whose sequences keep increasing when it rebases
+onto a new version), so an update that arrives before its deployment is applied
+when that deployment is installed. Installing a deployment forgets a remembered
+update whose base version it no longer routes (one newer than every routed
+version is kept: its deployment may still be on its way). An update whose
+signature does not verify is refused, logged and counted.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ class ModelCache:
 
     _entries: dict[str, ModelEntry] = field(default_factory=dict)
     _known: set[str] = field(default_factory=set)
-    _pending: dict[str, dict[int, events_pb2.ModelUpdate]] = field(default_factory=dict)
+    _pending: dict[str, events_pb2.ModelUpdate] = field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry:
         """The deployed entry of ``name``.
@@ -185,6 +189,9 @@ class ModelCache:
             return False
         self._known.add(entry.name)
         self._entries[entry.name] = entry
+        kept = self._pending.get(entry.name)
+        if kept is not None and _obsolete(kept.base_version, entry.routes.versions):
+            del self._pending[entry.name]
         return True
 
     def remove(self, name: str, revision: int) -> bool:
@@ -219,15 +226,14 @@ class ModelCache:
         return UpdatePlan.APPLY
 
     def remember(self, update: events_pb2.ModelUpdate) -> None:
-        """Keep the newest verified update per model and base version for later installs."""
-        by_version = self._pending.setdefault(update.model, {})
-        kept = by_version.get(update.base_version)
+        """Keep a verified update for later installs if it is the model's newest."""
+        kept = self._pending.get(update.model)
         if kept is None or update.sequence > kept.sequence:
-            by_version[update.base_version] = update
+            self._pending[update.model] = update
 
-    def pending(self, name: str) -> list[events_pb2.ModelUpdate]:
-        """The remembered updates of a model, one per base version."""
-        return list(self._pending.get(name, {}).values())
+    def pending(self, name: str) -> events_pb2.ModelUpdate | None:
+        """The remembered (newest) update of a model, or None."""
+        return self._pending.get(name)
 
     def swap_live(self, update: events_pb2.ModelUpdate, estimator: Any) -> bool:
         """Serve ``estimator`` for the update's base version if the update still applies."""
@@ -238,6 +244,15 @@ class ModelCache:
         versions = {**entry.versions, update.base_version: served}
         self._entries[update.model] = replace(entry, versions=MappingProxyType(versions))
         return True
+
+
+def _obsolete(base_version: int, routed: tuple[int, ...]) -> bool:
+    """Whether a remembered update can no longer apply: its base is older than what is routed.
+
+    >>> _obsolete(2, (3,)), _obsolete(3, (3,)), _obsolete(4, (3,)), _obsolete(1, ())
+    (True, False, False, False)
+    """
+    return bool(routed) and base_version not in routed and base_version < max(routed)
 
 
 class LiveUpdater:
@@ -272,7 +287,8 @@ class LiveUpdater:
 
     async def apply_pending(self, name: str) -> None:
         """Apply the remembered updates of a model (after its deployment is installed)."""
-        for update in self.cache.pending(name):
+        update = self.cache.pending(name)
+        if update is not None:
             await self._apply(update)
 
     async def _apply(self, update: events_pb2.ModelUpdate) -> UpdatePlan:

@@ -165,7 +165,7 @@ async def test_tampered_update_is_refused(tamper, caplog: pytest.LogCaptureFixtu
     assert served(cache).live_sequence == 0
     assert updater.counts[UpdatePlan.REFUSED] == 1
     assert "live update refused" in caplog.text
-    assert cache.pending("m") == []  # never remembered for later either
+    assert cache.pending("m") is None  # never remembered for later either
 
 
 async def test_update_signed_with_another_key_is_refused() -> None:
@@ -182,3 +182,40 @@ async def test_reinstall_keeps_live_state_unless_pinned() -> None:
     assert cache.reusable("m", 1, live=True) is served(cache)
     assert cache.reusable("m", 1, live=False) is None
     assert cache.reusable("m", 2, live=True) is None
+
+
+async def test_only_the_newest_update_per_model_is_remembered_across_rebases() -> None:
+    cache = ModelCache()
+    updater = LiveUpdater(cache, CODEC)
+    state = update(1)
+
+    def rebased(base: int, sequence: int) -> events_pb2.ModelUpdate:
+        message = events_pb2.ModelUpdate()
+        message.CopyFrom(state)
+        message.base_version, message.sequence = base, sequence
+        return message
+
+    for base in range(1, 41):  # a learner rebasing onto each new checkpoint
+        assert await updater.offer(rebased(base, base * 10)) is UpdatePlan.NOT_DEPLOYED
+    kept = cache.pending("m")
+    assert isinstance(kept, events_pb2.ModelUpdate)
+    assert (kept.base_version, kept.sequence) == (40, 400)
+    await updater.offer(rebased(39, 390))  # older: not kept
+    assert cache.pending("m").sequence == 400
+
+
+async def test_install_forgets_an_update_whose_base_is_no_longer_routed() -> None:
+    cache = ModelCache()
+    cache.install(entry(1, 1))
+    updater = LiveUpdater(cache, CODEC)
+    assert await updater.offer(update(5, base_version=1)) is UpdatePlan.APPLY
+    assert cache.install(entry(2, 1, 2))  # still routes 1: kept
+    assert cache.pending("m").base_version == 1
+    assert cache.install(entry(3, 2))  # promoted 2, 1 is gone: forgotten
+    assert cache.pending("m") is None
+    assert await updater.offer(update(9, base_version=3)) is UpdatePlan.NOT_DEPLOYED
+    assert cache.install(entry(4, 2))  # base 3 is newer than what is routed: may be on its way
+    assert cache.pending("m").base_version == 3
+    cache.install(entry(5, 3))
+    await updater.apply_pending("m")
+    assert served(cache, 3).live_sequence == 9
