@@ -28,7 +28,7 @@ from headwater.services.registry.settings import RegistrySettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics
-from headwater.shared.errors import Unavailable
+from headwater.shared.errors import FailedPrecondition, Unavailable
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class RegistryServer:
         self._health = health.aio.HealthServicer()
         self._producer: EventProducer | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._health_tasks: set[asyncio.Task[None]] = set()
         self._metrics_server: Any = None
 
     @property
@@ -99,10 +100,12 @@ class RegistryServer:
         )
         await self._start_grpc(self.service)
         self._relay_task = asyncio.create_task(self._run_relay(relay), name="registry-outbox")
+        self._relay_task.add_done_callback(self._on_relay_done)
         if settings.metrics_port:
             self._metrics_server, _ = start_http_server(settings.metrics_port, settings.host)
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if self._relay_task.done():  # died meanwhile: its callback's NOT_SERVING must win
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _start_grpc(self, service: RegistryService) -> None:
         max_bytes = self.settings.artifacts.max_bytes + MESSAGE_OVERHEAD_BYTES
@@ -126,17 +129,43 @@ class RegistryServer:
         """Create the topic and start the producer (retrying while the broker is down), relay."""
         assert self._producer is not None
         if self.settings.create_topics:
-            backoff = 0.1
-            while True:
-                try:
-                    await ensure_topics(self.settings.kafka, [Topic.REGISTRY_EVENTS])
-                    break
-                except Unavailable as error:
-                    log.warning("cannot create registry-events yet", extra={"error": str(error)})
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, TOPIC_RETRY_MAX_S)
+            await self._ensure_topic()
         await self._producer.start()
         await relay.run()
+
+    async def _ensure_topic(self) -> None:
+        """Create registry-events, retrying while the broker is down; keep an existing one."""
+        backoff = 0.1
+        while True:
+            try:
+                await ensure_topics(self.settings.kafka, [Topic.REGISTRY_EVENTS])
+                return
+            except FailedPrecondition as error:
+                # Another partition count than configured: events are keyed by model, so
+                # per-model order holds with any count. Use the topic as it is.
+                log.error(
+                    "registry-events exists with another partition count; using it as it is",
+                    extra={"error": str(error)},
+                )
+                return
+            except Unavailable as error:
+                log.warning("cannot create registry-events yet", extra={"error": str(error)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, TOPIC_RETRY_MAX_S)
+
+    def _on_relay_done(self, task: asyncio.Task[None]) -> None:
+        """The relay never ends by itself: if it does, say so and stop claiming to serve."""
+        if task.cancelled():
+            return  # stop()
+        error = task.exception()
+        log.error("outbox relay died; events are no longer published", exc_info=error)
+        marking = asyncio.create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+        self._health_tasks.add(marking)
+        marking.add_done_callback(self._health_tasks.discard)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close.

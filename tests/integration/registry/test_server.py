@@ -1,0 +1,70 @@
+"""The registry's composition root: the relay's start-up and its health."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from headwater.services.registry.outbox import OutboxRelay
+from headwater.services.registry.server import RegistryServer
+from headwater.shared.bus.topics import Topic, ensure_topics
+from headwater.shared.registry_client import RegistryClient
+from headwater.shared.settings import KafkaSettings
+from tests.fixtures import eventually, unique_name
+from tests.integration.registry.conftest import (
+    FEATURES,
+    read_all_events,
+    registry_settings,
+    wait_all_published,
+)
+
+pytestmark = pytest.mark.integration
+
+Status = health_pb2.HealthCheckResponse
+
+
+async def health_status(target: str) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return answer.status
+
+
+async def test_an_existing_registry_events_topic_with_fewer_partitions_is_used(
+    broker, database_url: str
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap=broker.bootstrap, topic_prefix=f"{unique_name()}.", partitions=2
+    )
+    await ensure_topics(kafka, [Topic.REGISTRY_EVENTS], partitions=1)  # made by an older setup
+    server = RegistryServer(registry_settings(database_url, kafka))
+    await server.start()
+    try:
+        async with RegistryClient(server.target, deadline_s=10) as client:
+            await client.create_model("churn", "binary", FEATURES)
+        await wait_all_published(database_url)
+        assert await health_status(server.target) == Status.SERVING
+    finally:
+        await server.stop(grace_s=2)
+    ((record, event),) = await read_all_events(kafka)
+    assert (record.partition, event.model) == (0, "churn")
+
+
+async def test_a_relay_that_dies_makes_the_registry_not_serving(
+    database_url: str, kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: OutboxRelay) -> None:
+        raise RuntimeError("a bug in the relay")
+
+    monkeypatch.setattr(OutboxRelay, "run", broken)  # the fault: a bug, not an outage
+    server = RegistryServer(registry_settings(database_url, kafka_settings))
+    await server.start()
+    try:
+
+        async def not_serving() -> bool:
+            return await health_status(server.target) == Status.NOT_SERVING
+
+        await eventually(not_serving, timeout_s=10, what="health NOT_SERVING")
+    finally:
+        await server.stop(grace_s=1)
