@@ -38,7 +38,12 @@ class IncomingRecord:
     partition: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @property
+    def valued_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The headers that have a value (a header may be sent with a null one)."""
+        return tuple((k, v) for k, v in self.headers if v is not None)
 
 
 Emit = Callable[[events_pb2.LabeledExample], Awaitable[None]]
@@ -75,7 +80,7 @@ class JoinService:
         """Handle one prediction record; None when it was dead-lettered."""
         try:
             event = check_prediction(
-                decode_event(events_pb2.PredictionEvent, record.value, record.headers)
+                decode_event(events_pb2.PredictionEvent, record.value, record.valued_headers)
             )
             key = _checked_key(record, event.prediction_id)
         except InvalidInput as err:
@@ -91,7 +96,7 @@ class JoinService:
         """Handle one feedback record; None when it was dead-lettered."""
         try:
             event = check_feedback(
-                decode_event(events_pb2.FeedbackEvent, record.value, record.headers)
+                decode_event(events_pb2.FeedbackEvent, record.value, record.valued_headers)
             )
             key = _checked_key(record, event.prediction_id)
         except InvalidInput as err:

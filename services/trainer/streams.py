@@ -193,17 +193,35 @@ def build_app(
 def _consume(handle: Any, reject: Any) -> Any:
     async def consume(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            message = event.message
-            record = IncomingRecord(
-                topic=message.topic,
-                partition=message.partition,
-                key=message.key,
-                value=message.value,
-                headers=_headers(message.headers),
-            )
-            await _handle_safely(handle, reject, record)
+            await _handle_message(handle, reject, event.message)
 
     return consume
+
+
+async def _handle_message(handle: Any, reject: Any, message: Any) -> None:
+    """Handle one consumed message; nothing about it may stop the agent."""
+    try:
+        record = _record(message, _headers(message.headers))
+    except Exception as err:  # headers no client should send: keep the bytes, say why
+        log.exception("unreadable record headers", extra={"topic": message.topic})
+        reason = f"unreadable record headers: {type(err).__name__}: {err}"
+
+        async def dead_letter_it(record: IncomingRecord) -> None:
+            await reject(record, reason)
+
+        await _handle_safely(dead_letter_it, reject, _record(message, ()))
+        return
+    await _handle_safely(handle, reject, record)
+
+
+def _record(message: Any, headers: tuple[tuple[str, bytes | None], ...]) -> IncomingRecord:
+    return IncomingRecord(
+        topic=message.topic,
+        partition=message.partition,
+        key=message.key,
+        value=message.value,
+        headers=headers,
+    )
 
 
 async def _handle_safely(handle: Any, reject: Any, record: IncomingRecord) -> None:
@@ -225,11 +243,20 @@ async def _handle_safely(handle: Any, reject: Any, record: IncomingRecord) -> No
         delay_s = min(2 * delay_s, MAX_RETRY_S)
 
 
-def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+def _headers(raw: Any) -> tuple[tuple[str, bytes | None], ...]:
+    """Record headers as aiokafka gives them; a null value (``kcat -H name``) stays None.
+
+    >>> _headers([("content-type", b"application/json"), ("flag", None)])
+    (('content-type', b'application/json'), ('flag', None))
+
+    Raises:
+        TypeError: A header is not a (name, bytes or None) pair.
+
+    """
     if not raw:
         return ()
     items = raw.items() if hasattr(raw, "items") else raw
-    return tuple((str(k), bytes(v)) for k, v in items)
+    return tuple((str(k), None if v is None else bytes(v)) for k, v in items)
 
 
 class JoinStreams:

@@ -1,0 +1,60 @@
+"""The join agents' record handling: headers as aiokafka gives them, failures while emitting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from headwater.services.trainer.joining import IncomingRecord
+from headwater.services.trainer.streams import _consume
+
+
+class Stream:
+    """The part of a Faust stream an agent uses: ``events()`` yielding events with a message."""
+
+    def __init__(self, *messages: Any) -> None:
+        self.messages = messages
+
+    async def events(self) -> AsyncIterator[Any]:
+        for message in self.messages:
+            yield SimpleNamespace(message=message)
+
+
+def message(headers: Any, key: bytes = b"p-1") -> SimpleNamespace:
+    return SimpleNamespace(
+        topic="hw.feedback", partition=0, key=key, value=b'{"predictionId": "p-1"}', headers=headers
+    )
+
+
+async def test_a_header_with_a_null_value_reaches_the_handler_and_the_agent_carries_on() -> None:
+    handled: list[IncomingRecord] = []
+    rejected: list[tuple[IncomingRecord, str]] = []
+
+    async def handle(record: IncomingRecord) -> None:
+        handled.append(record)
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        rejected.append((record, reason))
+
+    null_header = [("x-flag", None), ("content-type", b"application/json")]
+    await _consume(handle, reject)(Stream(message(null_header), message([], key=b"p-2")))
+
+    assert [r.key for r in handled] == [b"p-1", b"p-2"]
+    assert handled[0].headers == (("x-flag", None), ("content-type", b"application/json"))
+    assert rejected == []
+
+
+async def test_headers_that_cannot_be_read_dead_letter_the_record_instead_of_crashing() -> None:
+    rejected: list[tuple[IncomingRecord, str]] = []
+
+    async def handle(record: IncomingRecord) -> None:
+        raise AssertionError("never handled")
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        rejected.append((record, reason))
+
+    await _consume(handle, reject)(Stream(message([("x", "text")]), message(object())))
+
+    assert [(r.key, r.headers) for r, _ in rejected] == [(b"p-1", ()), (b"p-1", ())]
+    assert all(reason.startswith("unreadable record headers") for _, reason in rejected)
