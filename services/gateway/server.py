@@ -29,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer
+from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer, add_to_server
 from headwater.services.gateway.loader import ModelLoader
 from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
 from headwater.services.gateway.service import InferenceService
@@ -44,7 +44,6 @@ from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
-from headwater.shared.pb import oip_pb2_grpc
 from headwater.shared.registry_client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class GatewayServer:
             ],
         )
         servicer = InferenceServicer(self.service, self.ready.is_set)
-        oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

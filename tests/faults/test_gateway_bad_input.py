@@ -219,12 +219,6 @@ async def test_an_undecodable_request_body_is_refused_and_the_gateway_goes_on(
     assert reply.status == SERVING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grpc.aio's default for a request body that fails to parse: UNKNOWN with "
-    "\"Unexpected <class 'google.protobuf.message.DecodeError'>: ...\" (leaks internals; "
-    "gRPC's status table says INTERNAL, CONVENTIONS.md says no internals leak)",
-)
 async def test_an_undecodable_request_body_gets_a_clean_status(
     small_gateway: GatewayServer, channel: grpc.aio.Channel
 ) -> None:

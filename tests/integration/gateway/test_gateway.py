@@ -162,6 +162,25 @@ async def test_bad_requests_get_a_status_naming_the_problem(
     assert response.model_version == "1"
 
 
+async def test_an_undecodable_body_is_invalid_argument_without_parser_internals(
+    gateway: GatewayServer, stub: oip_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        for method, message_type in (
+            ("ModelInfer", "inference.ModelInferRequest"),
+            ("ModelMetadata", "inference.ModelMetadataRequest"),
+        ):
+            raw_call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_call(b"\x0a\xff\xff\xff\xff\x0f", timeout=5)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, method
+            assert caught.value.details() == (
+                f"the request body is not a valid {message_type} (it does not decode as protobuf)"
+            )
+    response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert response.model_version == "1"
+
+
 async def test_health_metadata_and_readiness(
     gateway: GatewayServer,
     stub: oip_pb2_grpc.GRPCInferenceServiceStub,
