@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
@@ -37,6 +37,8 @@ SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 # Room above the largest artifact for the rest of a message.
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024
 TOPIC_RETRY_MAX_S = 5.0
+# Past the grace, the time stop() still gives the closing steps (producer, pool, metrics).
+STOP_MARGIN_S = 1.0
 
 
 class RegistryServer:
@@ -170,28 +172,48 @@ class RegistryServer:
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close.
 
-        Safe to call more than once, and after a failed start.
+        Every step shares one deadline: the whole stop takes at most ``grace_s``
+        plus :data:`STOP_MARGIN_S` (in-flight RPCs get what is left of the grace;
+        the closing steps what is left of the margin). Safe to call more than
+        once, and after a failed start.
         """
+        loop = asyncio.get_running_loop()
+        grace_end = loop.time() + max(grace_s, 0.0)
+        hard_end = grace_end + STOP_MARGIN_S
+
+        def left(until: float) -> float:
+            return max(until - loop.time(), 0.0)
+
         await self._health.enter_graceful_shutdown()
         server, self._grpc = self._grpc, None
         if server is not None:
-            await server.stop(grace_s)
+            await _bounded(server.stop(left(grace_end)), left(hard_end), "gRPC server")
         relay, self._relay_task = self._relay_task, None
         if relay is not None:
             relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(relay, timeout=max(grace_s, 1.0))
+            await _bounded(asyncio.gather(relay, return_exceptions=True), left(hard_end), "relay")
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop(grace_s)
+            await _bounded(producer.stop(left(grace_end)), left(hard_end), "producer")
         pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=max(grace_s, 1.0))
-            except TimeoutError:
-                pool.terminate()
+        if pool is not None and not await _bounded(pool.close(), left(hard_end), "pool"):
+            pool.terminate()
         metrics_server, self._metrics_server = self._metrics_server, None
         if metrics_server is not None:
-            await asyncio.to_thread(metrics_server.shutdown)
+            await _bounded(asyncio.to_thread(metrics_server.shutdown), left(hard_end), "metrics")
             metrics_server.server_close()
         log.info("registry stopped")
+
+
+async def _bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool:
+    """Await one closing step for at most ``timeout_s``; False (logged) when it did not finish."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+        return True
+    except TimeoutError:
+        log.warning("stop step cut short", extra={"step": what, "timeout_s": timeout_s})
+        return False
+    except Exception as error:  # a failing close must not keep the rest open
+        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
+        return False

@@ -1,7 +1,11 @@
-"""The registry's composition root: the relay's start-up and its health."""
+"""The registry's composition root: the relay's start-up, its health, a bounded stop."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,8 +18,10 @@ from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually, unique_name
 from tests.integration.registry.conftest import (
     FEATURES,
+    SPEC,
     read_all_events,
     registry_settings,
+    unpublished,
     wait_all_published,
 )
 
@@ -68,3 +74,50 @@ async def test_a_relay_that_dies_makes_the_registry_not_serving(
         await eventually(not_serving, timeout_s=10, what="health NOT_SERVING")
     finally:
         await server.stop(grace_s=1)
+
+
+async def blocked_on_a_lock(database_url: str) -> bool:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    finally:
+        await conn.close()
+    return waiting > 0
+
+
+async def test_stop_finishes_within_the_grace_even_when_every_step_is_slow(
+    broker, database_url: str, kafka_settings: KafkaSettings
+) -> None:
+    grace_s = 2.0
+    server = RegistryServer(registry_settings(database_url, kafka_settings))
+    await server.start()
+    lock = await asyncpg.connect(database_url, timeout=10)
+    request: asyncio.Task | None = None
+    try:
+        async with RegistryClient(server.target, deadline_s=30) as client:
+            await client.create_model("churn", "binary", FEATURES)
+            await wait_all_published(database_url)
+            broker.pause()
+            await client.create_version("churn", SPEC)  # the relay is now stuck sending it
+            # An RPC that stays in flight: the model's row is locked by another transaction.
+            tx = lock.transaction()
+            await tx.start()
+            await lock.execute("SELECT * FROM models WHERE name = 'churn' FOR UPDATE")
+            request = asyncio.create_task(client.create_version("churn", SPEC))
+            await eventually(
+                lambda: blocked_on_a_lock(database_url), timeout_s=10, what="a blocked RPC"
+            )
+            started = time.monotonic()
+            await server.stop(grace_s=grace_s)
+            elapsed = time.monotonic() - started
+            await tx.rollback()
+            await asyncio.gather(request, return_exceptions=True)
+    finally:
+        broker.resume()
+        await lock.close()
+        await server.stop(grace_s=0)
+    assert elapsed < grace_s + 1.5, f"stopped in {elapsed:.1f}s with a grace of {grace_s}s"
+    assert await unpublished(database_url) >= 1  # kept for the next start
