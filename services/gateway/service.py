@@ -31,7 +31,12 @@ from headwater.services.gateway.outputs import Prediction, encode_outputs, selec
 from headwater.services.gateway.routing import Route, RouteChoice
 from headwater.services.gateway.tensors import Row, decode_rows
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import InvalidInput, ModelNotReady, ResourceExhausted, Unavailable
+from headwater.shared.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.grpc_errors import status_for
 from headwater.shared.pb import events_pb2, oip_pb2, registry_pb2
@@ -111,8 +116,9 @@ class InferenceService:
             context: Trace context of the caller, to parent this request's span on.
 
         Raises:
-            ModelNotFound: No such model.
-            ModelNotReady: The model, or the version asked for, is not deployed.
+            ModelNotFound: No such model, or the version asked for is not deployed
+                (the message lists the deployed versions).
+            ModelNotReady: The model is not deployed (or not loaded yet).
             InvalidInput: The inputs or requested outputs are wrong (message names them).
 
         """
@@ -240,9 +246,9 @@ def _choose(entry: ModelEntry, model_version: str, key: str) -> RouteChoice:
             f"model_version must be a version number, got {model_version!r}"
         ) from None
     route = entry.routes.route_for(version)
-    if route is None:
+    if route is None:  # not retryable: NOT_FOUND, not UNAVAILABLE
         deployed = ", ".join(str(v) for v in entry.routes.versions)
-        raise ModelNotReady(
+        raise ModelNotFound(
             f"version {version} of model '{entry.name}' is not deployed (deployed: {deployed})"
         )
     return RouteChoice(answer=route, shadows=())

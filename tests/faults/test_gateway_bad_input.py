@@ -119,7 +119,7 @@ def bad_requests() -> list[Bad]:
         Bad("version not a number", infer_request([ROW], model_version="abc"),
             INVALID, "model_version must be a version number, got 'abc'"),
         Bad("version not deployed", infer_request([ROW], model_version="9"),
-            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.NOT_FOUND,
             "version 9 of model 'churn' is not deployed (deployed: 1)"),
         Bad("unknown output", infer_request(
                 [ROW], outputs=[oip_pb2.ModelInferRequest.InferRequestedOutputTensor(name="y")]),

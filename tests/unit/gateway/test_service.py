@@ -151,7 +151,7 @@ async def test_version_asked_for_by_the_caller() -> None:
     assert (await service.infer(req)).model_version == "2"
     req.model_version = "7"
     with pytest.raises(
-        ModelNotReady, match=r"version 7 of model 'm' is not deployed \(deployed: 1, 2\)"
+        ModelNotFound, match=r"version 7 of model 'm' is not deployed \(deployed: 1, 2\)"
     ):
         await service.infer(req)
     req.model_version = "latest"
