@@ -159,13 +159,16 @@ class RegistryService:
     async def get_artifact(
         self, model: str, ref: int | str
     ) -> tuple[registry_pb2.ModelVersion, bytes]:
-        """A version and its artifact bytes, verified against digest and signature."""
+        """A version and its artifact bytes, verified (in a thread) against digest and signature."""
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             row = await self._version_row(conn, model, ref)
             content = await repo.fetch_artifact_content(conn, row["artifact_sha256"])
         if content is None:
             raise ArtifactIntegrityError(f"artifact {row['artifact_sha256']} is missing")
-        self._codec.verify(content, row["artifact_signature"], row["artifact_sha256"])
+        # Hashing up to max_bytes (64 MiB by default) takes a while: not on the event loop.
+        await asyncio.to_thread(
+            self._codec.verify, content, row["artifact_signature"], row["artifact_sha256"]
+        )
         return convert.version_message(row), content
 
     # --- aliases ------------------------------------------------------------------------
