@@ -6,6 +6,13 @@ the slots in any ``MutableMapping`` (a dict in tests, a changelog-backed Faust
 table in the trainer) and passes the current processing time in, so the state
 machine is deterministic.
 
+The state machine only reads the slots: each :class:`Outcome` carries the slot
+to write, and the caller writes it (:meth:`Outcome.store`) once it has acted on
+the outcome. A joined pair is emitted first and marked ``JOINED`` after, so a
+failed emit leaves the waiting side in place and a redelivery joins again (the
+example id makes a second emit a duplicate downstream) instead of finding the
+pair joined and the example lost.
+
 Every slot lives ``ttl_s`` seconds from the moment it was written:
 
 * a prediction waits up to the TTL for its feedback, feedback that comes first
@@ -18,11 +25,16 @@ Every slot lives ``ttl_s`` seconds from the moment it was written:
 
 >>> join = Join(ttl_s=60.0)
 >>> slots: dict[str, Slot] = {}
->>> join.on_prediction(slots, "p1", b"prediction", now=0.0, partition=0).kind
+>>> waiting = join.on_prediction(slots, "p1", b"prediction", now=0.0, partition=0)
+>>> waiting.kind
 <OutcomeKind.WAITING: 'waiting'>
+>>> waiting.store(slots, "p1")
 >>> outcome = join.on_feedback(slots, "p1", b"label", now=5.0, partition=0)
 >>> outcome.kind, outcome.prediction, outcome.feedback
 (<OutcomeKind.JOINED: 'joined'>, b'prediction', b'label')
+>>> slots["p1"].state  # not written yet: emit the example, then store
+<SlotState.AWAITING_FEEDBACK: 1>
+>>> outcome.store(slots, "p1")
 >>> join.on_feedback(slots, "p1", b"label", now=6.0, partition=0).kind
 <OutcomeKind.DUPLICATE: 'duplicate'>
 >>> sorted(expired(slots, now=100.0))
@@ -79,12 +91,27 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one arriving event; ``prediction``/``feedback`` are set when joined."""
+    """The result of one arriving event; ``prediction``/``feedback`` are set when joined.
+
+    Attributes:
+        kind: Waiting, joined or duplicate.
+        prediction: The encoded prediction of a joined pair.
+        feedback: The encoded feedback of a joined pair.
+        replaced_expired: The state of an expired slot this event replaces.
+        slot: The slot to write under the prediction id (None: leave it as it is).
+
+    """
 
     kind: OutcomeKind
     prediction: bytes = b""
     feedback: bytes = b""
     replaced_expired: SlotState | None = None
+    slot: Slot | None = None
+
+    def store(self, slots: MutableMapping[str, Slot], key: str) -> None:
+        """Write the new slot, once the outcome is acted on (a joined pair emitted)."""
+        if self.slot is not None:
+            slots[key] = self.slot
 
 
 @dataclass(frozen=True)
@@ -105,7 +132,7 @@ class Join:
 
     def on_prediction(
         self,
-        slots: MutableMapping[str, Slot],
+        slots: Mapping[str, Slot],
         prediction_id: str,
         payload: bytes,
         *,
@@ -115,10 +142,14 @@ class Join:
         """A prediction arrived: wait for its feedback, or join with feedback already there.
 
         >>> join, slots = Join(ttl_s=10.0), {}
-        >>> join.on_feedback(slots, "p", b"f", now=0.0, partition=1).kind
+        >>> first = join.on_feedback(slots, "p", b"f", now=0.0, partition=1)
+        >>> first.kind
         <OutcomeKind.WAITING: 'waiting'>
-        >>> join.on_prediction(slots, "p", b"x", now=9.0, partition=1).kind
+        >>> first.store(slots, "p")
+        >>> joined = join.on_prediction(slots, "p", b"x", now=9.0, partition=1)
+        >>> joined.kind
         <OutcomeKind.JOINED: 'joined'>
+        >>> joined.store(slots, "p")
         >>> join.on_prediction(slots, "p", b"x", now=9.5, partition=1).kind
         <OutcomeKind.DUPLICATE: 'duplicate'>
         """
@@ -134,7 +165,7 @@ class Join:
 
     def on_feedback(
         self,
-        slots: MutableMapping[str, Slot],
+        slots: Mapping[str, Slot],
         prediction_id: str,
         payload: bytes,
         *,
@@ -146,11 +177,11 @@ class Join:
         Feedback for a prediction whose slot expired starts waiting afresh:
 
         >>> join, slots = Join(ttl_s=10.0), {}
-        >>> join.on_prediction(slots, "p", b"x", now=0.0, partition=0).kind
-        <OutcomeKind.WAITING: 'waiting'>
+        >>> join.on_prediction(slots, "p", b"x", now=0.0, partition=0).store(slots, "p")
         >>> late = join.on_feedback(slots, "p", b"f", now=10.0, partition=0)
         >>> late.kind, late.replaced_expired
         (<OutcomeKind.WAITING: 'waiting'>, <SlotState.AWAITING_FEEDBACK: 1>)
+        >>> late.store(slots, "p")
         >>> slots["p"].state
         <SlotState.AWAITING_PREDICTION: 2>
         """
@@ -166,7 +197,7 @@ class Join:
 
     def _arrive(
         self,
-        slots: MutableMapping[str, Slot],
+        slots: Mapping[str, Slot],
         key: str,
         payload: bytes,
         *,
@@ -180,15 +211,17 @@ class Join:
         if slot is not None and slot.is_expired(now):
             replaced, slot = slot.state, None
         if slot is None:
-            slots[key] = Slot(waiting_for_other, now + self.ttl_s, partition, payload)
-            return Outcome(OutcomeKind.WAITING, replaced_expired=replaced)
+            waiting = Slot(waiting_for_other, now + self.ttl_s, partition, payload)
+            return Outcome(OutcomeKind.WAITING, replaced_expired=replaced, slot=waiting)
         if slot.state is not waiting_for_me:
             # The same side again (a redelivery), or the pair is already joined.
             return Outcome(OutcomeKind.DUPLICATE)
-        slots[key] = Slot(SlotState.JOINED, now + self.ttl_s, partition)
+        joined = Slot(SlotState.JOINED, now + self.ttl_s, partition)
         if waiting_for_me is SlotState.AWAITING_FEEDBACK:
-            return Outcome(OutcomeKind.JOINED, prediction=slot.payload, feedback=payload)
-        return Outcome(OutcomeKind.JOINED, prediction=payload, feedback=slot.payload)
+            prediction, feedback = slot.payload, payload
+        else:
+            prediction, feedback = payload, slot.payload
+        return Outcome(OutcomeKind.JOINED, prediction, feedback, slot=joined)
 
 
 def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:

@@ -56,7 +56,9 @@ class JoinService:
     Args:
         join: The state machine (its TTL).
         slots: Join state per prediction id (written only from within an agent).
-        emit: Sends an example to ``examples`` (keyed by its model).
+        emit: Sends an example to ``examples`` (keyed by its model); raises
+            :class:`Unavailable` when the broker cannot take it (the record is
+            then retried: nothing was written).
         reject: Dead-letters a record with a reason.
         clock: Wall-clock seconds (the TTL is measured in processing time).
 
@@ -89,7 +91,7 @@ class JoinService:
         outcome = self.join.on_prediction(
             self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
         )
-        await self._after(outcome, "prediction")
+        await self._act(key, outcome, "prediction")
         return outcome
 
     async def on_feedback(self, record: IncomingRecord) -> Outcome | None:
@@ -105,20 +107,25 @@ class JoinService:
         outcome = self.join.on_feedback(
             self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
         )
-        await self._after(outcome, "feedback")
+        await self._act(key, outcome, "feedback")
         return outcome
 
-    async def _after(self, outcome: Outcome, side: str) -> None:
+    async def _act(self, key: str, outcome: Outcome, side: str) -> None:
+        """Emit a joined pair's example, then write the slot, then count.
+
+        If emitting raises, nothing is written: the waiting side stays, and the
+        record, retried or redelivered, joins again.
+        """
+        if outcome.kind is OutcomeKind.JOINED:
+            prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
+            feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
+            example = labeled_example(prediction, feedback, now=self._clock())
+            await self._emit(example)
+            metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
+        outcome.store(self.slots, key)
         metrics.JOIN_EVENTS.labels(side=side, outcome=outcome.kind.value).inc()
         if outcome.replaced_expired is not None:
             metrics.JOIN_EXPIRED.labels(side=_SIDE_OF_STATE[outcome.replaced_expired]).inc()
-        if outcome.kind is not OutcomeKind.JOINED:
-            return
-        prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
-        feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
-        example = labeled_example(prediction, feedback, now=self._clock())
-        await self._emit(example)
-        metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
 
     async def _dead_letter(self, record: IncomingRecord, side: str, reason: str) -> None:
         await self._reject(record, reason)

@@ -27,9 +27,10 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from headwater.services.trainer.join import Join, Slot, decode_slot, encode_slot
-from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter
@@ -165,10 +166,7 @@ def build_app(
         topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
     )
 
-    async def emit(example: events_pb2.LabeledExample) -> None:
-        await examples.send(
-            key=example.model.encode(), value=encode_event(example), headers=[protobuf_header()]
-        )
+    emit = _emitter(examples)
 
     async def reject(record: IncomingRecord, reason: str) -> None:
         await dead_letter(producer, record.key, record.value, reason, record.topic, record.headers)
@@ -188,6 +186,26 @@ def build_app(
             slots.expire(key, slot)
 
     return app, service
+
+
+def _emitter(examples: Any) -> Emit:
+    """Sends examples to the ``examples`` topic; a broker that cannot take one is Unavailable.
+
+    Unavailable makes the agent retry the record (nothing was written to the
+    join table); a second emit of the same pair is a duplicate downstream.
+    """
+
+    async def emit(example: events_pb2.LabeledExample) -> None:
+        try:
+            await examples.send(
+                key=example.model.encode(),
+                value=encode_event(example),
+                headers=[protobuf_header()],
+            )
+        except (KafkaError, ProducerSendError) as err:
+            raise Unavailable(f"example {example.example_id!r} not sent: {err!r}") from err
+
+    return emit
 
 
 def _consume(handle: Any, reject: Any) -> Any:

@@ -27,7 +27,9 @@ def run(events: list[tuple[str, str, float]], ttl: float = TTL) -> tuple[list, d
     for side, key, now in events:
         handler = join.on_prediction if side == "prediction" else join.on_feedback
         payload = f"{side}:{key}".encode()
-        outcomes.append(handler(slots, key, payload, now=now, partition=0))
+        outcome = handler(slots, key, payload, now=now, partition=0)
+        outcome.store(slots, key)  # what the service does once it has emitted
+        outcomes.append(outcome)
     return outcomes, slots
 
 
@@ -104,20 +106,21 @@ def test_joined_id_remembered_for_the_ttl_then_forgotten() -> None:
 
 def test_first_of_duplicated_waiting_events_wins() -> None:
     join, slots = Join(ttl_s=TTL), {}
-    join.on_feedback(slots, "p", b"first", now=0.0, partition=0)
+    join.on_feedback(slots, "p", b"first", now=0.0, partition=0).store(slots, "p")
     assert (
         join.on_feedback(slots, "p", b"second", now=1.0, partition=0).kind is OutcomeKind.DUPLICATE
     )
     outcome = join.on_prediction(slots, "p", b"x", now=2.0, partition=0)
     assert outcome.feedback == b"first"
+    outcome.store(slots, "p")
     # the duplicate did not extend the wait either
     assert slots["p"].expires_at == 2.0 + TTL
 
 
 def test_sweep_lists_only_expired_slots_and_keeps_partitions() -> None:
     join, slots = Join(ttl_s=TTL), {}
-    join.on_prediction(slots, "old", b"a", now=0.0, partition=2)
-    join.on_feedback(slots, "new", b"b", now=20.0, partition=3)
+    join.on_prediction(slots, "old", b"a", now=0.0, partition=2).store(slots, "old")
+    join.on_feedback(slots, "new", b"b", now=20.0, partition=3).store(slots, "new")
     assert list(expired(slots, now=TTL)) == ["old"]
     assert slots["old"].partition == 2 and slots["new"].partition == 3
     assert sorted(expired(slots, now=20.0 + TTL)) == ["new", "old"]
@@ -138,3 +141,12 @@ def test_slot_encoding_round_trips(state: SlotState) -> None:
 def test_slot_decoding_rejects_garbage() -> None:
     with pytest.raises(InvalidInput, match="unknown state"):
         decode_slot(b"\x09" + b"\x00" * 12)
+
+
+def test_the_join_only_reads_the_slots_until_the_outcome_is_stored() -> None:
+    join, slots = Join(ttl_s=TTL), {}
+    join.on_prediction(slots, "p", b"x", now=0.0, partition=0).store(slots, "p")
+    before = dict(slots)
+    outcome = join.on_feedback(slots, "p", b"f", now=1.0, partition=0)
+    assert outcome.kind is OutcomeKind.JOINED and slots == before  # emit first, then store
+    assert outcome.slot is not None and outcome.slot.state is SlotState.JOINED

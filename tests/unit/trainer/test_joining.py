@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot
+import pytest
+
+from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
 from headwater.services.trainer.joining import IncomingRecord, JoinService
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
+from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
 
 
@@ -122,3 +125,26 @@ async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_b
     assert calls == ["handle"] * 3 and rejected == []
     await streams._handle_safely(buggy, reject, record)
     assert rejected == ["trainer failed: KeyError"]
+
+
+async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> None:
+    h = Harness()
+    await h.service.on_prediction(prediction_record())
+    failing = True
+
+    async def emit(example: events_pb2.LabeledExample) -> None:
+        if failing:
+            raise Unavailable("examples topic unreachable")
+        h.emitted.append(example)
+
+    h.service._emit = emit
+    with pytest.raises(Unavailable):
+        await h.service.on_feedback(feedback_record())
+    assert h.slots["p-1"].state is SlotState.AWAITING_FEEDBACK  # not marked joined
+    failing = False
+    outcome = await h.service.on_feedback(feedback_record())  # the retry, or a redelivery
+    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    assert [e.example_id for e in h.emitted] == ["p-1"]
+    assert h.slots["p-1"].state is SlotState.JOINED
+    again = await h.service.on_feedback(feedback_record())
+    assert again is not None and again.kind is OutcomeKind.DUPLICATE

@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from headwater.services.trainer.joining import IncomingRecord
-from headwater.services.trainer.streams import _consume
+from aiokafka.errors import KafkaTimeoutError
+
+from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
+from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.services.trainer.streams import _consume, _emitter, _handle_safely
+from tests.unit.trainer.test_joining import feedback_record, prediction_record
 
 
 class Stream:
@@ -58,3 +62,36 @@ async def test_headers_that_cannot_be_read_dead_letter_the_record_instead_of_cra
 
     assert [(r.key, r.headers) for r, _ in rejected] == [(b"p-1", ()), (b"p-1", ())]
     assert all(reason.startswith("unreadable record headers") for _, reason in rejected)
+
+
+class FlakyExamplesTopic:
+    """A Faust topic whose first sends time out, as during a broker stall."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes, headers: list) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError()
+        self.sent.append(key)
+
+
+async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_the_label() -> None:
+    topic = FlakyExamplesTopic(failures=2)
+    slots: dict[str, Slot] = {}
+    rejected: list[str] = []
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        rejected.append(reason)
+
+    service = JoinService(Join(60.0), slots, _emitter(topic), reject, lambda: 1000.0)
+    await service.on_prediction(prediction_record())
+    await _handle_safely(service.on_feedback, reject, feedback_record())
+
+    assert rejected == []  # not dead-lettered as poison
+    assert topic.sent == [b"m"]  # emitted once the broker took it
+    assert slots["p-1"].state is SlotState.JOINED
+    again = await service.on_feedback(feedback_record())  # a redelivery now is a duplicate
+    assert again is not None and again.kind is OutcomeKind.DUPLICATE
