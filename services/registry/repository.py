@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -140,16 +141,65 @@ async def fetch_artifact_content(conn: asyncpg.Connection, sha256: str) -> bytes
     return content
 
 
-async def insert_version(conn: asyncpg.Connection, values: dict[str, Any]) -> Row:
-    """Insert a versions row from column -> value; return it."""
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    row = await conn.fetchrow(
-        f"INSERT INTO versions ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *",
-        *values.values(),
-    )
-    assert row is not None
-    return row
+@dataclass(frozen=True)
+class VersionRow:
+    """The columns of a new ``versions`` row, in insert order (``created_at`` defaults).
+
+    jsonb columns (``offsets``, ``metrics``, ``tags``) hold Python values.
+    """
+
+    model: str
+    version: int
+    spec_json: str
+    parent_version: int
+    source: str
+    offsets: list[dict[str, Any]]
+    example_count: int
+    metrics: dict[str, float]
+    seed: int
+    artifact_sha256: str
+    artifact_signature: str
+    artifact_format: str
+    artifact_size_bytes: int
+    description: str
+    tags: dict[str, str]
+
+
+VERSION_INSERT_COLUMNS = (
+    "model",
+    "version",
+    "spec_json",
+    "parent_version",
+    "source",
+    "offsets",
+    "example_count",
+    "metrics",
+    "seed",
+    "artifact_sha256",
+    "artifact_signature",
+    "artifact_format",
+    "artifact_size_bytes",
+    "description",
+    "tags",
+)
+INSERT_VERSION_SQL = (
+    "INSERT INTO versions (model, version, spec_json, parent_version, source, offsets,"
+    " example_count, metrics, seed, artifact_sha256, artifact_signature, artifact_format,"
+    " artifact_size_bytes, description, tags)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *"
+)
+
+
+def version_values(row: VersionRow) -> tuple[Any, ...]:
+    """The arguments of :data:`INSERT_VERSION_SQL` (:data:`VERSION_INSERT_COLUMNS` order)."""
+    return tuple(getattr(row, column) for column in VERSION_INSERT_COLUMNS)
+
+
+async def insert_version(conn: asyncpg.Connection, row: VersionRow) -> Row:
+    """Insert a versions row; return it as stored."""
+    stored = await conn.fetchrow(INSERT_VERSION_SQL, *version_values(row))
+    assert stored is not None
+    return stored
 
 
 async def fetch_version(conn: asyncpg.Connection, model: str, version: int) -> Row | None:

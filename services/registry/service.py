@@ -108,9 +108,7 @@ class RegistryService:
             number = bumped["latest_version"]
             domain.check_parent(draft.model, draft.lineage.parent_version, range(1, number))
             await repo.insert_artifact(conn, artifact.sha256, artifact.content)
-            row = await repo.insert_version(
-                conn, _version_columns(draft, number, spec, seed, artifact)
-            )
+            row = await repo.insert_version(conn, _version_row(draft, number, spec, seed, artifact))
             detail = {
                 "version": number,
                 "source": draft.lineage.source,
@@ -308,28 +306,28 @@ class RegistryService:
         self._on_commit()
 
 
-def _version_columns(
+def _version_row(
     draft: domain.NewVersion,
     number: int,
     spec: ModelSpec,
     seed: int,
     artifact: SignedArtifact,
-) -> dict[str, Any]:
+) -> repo.VersionRow:
     lineage = draft.lineage
-    return {
-        "model": draft.model,
-        "version": number,
-        "spec_json": spec.to_json(),
-        "parent_version": lineage.parent_version,
-        "source": lineage.source,
-        "offsets": convert.offsets_json(lineage.offsets),
-        "example_count": lineage.example_count,
-        "metrics": dict(lineage.metrics),
-        "seed": seed,
-        "artifact_sha256": artifact.sha256,
-        "artifact_signature": artifact.signature,
-        "artifact_format": artifact.format,
-        "artifact_size_bytes": len(artifact.content),
-        "description": draft.description,
-        "tags": domain.validate_tags(draft.tags),
-    }
+    return repo.VersionRow(
+        model=draft.model,
+        version=number,
+        spec_json=spec.to_json(),
+        parent_version=lineage.parent_version,
+        source=lineage.source,
+        offsets=convert.offsets_json(lineage.offsets),
+        example_count=lineage.example_count,
+        metrics=dict(lineage.metrics),
+        seed=seed,
+        artifact_sha256=artifact.sha256,
+        artifact_signature=artifact.signature,
+        artifact_format=artifact.format,
+        artifact_size_bytes=len(artifact.content),
+        description=draft.description,
+        tags=domain.validate_tags(draft.tags),
+    )
