@@ -19,7 +19,7 @@ from opentelemetry import propagate
 
 from headwater.services.gateway.metadata import model_metadata
 from headwater.services.gateway.service import InferenceService
-from headwater.shared.errors import InvalidInput, ModelNotFound
+from headwater.shared.errors import InvalidInput
 from headwater.shared.grpc_errors import abort_with, grpc_errors
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc
 
@@ -126,14 +126,9 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: oip_pb2.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> oip_pb2.ModelReadyResponse:
         """The model (and the version, when given) is deployed and loaded."""
-        cache = self.service.cache
-        entry = cache.find(request.name)
-        if entry is None and not cache.is_known(request.name):
-            raise ModelNotFound(f"model '{request.name}' not found")
-        ready = entry is not None and bool(entry.routes.live)
-        if ready and request.version:
-            ready = _version_number(request.version) in (entry.versions if entry else {})
-        return oip_pb2.ModelReadyResponse(ready=ready)
+        return oip_pb2.ModelReadyResponse(
+            ready=self.service.cache.ready(request.name, request.version)
+        )
 
     @grpc_errors
     async def ServerMetadata(
@@ -156,10 +151,3 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         """Predict; the caller's W3C trace context (metadata) parents the request span."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         return await self.service.infer(request, propagate.extract(carrier))
-
-
-def _version_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput(f"version must be a version number, got {text!r}") from None

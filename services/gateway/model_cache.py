@@ -31,7 +31,12 @@ from typing import Any
 
 from headwater.services.gateway.routing import Route, RouteTable
 from headwater.shared.artifacts import ArtifactCodec
-from headwater.shared.errors import ArtifactIntegrityError, ModelNotFound, ModelNotReady
+from headwater.shared.errors import (
+    ArtifactIntegrityError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+)
 from headwater.shared.features import FeatureSchema
 from headwater.shared.pb import events_pb2, registry_pb2
 
@@ -128,6 +133,26 @@ def is_live(deployment: registry_pb2.Deployment) -> bool:
     return deployment.mode != registry_pb2.SERVING_MODE_PINNED
 
 
+def parse_version(text: str, field: str = "model_version") -> int:
+    """A version number given as text (OIP carries versions as strings).
+
+    >>> parse_version("3")
+    3
+    >>> parse_version("latest")
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: model_version must be a version number, got 'latest'
+
+    Raises:
+        InvalidInput: ``text`` is not an integer (the message names ``field``).
+
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a version number, got {text!r}") from None
+
+
 class UpdatePlan(enum.Enum):
     """What to do with a live update."""
 
@@ -164,6 +189,23 @@ class ModelCache:
     def find(self, name: str) -> ModelEntry | None:
         """The deployed entry of ``name``, or None."""
         return self._entries.get(name)
+
+    def ready(self, name: str, version: str = "") -> bool:
+        """OIP ModelReady: the model has a live route and, when given, ``version`` is loaded.
+
+        Raises:
+            ModelNotFound: No model of that name is known.
+            InvalidInput: ``version`` is not a version number.
+
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            if name not in self._known:
+                raise ModelNotFound(f"model '{name}' not found")
+            return False
+        if version and parse_version(version, "version") not in entry.versions:
+            return False
+        return bool(entry.routes.live)
 
     def entries(self) -> list[ModelEntry]:
         """Every deployed entry."""

@@ -26,7 +26,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from headwater.services.gateway import metrics
-from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion
+from headwater.services.gateway.model_cache import (
+    ModelCache,
+    ModelEntry,
+    ServedVersion,
+    parse_version,
+)
 from headwater.services.gateway.outputs import Prediction, encode_outputs, select_outputs
 from headwater.services.gateway.routing import Route, RouteChoice
 from headwater.services.gateway.tensors import Row, decode_rows
@@ -239,12 +244,7 @@ def _choose(entry: ModelEntry, model_version: str, key: str) -> RouteChoice:
     """The route answering a request: by weight, or the version the caller asked for."""
     if not model_version:
         return entry.routes.choose(key)
-    try:
-        version = int(model_version)
-    except ValueError:
-        raise InvalidInput(
-            f"model_version must be a version number, got {model_version!r}"
-        ) from None
+    version = parse_version(model_version)
     route = entry.routes.route_for(version)
     if route is None:  # not retryable: NOT_FOUND, not UNAVAILABLE
         deployed = ", ".join(str(v) for v in entry.routes.versions)

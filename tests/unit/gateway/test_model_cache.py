@@ -13,7 +13,7 @@ from headwater.services.gateway.model_cache import (
     UpdatePlan,
 )
 from headwater.shared.artifacts import ArtifactCodec
-from headwater.shared.errors import ModelNotFound, ModelNotReady
+from headwater.shared.errors import InvalidInput, ModelNotFound, ModelNotReady
 from headwater.shared.pb import events_pb2, registry_pb2
 
 R = registry_pb2
@@ -219,3 +219,25 @@ async def test_install_forgets_an_update_whose_base_is_no_longer_routed() -> Non
     cache.install(entry(5, 3))
     await updater.apply_pending("m")
     assert served(cache, 3).live_sequence == 9
+
+
+def test_model_ready_per_model_and_version() -> None:
+    cache = ModelCache()
+    with pytest.raises(ModelNotFound, match="model 'm' not found"):
+        cache.ready("m")
+    cache.know("m")
+    assert cache.ready("m") is False  # known, not deployed
+    cache.install(entry(1, 1, 2))  # 1 primary, 2 shadow
+    assert cache.ready("m") is True
+    assert (cache.ready("m", "1"), cache.ready("m", "2"), cache.ready("m", "3")) == (
+        True,
+        True,
+        False,
+    )
+    with pytest.raises(InvalidInput, match="version must be a version number, got 'latest'"):
+        cache.ready("m", "latest")
+    shadow_only = R.Deployment(
+        model="m", revision=2, routes=[R.Route(version=2, weight=1.0, role=R.ROUTE_ROLE_SHADOW)]
+    )
+    cache.install(ModelEntry.build(model_proto(), shadow_only, {2: ServedVersion(2, None)}))
+    assert cache.ready("m") is False  # nothing may answer
