@@ -57,6 +57,7 @@ class MonitorServer:
         self._runner: web.AppRunner | None = None
         self._data_dir: Path | None = None
         self._own_data_dir = False
+        self._stopping = False
 
     def snapshot(self) -> MonitorSnapshot:
         """The monitor's metrics now."""
@@ -80,7 +81,9 @@ class MonitorServer:
         await self._producer.start()
         try:
             await self._start_http()
-            service = MonitorService(self.state, self._producer, self._clock)
+            service = MonitorService(
+                self.state, self._producer, self._clock, stopping=lambda: self._stopping
+            )
             self._streams = MonitorStreams(settings, service, self._prepare_data_dir())
             self._streams.start()
         except BaseException:
@@ -103,6 +106,7 @@ class MonitorServer:
 
     async def stop(self, grace_s: float) -> None:
         """Stop consuming, flush alerts and dead letters, close HTTP; bounded by ``grace_s``."""
+        self._stopping = True
         deadline = asyncio.get_running_loop().time() + grace_s
 
         def left() -> float:

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from headwater.services.monitor import convert
 from headwater.services.monitor.domain import AlertRaised, MonitorSnapshot, MonitorState
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.dead_letter import dead_letter_reliably
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.bus.tracing import extract_trace_context
@@ -26,10 +26,6 @@ from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-#: Attempts to write one rejected record to dead-letter before giving up (and logging it).
-DEAD_LETTER_ATTEMPTS = 3
-
 
 @dataclass(frozen=True)
 class IncomingRecord:
@@ -48,6 +44,7 @@ class MonitorService:
         state: The pure state the records update.
         producer: A started producer for alerts and dead letters.
         clock: Wall-clock seconds (a parameter so tests can move time).
+        stopping: True once the monitor shuts down: dead-lettering stops retrying.
 
     """
 
@@ -56,10 +53,12 @@ class MonitorService:
         state: MonitorState,
         producer: EventProducer,
         clock: Callable[[], float] = time.time,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.state = state
         self._producer = producer
         self._clock = clock
+        self._stopping = stopping
 
     def snapshot(self) -> MonitorSnapshot:
         """The state now (what the exporter and the JSON API read)."""
@@ -114,21 +113,12 @@ class MonitorService:
             log.error("alert not published", extra={"kind": alert.kind, "error": str(err)})
 
     async def _reject(self, record: IncomingRecord, topic: Topic, reason: str) -> None:
+        """Dead-letter the record, retrying until the broker acknowledges it.
+
+        When the monitor stops first, Unavailable propagates and the offset is not committed.
+        """
         self.state.record_rejected(topic.value)
-        for attempt in range(1, DEAD_LETTER_ATTEMPTS + 1):
-            try:
-                await dead_letter(
-                    self._producer,
-                    record.key,
-                    record.value,
-                    reason,
-                    record.topic,
-                    headers=record.headers,
-                )
-                return
-            except (Unavailable, ResourceExhausted) as err:
-                log.error(
-                    "dead-letter write failed",
-                    extra={"topic": record.topic, "attempt": attempt, "error": str(err)},
-                )
-        log.error("record dropped after dead-letter failures", extra={"reason": reason})
+        await dead_letter_reliably(
+            self._producer, record.key, record.value, reason, record.topic,
+            headers=record.headers, stopping=self._stopping,
+        )

@@ -273,3 +273,16 @@ async def test_stop_during_the_group_join_is_bounded(kafka_settings: KafkaSettin
     assert not server.ready
     leftover = {t for t in threading.enumerate() if not t.daemon and t.is_alive()}
     assert not (leftover - threads_before)
+
+
+async def test_a_header_with_a_null_value_is_counted_like_any_record(
+    monitor: MonitorServer, client: Client, kafka_settings: KafkaSettings
+) -> None:
+    topic, key, value, headers = prediction("nulls", 1, 3.0)
+    await produce(kafka_settings, [(topic, key, value, [*headers, ("x-empty", None)])])
+
+    async def counted() -> dict[str, Any] | None:
+        status, body = await client.get("/v1/models/nulls")
+        return body if status == 200 and by_version(body)[1]["requests"] == 1 else None
+
+    await eventually(counted, timeout_s=30, what="the record with a null header counted")

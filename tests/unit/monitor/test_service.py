@@ -22,6 +22,8 @@ from headwater.shared.pb import events_pb2
 class FakeProducer:
     """Records what the service publishes; can refuse dead letters."""
 
+    max_request_size = 1_048_576
+
     def __init__(self, dead_letter_failures: int = 0) -> None:
         self.published: list[tuple[Topic, Any, Message]] = []
         self.dead_letters: list[OutgoingRecord] = []
@@ -99,14 +101,21 @@ async def test_unexpected_error_is_dead_lettered_not_raised(monkeypatch) -> None
     assert dict(letter.headers)[REASON_HEADER] == b"monitor failed: ZeroDivisionError"
 
 
-async def test_dead_letter_is_retried_a_bounded_number_of_times() -> None:
+async def test_dead_letter_is_retried_until_acked() -> None:
     producer = FakeProducer(dead_letter_failures=2)
     service = make(producer)
     await service.handle_prediction(record("x.predictions", b"\xff"))
-    assert len(producer.dead_letters) == 1
-    gave_up = FakeProducer(dead_letter_failures=10)
-    await make(gave_up).handle_prediction(record("x.predictions", b"\xff"))
-    assert gave_up.dead_letters == [] and gave_up.failures_left == 7
+    assert len(producer.dead_letters) == 1 and producer.failures_left == 0
+    assert service.snapshot().rejected == {"predictions": 1}
+
+
+async def test_a_stopping_monitor_does_not_drop_a_record_it_could_not_dead_letter() -> None:
+    producer = FakeProducer(dead_letter_failures=1_000)
+    service = MonitorService(MonitorState(MonitorConfig()), producer, Clock(),  # type: ignore[arg-type]
+                             stopping=lambda: True)
+    with pytest.raises(Unavailable):  # the caller does not commit the offset
+        await service.handle_prediction(record("x.predictions", b"\xff"))
+    assert producer.dead_letters == []
 
 
 async def test_drift_alert_is_published_keyed_by_model() -> None:
