@@ -3,14 +3,19 @@
 One relay is active per database (a session advisory lock elects it; other
 replicas stand by). The active relay reads unpublished outbox rows in
 sequence order, publishes each to ``registry-events`` with
-``send_and_wait`` and marks it published before taking the next one, so a
-row is published exactly once when nothing crashes (at least once if the
-process dies between the broker's ack and the mark). While the broker is
-unreachable it retries the same row with capped exponential backoff: order
-is never broken and nothing is skipped. It wakes as soon as a change
-commits — through :meth:`OutboxRelay.wake` in this process and PostgreSQL
-``LISTEN``/``NOTIFY`` for changes committed by other replicas — and polls
-every ``outbox_poll_interval_ms`` in case a notification was missed.
+``send_and_wait`` and marks it published before taking the next one.
+Delivery is at least once, not exactly once, even when nothing crashes: a
+``send_and_wait`` that timed out may still have been written by the broker,
+and the retry writes it again (so does a process that dies between the ack
+and the mark). Consumers de-duplicate: every event carries its outbox
+``sequence`` (grows by one per commit, in commit order) and a unique
+``event_id``; skip an event whose ``sequence`` is not above the last one
+applied. While the broker is unreachable the relay retries the same row with
+capped exponential backoff: order is never broken and nothing is skipped.
+It wakes as soon as a change commits — through :meth:`OutboxRelay.wake` in
+this process and PostgreSQL ``LISTEN``/``NOTIFY`` for changes committed by
+other replicas — and polls every ``outbox_poll_interval_ms`` in case a
+notification was missed.
 """
 
 from __future__ import annotations

@@ -43,3 +43,13 @@ def test_version_row_is_frozen() -> None:
     assert repo.version_values(row)[:2] == ("m", 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         row.version = 2  # type: ignore[misc]
+
+
+def test_the_outbox_docs_promise_at_least_once_and_say_how_to_de_duplicate() -> None:
+    from headwater.services.registry import outbox
+
+    readme = (MIGRATIONS.parent / "README.md").read_text()
+    for text in (" ".join((outbox.__doc__ or "").split()), " ".join(readme.split())):
+        assert "exactly once when nothing crashes" not in text
+        assert "at least once" in text.replace("**", "")
+        assert "sequence" in text and "event_id" in text
