@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -48,6 +49,9 @@ from headwater.shared.registry_client import RegistryClient, lineage
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+#: Most model names remembered as having no learner (the topic is open to any name).
+NOT_DEPLOYED_CACHE_SIZE = 256
 
 
 class Outcome(StrEnum):
@@ -108,6 +112,49 @@ class ActiveLearner:
         self.dirty = True
 
 
+class NotLearnable:
+    """Why a model has no learner, remembered for a while; at most ``size`` names (LRU).
+
+    >>> cache = NotLearnable(ttl_s=5.0, size=2)
+    >>> cache.put("a", "not deployed", now=0.0); cache.put("b", "not deployed", now=0.0)
+    >>> cache.get("a", now=1.0)  # used: now the most recent
+    'not deployed'
+    >>> cache.put("c", "unknown", now=1.0)  # evicts the least recently used, b
+    >>> cache.get("b", now=1.0), cache.get("a", now=6.0), len(cache)
+    (None, None, 1)
+    """
+
+    def __init__(self, ttl_s: float, size: int) -> None:
+        self._ttl_s = ttl_s
+        self._size = size
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, model: str, now: float) -> str | None:
+        """The remembered reason, None when absent or expired."""
+        entry = self._entries.get(model)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._entries[model]
+            return None
+        self._entries.move_to_end(model)
+        return entry[1]
+
+    def put(self, model: str, reason: str, now: float) -> None:
+        """Remember ``reason`` for ``ttl_s``, evicting the least recently used name if full."""
+        self._entries[model] = (now + self._ttl_s, reason)
+        self._entries.move_to_end(model)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, model: str) -> None:
+        """Ask the registry again next time (a registry event about the model)."""
+        self._entries.pop(model, None)
+
+
 class LearnerPool:
     """Every learner of this trainer, keyed by model name.
 
@@ -136,7 +183,7 @@ class LearnerPool:
         self.learners: dict[str, ActiveLearner] = {}
         self._clock = clock
         self._wall = wall
-        self._not_deployed: dict[str, float] = {}
+        self._not_deployed = NotLearnable(settings.not_deployed_recheck_s, NOT_DEPLOYED_CACHE_SIZE)
         self._pending: dict[str, registry_pb2.Deployment] = {}
 
     # -- examples -------------------------------------------------------------------
@@ -160,8 +207,9 @@ class LearnerPool:
             await reject(record, str(err))
             return Processed(Outcome.DEAD_LETTER, str(err))
         active = await self.learner_for(message.model)
-        if active is None:
-            return self._count(message.model, Processed(Outcome.NOT_DEPLOYED))
+        if isinstance(active, str):  # no deployment, unknown model, or one we cannot learn
+            await reject(record, active)
+            return self._count(message.model, Processed(Outcome.NOT_DEPLOYED, active))
         at = Position(record.topic, record.partition, record.offset)
         resume_at = active.learner.next_offset(at.topic, at.partition)
         if resume_at is not None and at.offset < resume_at:
@@ -183,8 +231,13 @@ class LearnerPool:
         metrics.EXAMPLES.labels(model=model, outcome=processed.outcome.value).inc()
         return processed
 
-    async def learner_for(self, model: str) -> ActiveLearner | None:
+    async def learner_for(self, model: str) -> ActiveLearner | str:
         """The model's learner, loaded from the registry (and its last update) on first use.
+
+        Returns:
+            The learner, or why there is none (no deployment, unknown model, an
+            artifact that cannot be learned); that answer is remembered for
+            ``not_deployed_recheck_s`` (or until a registry event about the model).
 
         Raises:
             Unavailable: The registry did not answer.
@@ -193,30 +246,31 @@ class LearnerPool:
         active = self.learners.get(model)
         if active is not None:
             return active
-        if self._not_deployed.get(model, 0.0) > self._clock():
-            return None
-        active = await self._load(model)
-        if active is None:
-            self._not_deployed[model] = self._clock() + self.settings.not_deployed_recheck_s
-            return None
-        self.learners[model] = active
-        return active
+        remembered = self._not_deployed.get(model, self._clock())
+        if remembered is not None:
+            return remembered
+        loaded = await self._load(model)
+        if isinstance(loaded, str):
+            self._not_deployed.put(model, loaded, self._clock())
+            return loaded
+        self.learners[model] = loaded
+        return loaded
 
-    async def _load(self, model: str) -> ActiveLearner | None:
+    async def _load(self, model: str) -> ActiveLearner | str:
         try:
             version = primary_version(await self.registry.get_deployment(model))
             if version is None:
-                return None
+                return f"model {model!r} is not deployed: its deployment has no route"
             info = await self.registry.get_model(model)
             kind = learner_kind(info.task)
             found = await self.registry.get_artifact(model, version)
             artifact = found.version.artifact
             estimator = self.codec.decode(found.content, artifact.signature, artifact.sha256)
-        except (ModelNotFound, NotFound):
-            return None
+        except (ModelNotFound, NotFound) as err:
+            return f"model {model!r} is not deployed: {err}"
         except (InvalidInput, ArtifactIntegrityError) as err:
             log.error("cannot learn this model", extra={"model": model, "error": str(err)})
-            return None
+            return f"model {model!r} cannot be learned: {err}"
         estimator, progress = self._restore(model, version, estimator)
         learner = Learner(
             model,
@@ -257,7 +311,7 @@ class LearnerPool:
 
     def on_registry_event(self, event: events_pb2.RegistryEvent) -> None:
         """Note a deployment change (applied by the loop, between batches)."""
-        self._not_deployed.pop(event.model, None)
+        self._not_deployed.forget(event.model)
         if event.kind == events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED:
             self._pending[event.model] = event.deployment
 

@@ -96,8 +96,9 @@ class TrainerSettings(ServiceSettings):
     not_deployed_recheck_s: float = Field(
         5.0,
         gt=0,
-        description="How long examples of a model without a deployment are skipped before "
-        "the registry is asked again (a deployment event clears it at once).",
+        description="How long a model without a deployment is remembered as such (its "
+        "examples are dead-lettered) before the registry is asked again (a deployment event "
+        "clears it at once).",
     )
     registry_retry_s: float = Field(
         1.0, gt=0, description="Pause before retrying examples when the registry is unavailable."

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.learners import ExampleRecord, LearnerPool, Outcome
+from headwater.services.trainer.learners import (
+    NOT_DEPLOYED_CACHE_SIZE,
+    ExampleRecord,
+    LearnerPool,
+    Outcome,
+)
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
@@ -157,10 +162,14 @@ async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
     assert pool.due_updates(force=True) == []
 
 
-async def test_models_without_deployment_are_skipped_until_a_registry_event() -> None:
+async def test_examples_of_models_without_deployment_are_dead_lettered_not_dropped() -> None:
     registry = FakeRegistry()
     pool = make_pool(registry)
-    assert await feed(pool, range(3)) == [Outcome.NOT_DEPLOYED] * 3
+    rejects = Rejects()
+    assert await feed(pool, range(3), rejects) == [Outcome.NOT_DEPLOYED] * 3
+    assert rejects == [
+        (o, "model 'm' is not deployed: model 'm' has no deployment") for o in range(3)
+    ]
     assert registry.calls.count("get_deployment") == 1  # remembered for a while
     registry.deployed = 1
     pool.on_registry_event(
@@ -266,3 +275,14 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
 
     restored = make_pool(registry, index)
     assert await feed(restored, range(6)) == [Outcome.ALREADY_CONSUMED] * 6
+
+
+async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
+    registry = FakeRegistry()
+    pool = make_pool(registry)
+    rejects = Rejects()
+    for i in range(NOT_DEPLOYED_CACHE_SIZE + 50):
+        example = events_pb2.LabeledExample(example_id=f"e{i}", model=f"junk-{i}")
+        await pool.process(ExampleRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
+    assert len(rejects) == NOT_DEPLOYED_CACHE_SIZE + 50
+    assert len(pool._not_deployed) == NOT_DEPLOYED_CACHE_SIZE  # bounded
