@@ -107,7 +107,7 @@ class GatewayServer:
         self._stopped = False
 
     def _streams(self) -> tuple[AssignedStream, AssignedStream]:
-        reject = Rejecter(self.producer)
+        reject = Rejecter(self.producer, stopping=lambda: self._stopped)
         client = f"gateway-{self.settings.gateway_id}"
         registry_events = AssignedStream(
             self.settings.kafka,

@@ -11,7 +11,10 @@ each is assigned every partition of its topic and keeps its position in memory.
   existed when it opened are consumed.
 
 A record that cannot be decoded or makes no sense goes to ``dead-letter`` with
-the reason, and the consumer keeps going.
+the reason (``dead_letter_reliably``: retried with capped backoff until the
+broker acknowledges it or the gateway stops; a value too large to send is cut
+to a prefix marked ``x-dead-letter-truncated``), and the consumer keeps going:
+a record that cannot be dead-lettered is logged and never aborts its batch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from headwater.services.gateway.loader import ModelLoader
 from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import make_consumer
-from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.dead_letter import dead_letter_reliably
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, Unavailable
@@ -142,23 +145,42 @@ async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
 
 
 class Rejecter:
-    """Sends records nobody can process to ``dead-letter``, with the reason."""
+    """Sends records nobody can process to ``dead-letter``, with the reason.
 
-    def __init__(self, producer: EventProducer) -> None:
+    Args:
+        producer: A started producer.
+        stopping: True once the gateway is stopping (dead-lettering stops retrying).
+
+    Attributes:
+        count: Records rejected.
+        failed: Records that could not be dead-lettered (logged).
+
+    """
+
+    def __init__(self, producer: EventProducer, stopping: Callable[[], bool]) -> None:
         self.producer = producer
+        self.stopping = stopping
         self.count = 0
+        self.failed = 0
 
     async def __call__(self, record: ConsumerRecord, reason: str) -> None:
-        """Dead-letter ``record``; a broker that does not answer is logged, not raised."""
+        """Dead-letter ``record``, retrying until acknowledged; never raises."""
         self.count += 1
         try:
-            await dead_letter(
-                self.producer, record.key, record.value, reason, record.topic, record.headers
+            await dead_letter_reliably(
+                self.producer,
+                record.key,
+                record.value,
+                reason,
+                record.topic,
+                record.headers or (),
+                stopping=self.stopping,
             )
-        except Unavailable as error:
+        except Exception as error:  # one record must never abort the rest of its batch
+            self.failed += 1
             log.error(
                 "could not dead-letter a record",
-                extra={"topic": record.topic, "offset": record.offset, "error": str(error)},
+                extra={"topic": record.topic, "offset": record.offset, "error": repr(error)},
             )
 
 
@@ -226,7 +248,11 @@ class ModelUpdateHandler:
             if key not in newest or update.sequence > newest[key].sequence:
                 newest[key] = update
         for update in newest.values():
-            outcome = await self.updater.offer(update)
+            try:
+                outcome = await self.updater.offer(update)
+            except Exception:  # a bug with one update must not starve the others
+                log.exception("live update failed", extra={"model": update.model})
+                continue
             metrics.LIVE_UPDATES.labels(model=update.model, outcome=outcome.value).inc()
 
 

@@ -1,0 +1,108 @@
+"""The model-updates handler and its dead-lettering, with an in-memory producer."""
+
+from __future__ import annotations
+
+from aiokafka import ConsumerRecord
+from aiokafka.structs import RecordMetadata, TopicPartition
+from river import linear_model
+
+from headwater.services.gateway.model_cache import (
+    LiveUpdater,
+    ModelCache,
+    ModelEntry,
+    ServedVersion,
+)
+from headwater.services.gateway.streams import ModelUpdateHandler, Rejecter
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.dead_letter import TRUNCATED_HEADER
+from headwater.shared.bus.producer import OutgoingRecord
+from headwater.shared.errors import ResourceExhausted, Unavailable
+from headwater.shared.pb import events_pb2, registry_pb2
+
+R = registry_pb2
+CODEC = ArtifactCodec("unit-test-key")
+LIMIT = 64 * 1024
+
+
+class FlakyProducer:
+    """Refuses values over its request size; the first ``outages`` sends are Unavailable."""
+
+    max_request_size = LIMIT
+
+    def __init__(self, outages: int = 0) -> None:
+        self.outages = outages
+        self.sent: list[OutgoingRecord] = []
+
+    async def send_raw_and_wait(self, record: OutgoingRecord) -> RecordMetadata:
+        if len(record.value) + sum(len(v) for _, v in record.headers) > LIMIT:
+            raise ResourceExhausted(f"event of {len(record.value)} bytes is too large")
+        if self.outages:
+            self.outages -= 1
+            raise Unavailable("broker did not acknowledge")
+        self.sent.append(record)
+        return RecordMetadata("dead-letter", 0, TopicPartition("dead-letter", 0), 0, 0, 0, 0)
+
+
+def record(value: bytes, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(
+        "t.model-updates", 0, offset, 0, 0, b"m", value, None, len(b"m"), len(value), []
+    )
+
+
+def good_update(sequence: int) -> bytes:
+    artifact = CODEC.encode(linear_model.LogisticRegression())
+    return events_pb2.ModelUpdate(
+        model="m",
+        base_version=1,
+        sequence=sequence,
+        state=artifact.content,
+        sha256=artifact.sha256,
+        signature=artifact.signature,
+    ).SerializeToString()
+
+
+def cache_serving_version_1() -> ModelCache:
+    model = R.Model(
+        name="m",
+        task=R.TASK_BINARY,
+        features=[R.Feature(name="x", type=R.FEATURE_TYPE_FLOAT, required=True)],
+    )
+    deployment = R.Deployment(
+        model="m", revision=1, routes=[R.Route(version=1, weight=1.0, role=R.ROUTE_ROLE_PRIMARY)]
+    )
+    cache = ModelCache()
+    cache.install(ModelEntry.build(model, deployment, {1: ServedVersion(1, None)}))
+    return cache
+
+
+async def test_an_oversize_bad_update_is_dead_lettered_truncated_and_the_batch_goes_on() -> None:
+    producer = FlakyProducer(outages=2)
+    reject = Rejecter(producer, stopping=lambda: False)  # type: ignore[arg-type]
+    cache = cache_serving_version_1()
+    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), reject)
+    oversize = events_pb2.ModelUpdate(model="m", base_version=1, sequence=3, state=b"s" * 300_000)
+    await handler([record(oversize.SerializeToString(), 0), record(good_update(4), 1)])
+    assert cache.get("m").versions[1].live_sequence == 4  # offered although the bad one came first
+    assert (reject.count, reject.failed, len(producer.sent)) == (1, 0, 1)
+    sent = producer.sent[0]
+    headers = dict(sent.headers)
+    assert headers[TRUNCATED_HEADER] == str(oversize.ByteSize()).encode()
+    assert 0 < len(sent.value) < oversize.ByteSize()
+    assert oversize.SerializeToString().startswith(sent.value)
+
+
+async def test_a_record_that_cannot_be_dead_lettered_never_aborts_its_batch() -> None:
+    producer = FlakyProducer(outages=1_000_000)
+    stopping = False
+
+    async def stop_soon() -> None:
+        nonlocal stopping
+        stopping = True
+
+    reject = Rejecter(producer, stopping=lambda: stopping)  # type: ignore[arg-type]
+    cache = cache_serving_version_1()
+    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), reject)
+    await stop_soon()  # the gateway is stopping: retrying ends, the record is logged
+    await handler([record(b"\xff not protobuf", 0), record(good_update(2), 1)])
+    assert (reject.count, reject.failed) == (1, 1)
+    assert cache.get("m").versions[1].live_sequence == 2
