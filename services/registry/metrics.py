@@ -1,62 +1,52 @@
 """Prometheus metrics of the registry, and the interceptor that times its RPCs.
 
 The module may be imported under two names (``headwater.services.registry.metrics``
-and, by the doctest collector, ``services.registry.metrics``); collectors that
-exist already are reused, so a second import never fails with "Duplicated
-timeseries".
+and, by the doctest collector, ``services.registry.metrics``); the collectors
+come from :func:`headwater.shared.metrics.get_or_create`, so a second import
+reuses them instead of failing with "Duplicated timeseries".
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-M = TypeVar("M", Counter, Gauge, Histogram)
+from headwater.shared.metrics import get_or_create
 
-
-def _metric(kind: type[M], name: str, doc: str, labels: tuple[str, ...] = (), **kw: Any) -> M:
-    existing = REGISTRY._names_to_collectors.get(name)
-    if existing is not None:
-        if not isinstance(existing, kind):
-            raise TypeError(f"metric {name} is registered as {type(existing).__name__}")
-        return existing
-    return kind(name, doc, labels, **kw)
-
-
-RPCS = _metric(
+RPCS = get_or_create(
     Counter, "headwater_registry_rpcs_total", "Registry RPCs handled.", ("method", "code")
 )
-RPC_SECONDS = _metric(
+RPC_SECONDS = get_or_create(
     Histogram,
     "headwater_registry_rpc_duration_seconds",
     "Time to handle one registry RPC.",
     ("method",),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-CHANGES = _metric(
+CHANGES = get_or_create(
     Counter, "headwater_registry_changes_total", "Committed registry changes.", ("action",)
 )
-OUTBOX_PUBLISHED = _metric(
+OUTBOX_PUBLISHED = get_or_create(
     Counter, "headwater_registry_outbox_published_total", "Outbox events published."
 )
-OUTBOX_FAILURES = _metric(
+OUTBOX_FAILURES = get_or_create(
     Counter,
     "headwater_registry_outbox_publish_failures_total",
     "Failed attempts to publish an outbox event (each is retried).",
 )
-OUTBOX_LAST_SEQUENCE = _metric(
+OUTBOX_LAST_SEQUENCE = get_or_create(
     Gauge,
     "headwater_registry_outbox_last_published_sequence",
     "Sequence number of the last published outbox event.",
 )
-OUTBOX_LEADER = _metric(
+OUTBOX_LEADER = get_or_create(
     Gauge, "headwater_registry_outbox_leader", "1 while this process is the active relay."
 )
-OUTBOX_DELAY_SECONDS = _metric(
+OUTBOX_DELAY_SECONDS = get_or_create(
     Histogram,
     "headwater_registry_outbox_delay_seconds",
     "Time from an event's commit to its publication.",
