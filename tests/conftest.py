@@ -7,6 +7,9 @@
 - ``database_url`` (function): DSN of a fresh, empty database, dropped afterwards.
 - ``kafka_settings`` (function): KafkaSettings with a unique topic prefix and
   every headwater topic created (2 partitions each).
+- ``registry`` (function): a started registry server on ``database_url`` and
+  ``kafka_settings`` (``.target``); ``client``: a RegistryClient of it acting
+  as ``tester``. Other settings: ``tests.fixtures.running_registry``.
 
 The servers start only when a test asks for them, so unit tests never pay.
 """
@@ -14,6 +17,7 @@ The servers start only when a test asks for them, so unit tests never pay.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -25,10 +29,15 @@ from tests.fixtures import (
     ExternalBroker,
     ExternalPostgres,
     admin_url,
+    running_registry,
     start_broker,
     start_postgres,
     unique_name,
 )
+
+if TYPE_CHECKING:  # imported when used: unit tests do not pay for the registry
+    from headwater.services.registry.server import RegistryServer
+    from headwater.shared.registry_client import RegistryClient
 
 TEST_PARTITIONS = 2
 
@@ -87,3 +96,21 @@ async def kafka_settings(broker: TansuBroker | ExternalBroker) -> KafkaSettings:
     )
     await ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+async def registry(
+    database_url: str, kafka_settings: KafkaSettings
+) -> AsyncIterator[RegistryServer]:
+    """A started registry server on this test's database and topics; stopped afterwards."""
+    async with running_registry(database_url, kafka_settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
+    """A client of the test registry, acting as ``tester``."""
+    from headwater.shared.registry_client import RegistryClient
+
+    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
+        yield registry_client

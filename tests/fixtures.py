@@ -11,9 +11,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,6 +26,10 @@ from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
 
+if TYPE_CHECKING:  # imported when used: unit tests do not pay for the registry
+    from headwater.services.registry.server import RegistryServer
+    from headwater.services.registry.settings import RegistrySettings
+
 T = TypeVar("T")
 
 __all__ = [
@@ -35,6 +40,8 @@ __all__ = [
     "eventually",
     "free_port",
     "read_records",
+    "registry_settings",
+    "running_registry",
     "start_broker",
     "start_postgres",
     "unique_name",
@@ -202,3 +209,37 @@ async def read_records(
     if len(records) < count:
         pytest.fail(f"read {len(records)} of {count} records from {name} in {timeout_s}s")
     return records
+
+
+def registry_settings(
+    database_url: str, kafka: KafkaSettings, **overrides: Any
+) -> RegistrySettings:
+    """Settings of a test registry: free port, no metrics endpoint, fast outbox polling."""
+    from headwater.services.registry.settings import RegistrySettings
+    from headwater.shared.settings import DatabaseSettings
+
+    values: dict[str, Any] = {
+        "port": 0,
+        "metrics_port": 0,
+        "outbox_poll_interval_ms": 50,
+        "outbox_retry_max_backoff_ms": 300,
+        "database": DatabaseSettings(url=database_url, pool_max_size=5),
+        "kafka": kafka,
+        **overrides,
+    }
+    return RegistrySettings(**values)
+
+
+@asynccontextmanager
+async def running_registry(
+    database_url: str, kafka: KafkaSettings, **overrides: Any
+) -> AsyncIterator[RegistryServer]:
+    """A started registry server (see :func:`registry_settings`), stopped on exit."""
+    from headwater.services.registry.server import RegistryServer
+
+    server = RegistryServer(registry_settings(database_url, kafka, **overrides))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_s=2)

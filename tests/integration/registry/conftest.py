@@ -1,21 +1,16 @@
-"""A registry server per test on a fresh database and fresh topics, plus helpers."""
+"""Helpers of the registry tests (fixtures ``registry`` and ``client``: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 from aiokafka.structs import ConsumerRecord
 
-from headwater.services.registry.server import RegistryServer
-from headwater.services.registry.settings import RegistrySettings
 from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2
-from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import DatabaseSettings, KafkaSettings
+from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually
+from tests.fixtures import registry_settings as registry_settings  # the tests import it here
 
 SPEC = (
     '{"pipeline": [{"component": "preprocessing.StandardScaler"},'
@@ -23,40 +18,6 @@ SPEC = (
     ' "params": {"optimizer": {"component": "optim.SGD", "params": {"lr": 0.05}}}}]}'
 )
 FEATURES = [("x1", "float"), ("x2", "float"), ("plan", "str", False)]
-
-
-def registry_settings(database_url: str, kafka: KafkaSettings, **overrides) -> RegistrySettings:
-    """Settings of a test registry: free port, no metrics endpoint, fast polling."""
-    values = {
-        "port": 0,
-        "metrics_port": 0,
-        "outbox_poll_interval_ms": 100,
-        "outbox_retry_max_backoff_ms": 300,
-        "database": DatabaseSettings(url=database_url, pool_max_size=5),
-        "kafka": kafka,
-        **overrides,
-    }
-    return RegistrySettings(**values)
-
-
-@pytest.fixture
-async def registry(
-    database_url: str, kafka_settings: KafkaSettings
-) -> AsyncIterator[RegistryServer]:
-    """A started registry server; stopped after the test."""
-    server = RegistryServer(registry_settings(database_url, kafka_settings))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace_s=2)
-
-
-@pytest.fixture
-async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
-    """A client of the test registry, acting as ``tester``."""
-    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
-        yield registry_client
 
 
 async def unpublished(database_url: str) -> int:
