@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from headwater.services.gateway.routing import Route, RouteTable
-from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.artifacts import ArtifactCodec, restricted_loads
 from headwater.shared.errors import (
     ArtifactIntegrityError,
     InvalidInput,
@@ -315,9 +315,15 @@ class LiveUpdater:
         self.counts: dict[UpdatePlan, int] = dict.fromkeys(UpdatePlan, 0)
 
     async def offer(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
-        """Verify an update, remember it, and swap it in when it applies now."""
+        """Verify an update (once, off the event loop), remember it, swap it in if it applies.
+
+        The digest and HMAC of the state are checked in a worker thread, which
+        also unpickles the state when the update applies now; a remembered
+        update is not verified again when it is applied later.
+        """
+        decode_now = self.cache.plan(update) is UpdatePlan.APPLY
         try:
-            self.codec.verify(update.state, update.signature, update.sha256 or None)
+            estimator = await asyncio.to_thread(self._verify, update, decode_now)
         except ArtifactIntegrityError as error:
             log.error(
                 "live update refused",
@@ -325,25 +331,34 @@ class LiveUpdater:
             )
             return self._count(UpdatePlan.REFUSED)
         self.cache.remember(update)
-        return await self._apply(update)
+        if estimator is None:  # not applicable when offered (or the plan changed meanwhile)
+            return await self._apply(update)
+        return self._swap(update, estimator)
 
     async def apply_pending(self, name: str) -> None:
-        """Apply the remembered updates of a model (after its deployment is installed)."""
+        """Apply the remembered update of a model (after its deployment is installed)."""
         update = self.cache.pending(name)
         if update is not None:
             await self._apply(update)
 
+    def _verify(self, update: events_pb2.ModelUpdate, decode: bool) -> Any:
+        """Runs in a worker thread: check digest and signature, then unpickle if asked."""
+        self.codec.verify(update.state, update.signature, update.sha256 or None)
+        return restricted_loads(update.state) if decode else None
+
     async def _apply(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
+        """Swap in an already verified update if it applies now."""
         plan = self.cache.plan(update)
         if plan is not UpdatePlan.APPLY:
             return self._count(plan)
         try:
-            estimator = await asyncio.to_thread(
-                self.codec.decode, update.state, update.signature, update.sha256 or None
-            )
+            estimator = await asyncio.to_thread(restricted_loads, update.state)
         except ArtifactIntegrityError as error:
             log.error("live update refused", extra={"model": update.model, "reason": str(error)})
             return self._count(UpdatePlan.REFUSED)
+        return self._swap(update, estimator)
+
+    def _swap(self, update: events_pb2.ModelUpdate, estimator: Any) -> UpdatePlan:
         if not self.cache.swap_live(update, estimator):
             return self._count(self.cache.plan(update))
         log.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from river import linear_model
 
@@ -241,3 +243,30 @@ def test_model_ready_per_model_and_version() -> None:
     )
     cache.install(ModelEntry.build(model_proto(), shadow_only, {2: ServedVersion(2, None)}))
     assert cache.ready("m") is False  # nothing may answer
+
+
+class CountingCodec(ArtifactCodec):
+    """Records the thread of every signature check."""
+
+    def __init__(self) -> None:
+        super().__init__("unit-test-key")
+        self.verified_in: list[int] = []
+
+    def verify(self, content: bytes, signature: str, sha256: str | None = None) -> None:
+        self.verified_in.append(threading.get_ident())
+        super().verify(content, signature, sha256)
+
+
+async def test_an_update_is_verified_once_and_off_the_event_loop() -> None:
+    codec = CountingCodec()
+    cache = ModelCache()
+    cache.install(entry(1, 1))
+    updater = LiveUpdater(cache, codec)
+    assert await updater.offer(update(5, positive=False)) is UpdatePlan.APPLY
+    assert served(cache).estimator.predict_one(X) is False
+    assert await updater.offer(update(7, base_version=2)) is UpdatePlan.NOT_DEPLOYED
+    cache.install(entry(2, 2))
+    await updater.apply_pending("m")  # remembered: already verified
+    assert served(cache, 2).live_sequence == 7
+    assert len(codec.verified_in) == 2
+    assert threading.get_ident() not in codec.verified_in
