@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from headwater.services.trainer import metrics
+from headwater.services.trainer import checkpoints, metrics
 from headwater.services.trainer.convert import (
     example_from_proto,
     learner_kind,
@@ -41,6 +41,7 @@ from headwater.shared.errors import (
     InvalidInput,
     ModelNotFound,
     NotFound,
+    Unavailable,
 )
 from headwater.shared.features import FeatureSchema
 from headwater.shared.pb import events_pb2, registry_pb2
@@ -105,6 +106,7 @@ class ActiveLearner:
     checkpointing: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
     checkpoint_error: str = ""
     checkpoint_retry_at: float = 0.0
+    unanswered: tuple[str, Progress] | None = None
 
     def consumed(self, at: Position) -> None:
         """Note a consumed position that the next ModelUpdate must save."""
@@ -424,6 +426,7 @@ class LearnerPool:
 
         The task's result is the new version, or None when the registry refused
         or could not be reached (``checkpoint_error`` says why; retried later).
+        Registration is idempotent: see :mod:`headwater.services.trainer.checkpoints`.
 
         Raises:
             ModelNotFound: This trainer has no learner for ``model``.
@@ -434,6 +437,18 @@ class LearnerPool:
             raise ModelNotFound(f"this trainer has no learner for model {model!r}")
         if active.checkpointing is not None and not active.checkpointing.done():
             return active.checkpointing
+        request, progress = self._snapshot(model, active)
+        previous = active.checkpointed_examples
+        active.checkpointed_examples = progress.examples_learned
+        active.last_checkpoint = self._clock()
+        active.checkpointing = asyncio.create_task(
+            self._register(active, request, progress, previous), name=f"checkpoint-{model}"
+        )
+        return active.checkpointing
+
+    def _snapshot(
+        self, model: str, active: ActiveLearner
+    ) -> tuple[checkpoints.CheckpointRequest, Progress]:
         learner = active.learner
         progress = learner.progress()
         artifact = self.codec.encode(learner.model)
@@ -445,38 +460,81 @@ class LearnerPool:
             metrics=learner.metrics(),
             seed=active.seed,
         )
-        previous = active.checkpointed_examples
-        active.checkpointed_examples = progress.examples_learned
-        active.last_checkpoint = self._clock()
+        request = checkpoints.CheckpointRequest(
+            model=model,
+            spec_json=active.spec_json,
+            lineage=version_lineage,
+            content=artifact.content,
+            signature=artifact.signature,
+            description=f"online snapshot of v{progress.base_version} after "
+            f"{progress.examples_learned} examples",
+            checkpoint_id=checkpoints.checkpoint_id(
+                model, progress.base_version, progress.examples_learned
+            ),
+        )
+        return request, progress
 
-        async def register() -> registry_pb2.ModelVersion | None:
-            try:
-                version = await self.registry.create_version(
-                    model,
-                    active.spec_json,
-                    version_lineage,
-                    artifact=artifact.content,
-                    artifact_signature=artifact.signature,
-                    description=f"online snapshot of v{progress.base_version} after "
-                    f"{progress.examples_learned} examples",
-                    tags={"created_by": "trainer"},
+    async def _register(
+        self,
+        active: ActiveLearner,
+        request: checkpoints.CheckpointRequest,
+        progress: Progress,
+        previous: int,
+    ) -> registry_pb2.ModelVersion | None:
+        model = request.model
+        try:
+            version = await self._confirm_unanswered(model, active, request.checkpoint_id)
+            if version is None:
+                version = await checkpoints.register(
+                    self.registry, request, self.settings.registry_retry_s
                 )
-            except Exception as err:
-                metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
-                active.checkpointed_examples = previous
-                active.checkpoint_error = str(err) or repr(err)
-                active.checkpoint_retry_at = self._clock() + 5 * self.settings.registry_retry_s
-                log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
-                return None
-            active.checkpoint_error = ""
-            if active.learner.base_version == progress.base_version:
-                active.marks[version.version] = progress
-            metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
-            log.info("checkpoint registered", extra={"model": model, "version": version.version})
-            return version
+        except Exception as err:
+            metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
+            active.checkpointed_examples = previous
+            active.checkpoint_error = str(err) or repr(err)
+            active.checkpoint_retry_at = self._clock() + 5 * self.settings.registry_retry_s
+            if isinstance(err, Unavailable):  # it may have committed: look for it first next time
+                active.unanswered = (request.checkpoint_id, progress)
+            log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
+            return None
+        active.checkpoint_error = ""
+        self._mark(active, version, progress)
+        metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
+        log.info("checkpoint registered", extra={"model": model, "version": version.version})
+        return version
 
-        active.checkpointing = asyncio.create_task(register(), name=f"checkpoint-{model}")
-        return active.checkpointing
+    async def _confirm_unanswered(
+        self, model: str, active: ActiveLearner, checkpoint: str
+    ) -> registry_pb2.ModelVersion | None:
+        """Adopt the version an unanswered earlier checkpoint committed, if any.
+
+        Returns it when it is the very checkpoint about to be registered (nothing
+        was learned since), else None.
+
+        Raises:
+            Unavailable: The registry did not answer (the earlier one stays unconfirmed).
+
+        """
+        unanswered = active.unanswered
+        if unanswered is None:
+            return None
+        found = await checkpoints.find_checkpoint(self.registry, model, unanswered[0])
+        active.unanswered = None
+        if found is None:
+            return None
+        log.info("unanswered checkpoint adopted", extra={"model": model, "version": found.version})
+        if unanswered[0] == checkpoint:
+            return found
+        self._mark(active, found, unanswered[1])
+        return None
+
+    @staticmethod
+    def _mark(
+        active: ActiveLearner, version: registry_pb2.ModelVersion, progress: Progress
+    ) -> None:
+        """Remember what a checkpoint holds, so deploying it rebases the learner."""
+        if active.learner.base_version == progress.base_version:
+            active.marks[version.version] = progress
 
     async def stop_checkpoints(self, timeout_s: float) -> None:
         """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from headwater.services.trainer.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learners import (
     NOT_DEPLOYED_CACHE_SIZE,
     ExampleRecord,
@@ -36,9 +37,11 @@ class FakeRegistry:
         self.deployed: int | None = None
         self.calls: list[str] = []
         self.down = False
+        self.lose_answers = 0  # create_version commits, then raises Unavailable (a timeout)
+        self.down_after_create = False  # ... and the registry stays unreachable after it
         self.add_version(build_model(SPEC, seed=1))
 
-    def add_version(self, estimator, lineage=None) -> int:
+    def add_version(self, estimator, lineage=None, tags=None) -> int:
         number = len(self.versions) + 1
         artifact = CODEC.encode(estimator)
         self.versions[number] = registry_pb2.ModelVersion(
@@ -47,6 +50,7 @@ class FakeRegistry:
             spec_json=SPEC,
             lineage=lineage or make_lineage(seed=1),
             artifact=registry_pb2.Artifact(sha256=artifact.sha256, signature=artifact.signature),
+            tags=dict(tags or {}),
         )
         self.contents[number] = artifact.content
         return number
@@ -76,7 +80,16 @@ class FakeRegistry:
     async def create_version(self, model, spec_json, lineage=None, **kwargs):
         self._check("create_version")
         estimator = CODEC.decode(kwargs["artifact"], kwargs["artifact_signature"])
-        return self.versions[self.add_version(estimator, lineage)]
+        number = self.add_version(estimator, lineage, kwargs.get("tags"))
+        if self.lose_answers:
+            self.lose_answers -= 1
+            self.down = self.down_after_create
+            raise Unavailable("deadline exceeded")
+        return self.versions[number]
+
+    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+        self._check("list_versions")
+        return list(self.versions.values())
 
 
 def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ExampleRecord:
@@ -286,3 +299,35 @@ async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
         await pool.process(ExampleRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
     assert len(rejects) == NOT_DEPLOYED_CACHE_SIZE + 50
     assert len(pool._not_deployed) == NOT_DEPLOYED_CACHE_SIZE  # bounded
+
+
+async def test_a_checkpoint_whose_answer_was_lost_is_adopted_not_registered_twice() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    registry.lose_answers = 1  # commits, then the client times out
+    pool = make_pool(registry, registry_retry_s=0.01)
+    await feed(pool, range(4))
+    version = await pool.start_checkpoint("m")
+    assert version is not None and version.version == 2
+    assert registry.calls.count("create_version") == 1
+    assert sorted(registry.versions) == [1, 2]  # no second copy
+    assert version.tags[CHECKPOINT_TAG] == "m/1/4"
+    assert set(pool.learners["m"].marks) == {2}  # deploying it rebases the learner
+
+
+async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_registered() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    pool = make_pool(registry, registry_retry_s=0.01)
+    await feed(pool, range(4))
+    registry.lose_answers = 1
+    registry.down_after_create = True  # committed, then the registry is unreachable
+    assert await pool.start_checkpoint("m") is None
+    assert sorted(registry.versions) == [1, 2]
+    registry.down = False
+    await feed(pool, range(4, 6))
+    newer = await pool.start_checkpoint("m")
+    assert newer is not None and newer.version == 3
+    assert registry.calls.count("create_version") == 2
+    assert set(pool.learners["m"].marks) == {2, 3}
+    assert pool.learners["m"].marks[2].examples_learned == 4
