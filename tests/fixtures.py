@@ -107,18 +107,18 @@ class ExternalPostgres:
     def url(self, database: str = "headwater") -> str:
         return with_database(self.admin_url, database)
 
+    def is_running(self) -> bool:
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        pass
+
 
 def admin_url(server: EmbeddedPostgres | ExternalPostgres) -> str:
     """Where to run CREATE/DROP DATABASE: the external URL as given, else ``postgres``."""
     if isinstance(server, ExternalPostgres):
         return server.admin_url
     return server.url("postgres")
-
-    def is_running(self) -> bool:
-        return True
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        pass
 
 
 def start_broker(request: pytest.FixtureRequest) -> TansuBroker | ExternalBroker:
