@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from dataclasses import dataclass
+from typing import Any
 
-from headwater.shared.errors import Unavailable
+from headwater.shared.artifacts import PICKLE_PROTOCOL, ArtifactCodec
+from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient
 
@@ -42,9 +45,27 @@ class CheckpointRequest:
     spec_json: str
     lineage: registry_pb2.Lineage
     content: bytes
-    signature: str
     description: str
     checkpoint_id: str
+    signature: str = ""
+
+
+def pickled_state(codec: ArtifactCodec, model: Any) -> bytes:
+    """The model's artifact content, pickled now (on the event loop, between two examples).
+
+    Pickling is the consistency point of a checkpoint taken while learning goes
+    on; signing the bytes can then happen in a worker thread.
+
+    Raises:
+        ResourceExhausted: The state is larger than the codec's ``max_bytes``.
+
+    """
+    content = pickle.dumps(model, protocol=PICKLE_PROTOCOL)
+    if len(content) > codec.max_bytes:
+        raise ResourceExhausted(
+            f"encoded model is {len(content)} bytes, over the limit of {codec.max_bytes}"
+        )
+    return content
 
 
 async def find_checkpoint(

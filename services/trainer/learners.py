@@ -17,6 +17,7 @@ at an offset no later than the first example it had learned unsaved.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -267,13 +268,16 @@ class LearnerPool:
             kind = learner_kind(info.task)
             found = await self.registry.get_artifact(model, version)
             artifact = found.version.artifact
-            estimator = self.codec.decode(found.content, artifact.signature, artifact.sha256)
+            # verified and unpickled in a worker thread: the join's agents share this loop
+            estimator = await asyncio.to_thread(
+                self.codec.decode, found.content, artifact.signature, artifact.sha256
+            )
         except (ModelNotFound, NotFound) as err:
             return f"model {model!r} is not deployed: {err}"
         except (InvalidInput, ArtifactIntegrityError) as err:
             log.error("cannot learn this model", extra={"model": model, "error": str(err)})
             return f"model {model!r} cannot be learned: {err}"
-        estimator, progress = self._restore(model, version, estimator)
+        estimator, progress = await self._restore(model, version, estimator)
         learner = Learner(
             model,
             kind,
@@ -297,13 +301,17 @@ class LearnerPool:
             last_checkpoint=self._clock(),
         )
 
-    def _restore(self, model: str, version: int, base: object) -> tuple[object, Progress | None]:
+    async def _restore(
+        self, model: str, version: int, base: object
+    ) -> tuple[object, Progress | None]:
         saved = self.index.latest(model)
         if saved is None or saved.update.base_version != version:
             return base, None
         update = saved.update
         try:
-            state = self.codec.decode(update.state, update.signature, update.sha256)
+            state = await asyncio.to_thread(
+                self.codec.decode, update.state, update.signature, update.sha256
+            )
         except ArtifactIntegrityError as err:
             log.error("saved learner state refused", extra={"model": model, "error": str(err)})
             return base, None
@@ -357,13 +365,20 @@ class LearnerPool:
             if active.dirty and (force or now - active.last_sync >= interval_s)
         ]
 
-    def build_update(self, model: str) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
-        """Encode the learner's state and progress as its next ModelUpdate."""
+    async def build_update(
+        self, model: str
+    ) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
+        """Encode the learner's state and progress as its next ModelUpdate.
+
+        The state is pickled and signed in a worker thread, so call this only
+        while no learner changes (the learning loop holds its lock around
+        learning and saving): the snapshot is consistent with ``progress``.
+        """
         active = self.learners[model]
         progress = active.learner.progress()
-        artifact = self.codec.encode(active.learner.model)
         sequence = max(active.sequence, self.index.max_sequence(model)) + 1
         active.sequence = sequence  # reserved even if the send fails: sequences never repeat
+        artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
         return encode_update(model, artifact, progress, sequence, self.codec, self._wall())
 
     def saved(self, model: str, update: events_pb2.ModelUpdate, headers: list) -> None:
@@ -451,7 +466,7 @@ class LearnerPool:
     ) -> tuple[checkpoints.CheckpointRequest, Progress]:
         learner = active.learner
         progress = learner.progress()
-        artifact = self.codec.encode(learner.model)
+        content = checkpoints.pickled_state(self.codec, learner.model)  # the consistency point
         version_lineage = lineage(
             parent_version=learner.base_version,
             source="online-snapshot",
@@ -464,8 +479,7 @@ class LearnerPool:
             model=model,
             spec_json=active.spec_json,
             lineage=version_lineage,
-            content=artifact.content,
-            signature=artifact.signature,
+            content=content,
             description=f"online snapshot of v{progress.base_version} after "
             f"{progress.examples_learned} examples",
             checkpoint_id=checkpoints.checkpoint_id(
@@ -483,6 +497,9 @@ class LearnerPool:
     ) -> registry_pb2.ModelVersion | None:
         model = request.model
         try:
+            if not request.signature:  # HMAC of a large state: off the event loop
+                signature = await asyncio.to_thread(self.codec.sign, request.content)
+                request = dataclasses.replace(request, signature=signature)
             version = await self._confirm_unanswered(model, active, request.checkpoint_id)
             if version is None:
                 version = await checkpoints.register(

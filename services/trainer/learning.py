@@ -146,7 +146,7 @@ class LearningLoop:
     async def _sync(self, force: bool = False) -> None:
         """Publish the due ModelUpdates, one acknowledged record at a time."""
         for model in self.pool.due_updates(force):
-            update, headers = self.pool.build_update(model)
+            update, headers = await self.pool.build_update(model)
             try:
                 await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update, headers)
             except (Unavailable, ResourceExhausted) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from headwater.services.trainer.checkpoints import CHECKPOINT_TAG
@@ -37,6 +39,7 @@ class FakeRegistry:
         self.deployed: int | None = None
         self.calls: list[str] = []
         self.down = False
+        self.created_artifacts: list[bytes] = []
         self.lose_answers = 0  # create_version commits, then raises Unavailable (a timeout)
         self.down_after_create = False  # ... and the registry stays unreachable after it
         self.add_version(build_model(SPEC, seed=1))
@@ -80,6 +83,7 @@ class FakeRegistry:
     async def create_version(self, model, spec_json, lineage=None, **kwargs):
         self._check("create_version")
         estimator = CODEC.decode(kwargs["artifact"], kwargs["artifact_signature"])
+        self.created_artifacts.append(kwargs["artifact"])
         number = self.add_version(estimator, lineage, kwargs.get("tags"))
         if self.lose_answers:
             self.lose_answers -= 1
@@ -118,9 +122,9 @@ def make_pool(registry: FakeRegistry, index: UpdateIndex | None = None, **settin
     )
 
 
-def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
+async def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
     [model] = pool.due_updates(force=True)
-    update, headers = pool.build_update(model)
+    update, headers = await pool.build_update(model)
     pool.saved(model, update, headers)
     return update
 
@@ -136,7 +140,7 @@ async def test_commit_never_passes_what_is_not_saved_yet() -> None:
     pool = make_pool(registry)
     assert await feed(pool, range(10)) == [Outcome.LEARNED] * 10
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 0}
-    save(pool)
+    await save(pool)
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 10}
     await feed(pool, range(10, 14))
     assert pool.commit_offsets({(TOPIC, 0): 14, (TOPIC, 1): 3}) == {(TOPIC, 0): 10, (TOPIC, 1): 3}
@@ -148,7 +152,7 @@ async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twi
     index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
     first = make_pool(registry, index)
     await feed(first, range(10))
-    save(first)
+    await save(first)
     await feed(first, range(10, 14))  # learned, never saved: lost with the crash
     committed = first.commit_offsets({(TOPIC, 0): 14})[(TOPIC, 0)]
 
@@ -169,8 +173,8 @@ async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
     registry.deployed = 1
     pool = make_pool(registry)
     await feed(pool, range(3))
-    lost, _ = pool.build_update("m")  # never acknowledged
-    update = save(pool)
+    lost, _ = await pool.build_update("m")  # never acknowledged
+    update = await save(pool)
     assert update.sequence == lost.sequence + 1
     assert pool.due_updates(force=True) == []
 
@@ -277,10 +281,10 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
     index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
     pool = make_pool(registry, index)
     await feed(pool, range(3))
-    older, older_headers = pool.build_update("m")
+    older, older_headers = await pool.build_update("m")
     index.record(older, older_headers)
     await feed(pool, range(3, 6))
-    newer = save(pool)
+    newer = await save(pool)
     index.record(older, older_headers)  # the index's reader catches up with the topic
     latest = index.latest("m")
     assert latest is not None and latest.update.sequence == newer.sequence
@@ -331,3 +335,55 @@ async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_register
     assert registry.calls.count("create_version") == 2
     assert set(pool.learners["m"].marks) == {2, 3}
     assert pool.learners["m"].marks[2].examples_learned == 4
+
+
+class ThreadRecordingCodec(ArtifactCodec):
+    """The codec, noting which calls ran on the event loop's thread."""
+
+    def __init__(self) -> None:
+        super().__init__("unit-key")
+        self.on_loop: list[str] = []
+        self.off_loop: list[str] = []
+        self.signed_on_loop: list[bytes] = []
+        self.signed_off_loop: list[bytes] = []
+
+    def _note(self, call: str) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        (self.on_loop if main else self.off_loop).append(call)
+
+    def encode(self, model):
+        self._note("encode")
+        return super().encode(model)
+
+    def decode(self, content, signature, sha256=None):
+        self._note("decode")
+        return super().decode(content, signature, sha256)
+
+    def sign(self, content):
+        self._note("sign")
+        main = threading.current_thread() is threading.main_thread()
+        (self.signed_on_loop if main else self.signed_off_loop).append(bytes(content))
+        return super().sign(content)
+
+
+async def test_model_state_is_decoded_encoded_and_signed_off_the_event_loop() -> None:
+    registry = FakeRegistry()
+    registry.deployed = 1
+    codec = ThreadRecordingCodec()
+    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    settings = TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"))
+    pool = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
+    await feed(pool, range(5))
+    update, headers = await pool.build_update("m")
+    pool.saved("m", update, headers)
+    restored = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
+    await feed(restored, [5])  # loads the base version and restores the saved state
+    version = await restored.start_checkpoint("m")
+    assert version is not None
+    [checkpointed] = registry.created_artifacts
+
+    assert codec.off_loop.count("decode") == 3  # base artifact twice, saved state once
+    assert "encode" in codec.off_loop and "decode" not in codec.on_loop
+    assert "encode" not in codec.on_loop
+    assert checkpointed in codec.signed_off_loop  # the checkpoint's HMAC
+    assert checkpointed not in codec.signed_on_loop
