@@ -19,9 +19,9 @@ client's gRPC channel binds to the loop it is created on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -51,6 +51,12 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 RETRY_MAX_S = 5.0
+#: How far past its grace ``stop`` may run (closing steps after the grace).
+STOP_MARGIN_S = 1.0
+#: Least time the prediction-event flush gets, even when in-flight RPCs used the grace.
+MIN_FLUSH_S = 0.25
+# The producer's stop counts unsent events after its flush; leave it time to get there.
+_COUNT_RESERVE_S = 0.2
 
 
 def model_health_name(model: str) -> str:
@@ -230,31 +236,56 @@ class GatewayServer:
         await self._health.set(model_health_name(name), status)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop accepting RPCs, finish in-flight ones within ``grace_s``, flush events, close.
+        """Stop accepting RPCs, finish in-flight ones, flush events, close; within the grace.
 
+        Every step shares one deadline: the whole stop takes at most ``grace_s``
+        plus :data:`STOP_MARGIN_S`. In-flight RPCs get what is left of the
+        grace, the event flush what is left then (at least :data:`MIN_FLUSH_S`,
+        and always ending early enough that events still buffered are counted
+        as failed rather than lost), the closing steps what is left of the margin.
         Idempotent: a second call returns at once.
         """
         if self._stopped:
             return
         self._stopped = True
-        await self._health.enter_graceful_shutdown()
+        loop = asyncio.get_running_loop()
+        grace_end = loop.time() + max(grace_s, 0.0)
+        hard_end = grace_end + STOP_MARGIN_S
+
+        def left(until: float) -> float:
+            return max(until - loop.time(), 0.0)
+
+        await _bounded(self._health.enter_graceful_shutdown(), left(hard_end), "health")
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)
-        for task in self._tasks:
+            await _bounded(self._grpc.stop(left(grace_end)), left(hard_end), "gRPC server")
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=max(grace_s, 1.0))
-        self._tasks.clear()
-        await self.loader.close()
-        await self.registry_events.close()
-        await self.model_updates.close()
-        await self.producer.stop(grace_s)
-        await self.registry.close()
+        await _bounded(asyncio.gather(*tasks, return_exceptions=True), left(hard_end), "tasks")
+        await _bounded(self.loader.close(), left(hard_end), "model loads")
+        flush_s = min(max(left(grace_end), MIN_FLUSH_S), left(hard_end) - _COUNT_RESERVE_S)
+        await _bounded(self.producer.stop(max(flush_s, 0.0)), left(hard_end), "producer")
+        for stream in (self.registry_events, self.model_updates):
+            await _bounded(stream.close(), left(hard_end), f"{stream.topic.value} consumer")
+        await _bounded(self.registry.close(), left(hard_end), "registry client")
         if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.shutdown)
-            self._metrics_server.server_close()
+            metrics_server, self._metrics_server = self._metrics_server, None
+            await _bounded(asyncio.to_thread(metrics_server.shutdown), left(hard_end), "metrics")
+            metrics_server.server_close()
         log.info("gateway stopped", extra={"events_dropped": self.service.events_dropped})
+
+
+async def _bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool:
+    """Await one stop step for at most ``timeout_s``; False (logged) when cut short or failed."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+        return True
+    except TimeoutError:
+        log.warning("stop step cut short", extra={"step": what, "timeout_s": round(timeout_s, 3)})
+    except Exception as error:  # a failing close must not keep the rest open
+        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
+    return False
 
 
 def _backoff(attempt: int) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import numpy as np
 import pytest
@@ -393,3 +395,30 @@ async def test_not_serving_until_the_registry_answers(start_gateway) -> None:
         stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
         assert (await stub.ServerLive(oip_pb2.ServerLiveRequest(), timeout=5)).live
         assert not (await stub.ServerReady(oip_pb2.ServerReadyRequest(), timeout=5)).ready
+
+
+async def test_stop_with_the_broker_paused_ends_within_the_grace_and_counts_every_event(
+    broker, deployed, start_gateway, kafka_settings: KafkaSettings
+) -> None:
+    gateway = await start_gateway()
+    async with grpc.aio.insecure_channel(gateway.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(infer_request([ROW]), timeout=5)
+        await gateway.producer.flush(timeout_s=10)
+        broker.pause()
+        try:
+            for _ in range(4):
+                await stub.ModelInfer(infer_request([ROW] * 5), timeout=5)
+            # a health Watch stream stays in flight: gRPC's stop waits out the whole grace
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await gateway.stop(grace_s=1.0)
+            took = loop.time() - started
+        finally:
+            broker.resume()
+    assert took < 1.0 + 1.0 + 0.3, took  # grace + STOP_MARGIN_S + scheduling slack
+    producer = gateway.producer
+    assert producer.published + producer.failed == 1 + 20
+    assert producer.buffered == 0
