@@ -21,6 +21,7 @@ from headwater.services.trainer.learners import TP, ExampleRecord, LearnerPool
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.bus.codec import decode_event
+from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.dead_letter import dead_letter
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, topic_name
@@ -236,29 +237,13 @@ class RegistryEventsTail:
             Unavailable: The broker did not answer in time.
 
         """
-        kafka = self._settings.kafka
-        name = topic_name(kafka, Topic.REGISTRY_EVENTS)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap,
+        assigned = await assign_all_partitions(
+            self._settings.kafka,
+            [Topic.REGISTRY_EVENTS],
+            from_beginning=False,
             client_id=f"{self._settings.app_id}-registry-events",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            request_timeout_ms=kafka.request_timeout_ms,
         )
-        try:
-            async with asyncio.timeout(kafka.request_timeout_ms / 1000):
-                await consumer.start()
-                partitions = consumer.partitions_for_topic(name)
-                if not partitions:
-                    await consumer._client.force_metadata_update()
-                    partitions = consumer.partitions_for_topic(name) or set()
-                tps = [TopicPartition(name, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                await consumer.seek_to_end(*tps)
-        except (KafkaError, OSError, TimeoutError) as err:
-            await consumer.stop()
-            raise Unavailable(f"cannot read {name}: {err!r}") from err
+        consumer = assigned.consumer
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(consumer), name="trainer-registry-events")
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
@@ -35,13 +34,12 @@ from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter
 from headwater.shared.bus.producer import EventProducer
-from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.bus.topics import Topic, ensure_topic, topic_name
 from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
 
-_TOPIC_ALREADY_EXISTS = 36
 #: Longest pause between two attempts at a record while the broker is unreachable.
 MAX_RETRY_S = 5.0
 
@@ -96,43 +94,17 @@ async def ensure_changelog(settings: TrainerSettings, partitions: int) -> None:
     """Create the join table's changelog topic (compacted, ``partitions`` partitions).
 
     Raises:
-        Unavailable: The broker did not answer, or the topic exists with another count.
+        Unavailable: The broker did not answer in time.
+        FailedPrecondition: The topic exists with another partition count (delete
+            it, or change ``app_id``, so that it is created again).
 
     """
-    name = settings.join_changelog_topic()
-    kafka = settings.kafka
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap,
-        client_id=f"{settings.app_id}-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
+    await ensure_topic(
+        settings.kafka,
+        settings.join_changelog_topic(),
+        partitions,
+        {"cleanup.policy": "compact"},
     )
-    try:
-        async with asyncio.timeout(3 * kafka.request_timeout_ms / 1000):
-            await admin.start()
-            topic = NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
-            response = await admin.create_topics([topic])
-            for entry in getattr(response, "topic_errors", []):
-                if entry[1] not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise Unavailable(f"creating topic {name!r} failed: error {entry[1]}")
-            found = await _wait_partitions(admin, name)
-    except (TimeoutError, KafkaError, OSError) as err:
-        raise Unavailable(f"could not create the join changelog {name!r}: {err!r}") from err
-    finally:
-        await admin.close()
-    if found != partitions:
-        raise Unavailable(
-            f"join changelog {name!r} has {found} partitions, the joined topics {partitions}: "
-            "delete it (or change app_id) so that it is created again"
-        )
-
-
-async def _wait_partitions(admin: AIOKafkaAdminClient, name: str) -> int:
-    while True:
-        for topic in await admin.describe_topics([name]):
-            count = len(topic.get("partitions", []))
-            if topic.get("error_code", 0) == 0 and count:
-                return count
-        await asyncio.sleep(0.1)
 
 
 def build_app(

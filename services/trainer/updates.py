@@ -34,7 +34,8 @@ from headwater.services.trainer.convert import offset_ranges, spans_from_ranges,
 from headwater.services.trainer.learner import Position, Progress, decode_progress, encode_progress
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
 from headwater.shared.bus.codec import decode_event, header
-from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.bus.consumer import assign_all_partitions
+from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
@@ -171,27 +172,10 @@ class UpdateIndex:
             Unavailable: The broker did not answer in time.
 
         """
-        name = topic_name(self._kafka, Topic.MODEL_UPDATES)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
-            client_id=self._client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=self._kafka.request_timeout_ms,
+        assigned = await assign_all_partitions(
+            self._kafka, [Topic.MODEL_UPDATES], from_beginning=True, client_id=self._client_id
         )
-        timeout_s = self._kafka.request_timeout_ms / 1000
-        try:
-            async with asyncio.timeout(timeout_s):
-                await consumer.start()
-                partitions = consumer.partitions_for_topic(name)
-                if not partitions:
-                    await consumer._client.force_metadata_update()
-                    partitions = consumer.partitions_for_topic(name) or set()
-        except (KafkaError, OSError, TimeoutError) as err:
-            await consumer.stop()
-            raise Unavailable(f"cannot read {name}: {err!r}") from err
-        consumer.assign([TopicPartition(name, p) for p in sorted(partitions)])
+        consumer = assigned.consumer
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(consumer), name="trainer-update-index")
 
