@@ -21,33 +21,23 @@ from __future__ import annotations
 from headwater.services.gateway.model_cache import ModelEntry
 from headwater.services.gateway.outputs import PREDICT, PREDICT_PROBA
 from headwater.services.gateway.tensors import preferred_datatype
-from headwater.shared.pb import oip_pb2, registry_pb2
+from headwater.shared.pb import oip_pb2
 
 PLATFORM = "river"
 Tensor = oip_pb2.ModelMetadataResponse.TensorMetadata
 
-# The usual label type per task; the answer's datatype follows the labels the
-# model has learned (see outputs.py), e.g. INT64 for a binary model on 0/1.
-_PREDICT_DATATYPE = {
-    registry_pb2.TASK_BINARY: "BOOL",
-    registry_pb2.TASK_MULTICLASS: "BYTES",
-    registry_pb2.TASK_REGRESSION: "FP64",
-}
-
 
 def model_metadata(entry: ModelEntry) -> oip_pb2.ModelMetadataResponse:
-    """Inputs (one tensor per feature, schema order), outputs and deployed versions."""
+    """Inputs (one tensor per feature, schema order), outputs and deployed versions.
+
+    The ``predict`` datatype is the one every answer of this model uses: BOOL
+    (binary), BYTES (multiclass) or FP64 (regression), whatever the batch.
+    """
     inputs = [
         Tensor(name=f.name, datatype=preferred_datatype(f.type), shape=[-1])
         for f in entry.schema.features
     ]
-    outputs = [
-        Tensor(
-            name=PREDICT,
-            datatype=_PREDICT_DATATYPE.get(entry.model.task, "BYTES"),
-            shape=[-1],
-        )
-    ]
+    outputs = [Tensor(name=PREDICT, datatype=entry.predict_datatype, shape=[-1])]
     if entry.classifier:
         outputs.append(Tensor(name=PREDICT_PROBA, datatype="FP64", shape=[-1, -1]))
     return oip_pb2.ModelMetadataResponse(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from headwater.services.gateway.outputs import predict_datatype
 from headwater.services.gateway.routing import Route, RouteTable
 from headwater.shared.artifacts import ArtifactCodec, restricted_loads
 from headwater.shared.errors import (
@@ -115,6 +116,11 @@ class ModelEntry:
     def classifier(self) -> bool:
         """Whether the model is a binary or multiclass classifier."""
         return self.model.task in CLASSIFIER_TASKS
+
+    @property
+    def predict_datatype(self) -> str:
+        """The datatype of the ``predict`` output, fixed by the task (see outputs.py)."""
+        return predict_datatype(self.model.task)
 
     @property
     def live(self) -> bool:

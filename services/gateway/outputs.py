@@ -4,10 +4,18 @@ Every model has the output ``predict`` (shape ``[batch]``); classifiers also
 have ``predict_proba`` (FP64, shape ``[batch, n_classes]``), whose column order
 is given by the output parameter ``classes``, a JSON list.
 
-The datatype of ``predict`` follows the task and the labels: FP64 for a
-regressor; for a classifier BOOL, INT64, FP64 or BYTES (UTF-8 text) by the
-type of the labels it predicts. A classifier that has not seen any label yet
-predicts no class: its ``predict`` is BYTES with empty strings.
+The datatype of ``predict`` is fixed by the model's task, never by the batch
+(so ``tritonclient``'s ``as_numpy("predict")`` keeps its dtype from call to
+call, and ModelMetadata advertises exactly it), see :func:`predict_datatype`:
+
+- regression: FP64; NaN where the model gives no value;
+- binary: BOOL, the predicted label (River's binary classifiers predict
+  True/False; labels 0 and 1 read as False and True). A row for which the
+  model knows no class yet is False, and its ``predict_proba`` row is all
+  zeros. A binary model that predicts any other label (e.g. text) cannot be
+  answered in BOOL: FailedPrecondition says to register it as multiclass;
+- multiclass: BYTES, the UTF-8 text of the label (``cat``, ``3``, ``True``);
+  the empty string for a row with no class yet (``predict_proba`` all zeros).
 
 Answers use ``raw_output_contents`` when the request used raw inputs (as
 ``tritonclient`` does) and typed ``contents`` otherwise.
@@ -16,6 +24,7 @@ Answers use ``raw_output_contents`` when the request used raw inputs (as
 ...     PREDICT_OUTPUTS_CLASSIFIER,
 ...     [Prediction(True, {False: 0.25, True: 0.75}), Prediction(False, {False: 0.9, True: 0.1})],
 ...     raw=False,
+...     predict_type="BOOL",
 ... )
 >>> [(o.name, o.datatype, list(o.shape)) for o in outputs.tensors]
 [('predict', 'BOOL', [2]), ('predict_proba', 'FP64', [2, 2])]
@@ -36,7 +45,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from headwater.shared.errors import InvalidInput
+from headwater.shared.errors import FailedPrecondition, InvalidInput
 from headwater.shared.pb import oip_pb2
 
 Label: TypeAlias = bool | int | str | float
@@ -118,8 +127,22 @@ def ordered_classes(predictions: Sequence[Prediction]) -> list[Any]:
     return sorted(classes, key=lambda c: (type(c).__name__, c))
 
 
+# The datatype of ``predict`` per registry task (registry_pb2.Task values; see the module doc).
+_PREDICT_DATATYPES = {1: "BOOL", 2: "BYTES", 3: "FP64"}  # binary, multiclass, regression
+
+
+def predict_datatype(task: int) -> str:
+    """The datatype of ``predict`` for a model of this registry task (FP64 when unspecified).
+
+    >>> from headwater.shared.pb import registry_pb2 as R
+    >>> [predict_datatype(t) for t in (R.TASK_BINARY, R.TASK_MULTICLASS, R.TASK_REGRESSION)]
+    ['BOOL', 'BYTES', 'FP64']
+    """
+    return _PREDICT_DATATYPES.get(task, "FP64")
+
+
 def encode_outputs(
-    names: Sequence[str], predictions: Sequence[Prediction], raw: bool, classifier: bool = True
+    names: Sequence[str], predictions: Sequence[Prediction], raw: bool, predict_type: str
 ) -> EncodedOutputs:
     """Encode the selected outputs of a batch of predictions.
 
@@ -127,16 +150,19 @@ def encode_outputs(
         names: Output names, as returned by :func:`select_outputs`.
         predictions: One per row, in row order.
         raw: Put the values in ``raw_output_contents`` instead of typed contents.
-        classifier: False for a regressor, whose ``predict`` is always FP64.
+        predict_type: The datatype of ``predict``, from :func:`predict_datatype`.
 
     Returns:
         The tensors, and their raw bytes when ``raw``.
+
+    Raises:
+        FailedPrecondition: A label does not fit ``predict_type`` (text from a binary model).
 
     """
     encoded = EncodedOutputs(tensors=[])
     for name in names:
         if name == PREDICT:
-            datatype, values = _labels(predictions) if classifier else _values(predictions)
+            datatype, values = predict_type, _predict_values(predictions, predict_type)
             shape: tuple[int, ...] = (len(predictions),)
             parameters: dict[str, str] = {}
         else:
@@ -156,34 +182,35 @@ def encode_outputs(
     return encoded
 
 
-def _labels(predictions: Sequence[Prediction]) -> tuple[str, list[Any]]:
-    """The datatype of ``predict`` and its values.
+def _predict_values(predictions: Sequence[Prediction], datatype: str) -> list[Any]:
+    """The values of ``predict`` in its datatype; rows without a label get the sentinel.
 
-    >>> _labels([Prediction(1), Prediction(2)])
-    ('INT64', [1, 2])
-    >>> _labels([Prediction(None, {}), Prediction(None, {})])
-    ('BYTES', [b'', b''])
-    >>> _labels([Prediction(1.5)])
-    ('FP64', [1.5])
+    >>> _predict_values([Prediction(True), Prediction(None, {}), Prediction(1)], "BOOL")
+    [True, False, True]
+    >>> _predict_values([Prediction("cat"), Prediction(None, {}), Prediction(3)], "BYTES")
+    [b'cat', b'', b'3']
+    >>> _predict_values([Prediction(1), Prediction(None)], "FP64")
+    [1.0, nan]
+    >>> _predict_values([Prediction("yes")], "BOOL")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.FailedPrecondition: a binary model answers predict in BOOL, but ...
     """
-    labels = [p.label for p in predictions]
-    kinds = {_kind(label) for label in labels if label is not None}
-    if None not in labels and kinds == {"bool"}:
-        return "BOOL", [bool(v) for v in labels]
-    if None not in labels and kinds == {"int"}:
-        return "INT64", [int(v) for v in labels]  # type: ignore[arg-type]
-    if None not in labels and kinds and kinds <= {"int", "float"}:
-        return "FP64", [float(v) for v in labels]  # type: ignore[arg-type]
-    return "BYTES", [b"" if v is None else _text(v).encode("utf-8") for v in labels]
+    if datatype == "FP64":
+        return [float("nan") if p.label is None else float(p.label) for p in predictions]
+    if datatype == "BOOL":
+        return [False if p.label is None else _as_bool(p.label) for p in predictions]
+    return [b"" if p.label is None else _text(p.label).encode("utf-8") for p in predictions]
 
 
-def _values(predictions: Sequence[Prediction]) -> tuple[str, list[Any]]:
-    """A regressor's ``predict``: FP64, NaN where it gave nothing.
-
-    >>> _values([Prediction(1), Prediction(None)])
-    ('FP64', [1.0, nan])
-    """
-    return "FP64", [float("nan") if p.label is None else float(p.label) for p in predictions]
+def _as_bool(label: object) -> bool:
+    if _kind(label) == "bool" or (_kind(label) == "int" and label in (0, 1)):
+        return bool(label)
+    raise FailedPrecondition(
+        f"a binary model answers predict in BOOL, but this one predicted the label {label!r}; "
+        "binary models learn bool (or 0/1) labels: register a model with text labels as "
+        "multiclass"
+    )
 
 
 def _kind(label: object) -> str:
@@ -211,10 +238,9 @@ def _jsonable(label: object) -> object:
     return _text(label)
 
 
-_RAW_DTYPES = {"BOOL": "?", "INT64": "<i8", "FP64": "<f8"}
+_RAW_DTYPES = {"BOOL": "?", "FP64": "<f8"}
 _FIELDS = {
     "BOOL": "bool_contents",
-    "INT64": "int64_contents",
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }

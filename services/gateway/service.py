@@ -125,6 +125,7 @@ class InferenceService:
                 (the message lists the deployed versions).
             ModelNotReady: The model is not deployed (or not loaded yet).
             InvalidInput: The inputs or requested outputs are wrong (message names them).
+            FailedPrecondition: A binary model predicted a label that is not a bool.
 
         """
         started = time.perf_counter()
@@ -302,7 +303,7 @@ def prediction_event(
 def _response(
     request: oip_pb2.ModelInferRequest, served: Served, outputs: tuple[str, ...], raw: bool
 ) -> oip_pb2.ModelInferResponse:
-    encoded = encode_outputs(outputs, served.predictions, raw, served.entry.classifier)
+    encoded = encode_outputs(outputs, served.predictions, raw, served.entry.predict_datatype)
     response = oip_pb2.ModelInferResponse(
         model_name=served.entry.name,
         model_version=str(served.version.version),

@@ -217,3 +217,36 @@ async def test_a_request_whose_events_cannot_all_be_built_publishes_none(
     for _ in range(3):
         await asyncio.sleep(0)  # a shadow would have run by now
     assert publisher.events == []
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "datatype", "field", "before", "after"),
+    [
+        (R.TASK_BINARY, True, "BOOL", "bool_contents", [False], [True]),
+        (R.TASK_MULTICLASS, 3, "BYTES", "bytes_contents", [b""], [b"3"]),
+    ],
+)
+async def test_predict_datatype_is_stable_from_no_class_to_learned_and_matches_metadata(
+    task, label, datatype, field, before, after
+) -> None:
+    from river import tree
+
+    from headwater.services.gateway.metadata import model_metadata
+
+    estimator = tree.HoeffdingTreeClassifier()
+    model = R.Model(name="m", task=task, features=MIXED)
+    deployment = R.Deployment(model="m", routes=PRIMARY_1, revision=1)
+    cache = ModelCache()
+    cache.install(ModelEntry.build(model, deployment, {1: ServedVersion(1, estimator)}))
+    service = InferenceService(cache, ListPublisher(), "gw", max_batch_rows=8)
+    advertised = {t.name: t.datatype for t in model_metadata(cache.get("m")).outputs}
+    assert advertised["predict"] == datatype
+
+    first = await service.infer(request([1.0]))  # knows no class yet
+    estimator.learn_one({"x": 1.0}, label)
+    second = await service.infer(request([1.0]))
+    for response, expected in ((first, before), (second, after)):
+        predict = response.outputs[0]
+        assert predict.datatype == datatype
+        assert list(getattr(predict.contents, field)) == expected
+    assert list(first.outputs[1].shape) == [1, 0]  # no class: no probability
