@@ -1,4 +1,7 @@
-"""Checkpoint versions registered at most once, even when the registry's answer is lost.
+"""Checkpoints: learner snapshots registered as versions, at most once, even when answers are lost.
+
+:class:`Checkpointer` decides when a learner is due, snapshots it on the event
+loop and registers the snapshot in the background.
 
 ``CreateVersion`` is not idempotent: when a call times out (or the registry is
 UNAVAILABLE) it may still have committed. Each checkpoint therefore carries a
@@ -14,15 +17,22 @@ that tag instead of registering a second copy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pickle
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from headwater.services.trainer import metrics
+from headwater.services.trainer.convert import offset_ranges
+from headwater.services.trainer.learner import Progress
+from headwater.services.trainer.loading import ActiveLearner
+from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import PICKLE_PROTOCOL, ArtifactCodec
 from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.pb import registry_pb2
-from headwater.shared.registry_client import RegistryClient
+from headwater.shared.registry_client import RegistryClient, lineage
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +131,160 @@ async def register(
             failure = err
     assert failure is not None
     raise failure
+
+
+class Checkpointer:
+    """Takes and registers the checkpoints of the pool's learners.
+
+    Args:
+        settings: Checkpoint cadences and the registry retry pause.
+        registry: Where checkpoints are registered.
+        codec: Signs the snapshots.
+        clock: Monotonic seconds (cadences and retry pauses).
+
+    """
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        registry: RegistryClient,
+        codec: ArtifactCodec,
+        clock: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._codec = codec
+        self._clock = clock
+
+    def due(self, learners: Mapping[str, ActiveLearner]) -> list[str]:
+        """Models whose learner has learned enough, or long enough, for a checkpoint."""
+        now = self._clock()
+        due = []
+        for model, active in learners.items():
+            busy = active.checkpointing is not None and not active.checkpointing.done()
+            if busy or now < active.checkpoint_retry_at:
+                continue
+            fresh = active.learner.examples_learned - active.checkpointed_examples
+            if fresh >= self._settings.checkpoint_every_examples or (
+                fresh > 0 and now - active.last_checkpoint >= self._settings.checkpoint_every_s
+            ):
+                due.append(model)
+        return due
+
+    def start(
+        self, model: str, active: ActiveLearner
+    ) -> asyncio.Task[registry_pb2.ModelVersion | None]:
+        """Snapshot the learner now and register it as a version in the background.
+
+        The task's result is the new version, or None when the registry refused
+        or could not be reached (``checkpoint_error`` says why; retried later).
+        """
+        if active.checkpointing is not None and not active.checkpointing.done():
+            return active.checkpointing
+        request, progress = self._snapshot(model, active)
+        previous = active.checkpointed_examples
+        active.checkpointed_examples = progress.examples_learned
+        active.last_checkpoint = self._clock()
+        active.checkpointing = asyncio.create_task(
+            self._register(active, request, progress, previous), name=f"checkpoint-{model}"
+        )
+        return active.checkpointing
+
+    def _snapshot(self, model: str, active: ActiveLearner) -> tuple[CheckpointRequest, Progress]:
+        learner = active.learner
+        progress = learner.progress()
+        content = pickled_state(self._codec, learner.model)  # the consistency point
+        version_lineage = lineage(
+            parent_version=learner.base_version,
+            source="online-snapshot",
+            offsets=offset_ranges(progress.offsets),
+            example_count=progress.examples_learned,
+            metrics=learner.metrics(),
+            seed=active.seed,
+        )
+        request = CheckpointRequest(
+            model=model,
+            spec_json=active.spec_json,
+            lineage=version_lineage,
+            content=content,
+            description=f"online snapshot of v{progress.base_version} after "
+            f"{progress.examples_learned} examples",
+            checkpoint_id=checkpoint_id(model, progress.base_version, progress.examples_learned),
+        )
+        return request, progress
+
+    async def _register(
+        self,
+        active: ActiveLearner,
+        request: CheckpointRequest,
+        progress: Progress,
+        previous: int,
+    ) -> registry_pb2.ModelVersion | None:
+        model = request.model
+        try:
+            if not request.signature:  # HMAC of a large state: off the event loop
+                signature = await asyncio.to_thread(self._codec.sign, request.content)
+                request = dataclasses.replace(request, signature=signature)
+            version = await self._confirm_unanswered(model, active, request.checkpoint_id)
+            if version is None:
+                version = await register(self._registry, request, self._settings.registry_retry_s)
+        except Exception as err:
+            metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
+            active.checkpointed_examples = previous
+            active.checkpoint_error = str(err) or repr(err)
+            active.checkpoint_retry_at = self._clock() + 5 * self._settings.registry_retry_s
+            if isinstance(err, Unavailable):  # it may have committed: look for it first next time
+                active.unanswered = (request.checkpoint_id, progress)
+            log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
+            return None
+        active.checkpoint_error = ""
+        _mark(active, version, progress)
+        metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
+        log.info("checkpoint registered", extra={"model": model, "version": version.version})
+        return version
+
+    async def _confirm_unanswered(
+        self, model: str, active: ActiveLearner, checkpoint: str
+    ) -> registry_pb2.ModelVersion | None:
+        """Adopt the version an unanswered earlier checkpoint committed, if any.
+
+        Returns it when it is the very checkpoint about to be registered (nothing
+        was learned since), else None.
+
+        Raises:
+            Unavailable: The registry did not answer (the earlier one stays unconfirmed).
+
+        """
+        unanswered = active.unanswered
+        if unanswered is None:
+            return None
+        found = await find_checkpoint(self._registry, model, unanswered[0])
+        active.unanswered = None
+        if found is None:
+            return None
+        log.info("unanswered checkpoint adopted", extra={"model": model, "version": found.version})
+        if unanswered[0] == checkpoint:
+            return found
+        _mark(active, found, unanswered[1])
+        return None
+
+
+def _mark(active: ActiveLearner, version: registry_pb2.ModelVersion, progress: Progress) -> None:
+    """Remember what a checkpoint holds, so deploying it rebases the learner."""
+    if active.learner.base_version == progress.base_version:
+        active.marks[version.version] = progress
+
+
+async def stop_checkpoints(learners: Iterable[ActiveLearner], timeout_s: float) -> None:
+    """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
+    tasks = [
+        a.checkpointing
+        for a in learners
+        if a.checkpointing is not None and not a.checkpointing.done()
+    ]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

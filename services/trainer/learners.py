@@ -1,9 +1,11 @@
-"""The learners of the models this trainer owns: load, learn, save, checkpoint, follow deployments.
+"""The learners of the models this trainer owns: learn, save, commit, follow deployments.
 
 No Kafka consumer here (see :mod:`headwater.services.trainer.learning`): the
 pool gets each example record with its position, asks the registry what to
 start from, and tells the consuming loop what to publish and what it may
-commit. One learner per model, owned by the consuming loop's task.
+commit. One learner per model, owned by the consuming loop's task. Loading a
+learner is :mod:`headwater.services.trainer.loading`'s part, taking its
+checkpoints :mod:`headwater.services.trainer.checkpoints`'s.
 
 Saving and committing fit together so that no example is lost or learned
 twice: a learner's state and positions are saved in one ModelUpdate; the
@@ -17,43 +19,32 @@ at an offset no later than the first example it had learned unsaved.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
-from headwater.services.trainer import checkpoints, metrics
-from headwater.services.trainer.convert import (
-    example_from_proto,
-    learner_kind,
-    offset_ranges,
-    primary_version,
+from headwater.services.trainer import metrics
+from headwater.services.trainer.checkpoints import Checkpointer, stop_checkpoints
+from headwater.services.trainer.convert import example_from_proto, primary_version
+from headwater.services.trainer.learner import Position, StepKind
+from headwater.services.trainer.loading import (
+    NOT_DEPLOYED_CACHE_SIZE,
+    TP,
+    ActiveLearner,
+    LearnerLoader,
+    NotLearnable,
 )
-from headwater.services.trainer.learner import Learner, Position, Progress, StepKind
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex, encode_update, saved_progress
+from headwater.services.trainer.updates import UpdateIndex, encode_update
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.errors import (
-    ArtifactIntegrityError,
-    InvalidInput,
-    ModelNotFound,
-    NotFound,
-    Unavailable,
-)
-from headwater.shared.features import FeatureSchema
+from headwater.shared.errors import InvalidInput, ModelNotFound
 from headwater.shared.pb import events_pb2, registry_pb2
-from headwater.shared.registry_client import RegistryClient, lineage
+from headwater.shared.registry_client import RegistryClient
 
 log = logging.getLogger(__name__)
-
-TP = tuple[str, int]
-
-#: Most model names remembered as having no learner (the topic is open to any name).
-NOT_DEPLOYED_CACHE_SIZE = 256
 
 
 class Outcome(StrEnum):
@@ -89,75 +80,6 @@ class Processed:
     reason: str = ""
 
 
-@dataclass
-class ActiveLearner:
-    """A model's learner with what the pool tracks about it."""
-
-    learner: Learner
-    spec_json: str
-    seed: int
-    schema: FeatureSchema
-    sequence: int
-    unsaved_from: dict[TP, int] = field(default_factory=dict)
-    dirty: bool = False
-    last_sync: float = float("-inf")
-    checkpointed_examples: int = 0
-    last_checkpoint: float = 0.0
-    marks: dict[int, Progress] = field(default_factory=dict)
-    checkpointing: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
-    checkpoint_error: str = ""
-    checkpoint_retry_at: float = 0.0
-    unanswered: tuple[str, Progress] | None = None
-
-    def consumed(self, at: Position) -> None:
-        """Note a consumed position that the next ModelUpdate must save."""
-        self.unsaved_from.setdefault((at.topic, at.partition), at.offset)
-        self.dirty = True
-
-
-class NotLearnable:
-    """Why a model has no learner, remembered for a while; at most ``size`` names (LRU).
-
-    >>> cache = NotLearnable(ttl_s=5.0, size=2)
-    >>> cache.put("a", "not deployed", now=0.0); cache.put("b", "not deployed", now=0.0)
-    >>> cache.get("a", now=1.0)  # used: now the most recent
-    'not deployed'
-    >>> cache.put("c", "unknown", now=1.0)  # evicts the least recently used, b
-    >>> cache.get("b", now=1.0), cache.get("a", now=6.0), len(cache)
-    (None, None, 1)
-    """
-
-    def __init__(self, ttl_s: float, size: int) -> None:
-        self._ttl_s = ttl_s
-        self._size = size
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, model: str, now: float) -> str | None:
-        """The remembered reason, None when absent or expired."""
-        entry = self._entries.get(model)
-        if entry is None:
-            return None
-        if entry[0] <= now:
-            del self._entries[model]
-            return None
-        self._entries.move_to_end(model)
-        return entry[1]
-
-    def put(self, model: str, reason: str, now: float) -> None:
-        """Remember ``reason`` for ``ttl_s``, evicting the least recently used name if full."""
-        self._entries[model] = (now + self._ttl_s, reason)
-        self._entries.move_to_end(model)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def forget(self, model: str) -> None:
-        """Ask the registry again next time (a registry event about the model)."""
-        self._entries.pop(model, None)
-
-
 class LearnerPool:
     """Every learner of this trainer, keyed by model name.
 
@@ -188,6 +110,8 @@ class LearnerPool:
         self._wall = wall
         self._not_deployed = NotLearnable(settings.not_deployed_recheck_s, NOT_DEPLOYED_CACHE_SIZE)
         self._pending: dict[str, registry_pb2.Deployment] = {}
+        self._loader = LearnerLoader(settings, registry, codec, index, clock)
+        self._checkpointer = Checkpointer(settings, registry, codec, clock)
 
     # -- examples -------------------------------------------------------------------
 
@@ -252,70 +176,12 @@ class LearnerPool:
         remembered = self._not_deployed.get(model, self._clock())
         if remembered is not None:
             return remembered
-        loaded = await self._load(model)
+        loaded = await self._loader.load(model)
         if isinstance(loaded, str):
             self._not_deployed.put(model, loaded, self._clock())
             return loaded
         self.learners[model] = loaded
         return loaded
-
-    async def _load(self, model: str) -> ActiveLearner | str:
-        try:
-            version = primary_version(await self.registry.get_deployment(model))
-            if version is None:
-                return f"model {model!r} is not deployed: its deployment has no route"
-            info = await self.registry.get_model(model)
-            kind = learner_kind(info.task)
-            found = await self.registry.get_artifact(model, version)
-            artifact = found.version.artifact
-            # verified and unpickled in a worker thread: the join's agents share this loop
-            estimator = await asyncio.to_thread(
-                self.codec.decode, found.content, artifact.signature, artifact.sha256
-            )
-        except (ModelNotFound, NotFound) as err:
-            return f"model {model!r} is not deployed: {err}"
-        except (InvalidInput, ArtifactIntegrityError) as err:
-            log.error("cannot learn this model", extra={"model": model, "error": str(err)})
-            return f"model {model!r} cannot be learned: {err}"
-        estimator, progress = await self._restore(model, version, estimator)
-        learner = Learner(
-            model,
-            kind,
-            base_version=version,
-            model=estimator,
-            progress=progress,
-            dedupe_ids=self.settings.dedupe_ids,
-            metric_window=self.settings.metric_window,
-        )
-        log.info(
-            "learner started",
-            extra={"model": model, "base_version": version, "restored": progress is not None},
-        )
-        return ActiveLearner(
-            learner,
-            spec_json=found.version.spec_json,
-            seed=found.version.lineage.seed,
-            schema=FeatureSchema.from_proto(info),
-            sequence=self.index.max_sequence(model),
-            checkpointed_examples=learner.examples_learned,
-            last_checkpoint=self._clock(),
-        )
-
-    async def _restore(
-        self, model: str, version: int, base: object
-    ) -> tuple[object, Progress | None]:
-        saved = self.index.latest(model)
-        if saved is None or saved.update.base_version != version:
-            return base, None
-        update = saved.update
-        try:
-            state = await asyncio.to_thread(
-                self.codec.decode, update.state, update.signature, update.sha256
-            )
-        except ArtifactIntegrityError as err:
-            log.error("saved learner state refused", extra={"model": model, "error": str(err)})
-            return base, None
-        return state, saved_progress(update, saved.headers, self.codec)
 
     # -- deployments ------------------------------------------------------------------
 
@@ -423,18 +289,7 @@ class LearnerPool:
 
     def due_checkpoints(self) -> list[str]:
         """Models whose learner has learned enough, or long enough, for a checkpoint."""
-        now = self._clock()
-        due = []
-        for model, active in self.learners.items():
-            busy = active.checkpointing is not None and not active.checkpointing.done()
-            if busy or now < active.checkpoint_retry_at:
-                continue
-            fresh = active.learner.examples_learned - active.checkpointed_examples
-            if fresh >= self.settings.checkpoint_every_examples or (
-                fresh > 0 and now - active.last_checkpoint >= self.settings.checkpoint_every_s
-            ):
-                due.append(model)
-        return due
+        return self._checkpointer.due(self.learners)
 
     def start_checkpoint(self, model: str) -> asyncio.Task[registry_pb2.ModelVersion | None]:
         """Snapshot the learner now and register it as a version in the background.
@@ -450,119 +305,8 @@ class LearnerPool:
         active = self.learners.get(model)
         if active is None:
             raise ModelNotFound(f"this trainer has no learner for model {model!r}")
-        if active.checkpointing is not None and not active.checkpointing.done():
-            return active.checkpointing
-        request, progress = self._snapshot(model, active)
-        previous = active.checkpointed_examples
-        active.checkpointed_examples = progress.examples_learned
-        active.last_checkpoint = self._clock()
-        active.checkpointing = asyncio.create_task(
-            self._register(active, request, progress, previous), name=f"checkpoint-{model}"
-        )
-        return active.checkpointing
-
-    def _snapshot(
-        self, model: str, active: ActiveLearner
-    ) -> tuple[checkpoints.CheckpointRequest, Progress]:
-        learner = active.learner
-        progress = learner.progress()
-        content = checkpoints.pickled_state(self.codec, learner.model)  # the consistency point
-        version_lineage = lineage(
-            parent_version=learner.base_version,
-            source="online-snapshot",
-            offsets=offset_ranges(progress.offsets),
-            example_count=progress.examples_learned,
-            metrics=learner.metrics(),
-            seed=active.seed,
-        )
-        request = checkpoints.CheckpointRequest(
-            model=model,
-            spec_json=active.spec_json,
-            lineage=version_lineage,
-            content=content,
-            description=f"online snapshot of v{progress.base_version} after "
-            f"{progress.examples_learned} examples",
-            checkpoint_id=checkpoints.checkpoint_id(
-                model, progress.base_version, progress.examples_learned
-            ),
-        )
-        return request, progress
-
-    async def _register(
-        self,
-        active: ActiveLearner,
-        request: checkpoints.CheckpointRequest,
-        progress: Progress,
-        previous: int,
-    ) -> registry_pb2.ModelVersion | None:
-        model = request.model
-        try:
-            if not request.signature:  # HMAC of a large state: off the event loop
-                signature = await asyncio.to_thread(self.codec.sign, request.content)
-                request = dataclasses.replace(request, signature=signature)
-            version = await self._confirm_unanswered(model, active, request.checkpoint_id)
-            if version is None:
-                version = await checkpoints.register(
-                    self.registry, request, self.settings.registry_retry_s
-                )
-        except Exception as err:
-            metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
-            active.checkpointed_examples = previous
-            active.checkpoint_error = str(err) or repr(err)
-            active.checkpoint_retry_at = self._clock() + 5 * self.settings.registry_retry_s
-            if isinstance(err, Unavailable):  # it may have committed: look for it first next time
-                active.unanswered = (request.checkpoint_id, progress)
-            log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
-            return None
-        active.checkpoint_error = ""
-        self._mark(active, version, progress)
-        metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
-        log.info("checkpoint registered", extra={"model": model, "version": version.version})
-        return version
-
-    async def _confirm_unanswered(
-        self, model: str, active: ActiveLearner, checkpoint: str
-    ) -> registry_pb2.ModelVersion | None:
-        """Adopt the version an unanswered earlier checkpoint committed, if any.
-
-        Returns it when it is the very checkpoint about to be registered (nothing
-        was learned since), else None.
-
-        Raises:
-            Unavailable: The registry did not answer (the earlier one stays unconfirmed).
-
-        """
-        unanswered = active.unanswered
-        if unanswered is None:
-            return None
-        found = await checkpoints.find_checkpoint(self.registry, model, unanswered[0])
-        active.unanswered = None
-        if found is None:
-            return None
-        log.info("unanswered checkpoint adopted", extra={"model": model, "version": found.version})
-        if unanswered[0] == checkpoint:
-            return found
-        self._mark(active, found, unanswered[1])
-        return None
-
-    @staticmethod
-    def _mark(
-        active: ActiveLearner, version: registry_pb2.ModelVersion, progress: Progress
-    ) -> None:
-        """Remember what a checkpoint holds, so deploying it rebases the learner."""
-        if active.learner.base_version == progress.base_version:
-            active.marks[version.version] = progress
+        return self._checkpointer.start(model, active)
 
     async def stop_checkpoints(self, timeout_s: float) -> None:
         """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
-        tasks = [
-            a.checkpointing
-            for a in self.learners.values()
-            if a.checkpointing is not None and not a.checkpointing.done()
-        ]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_checkpoints(self.learners.values(), timeout_s)

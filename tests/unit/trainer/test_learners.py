@@ -7,12 +7,8 @@ import threading
 import pytest
 
 from headwater.services.trainer.checkpoints import CHECKPOINT_TAG
-from headwater.services.trainer.learners import (
-    NOT_DEPLOYED_CACHE_SIZE,
-    ExampleRecord,
-    LearnerPool,
-    Outcome,
-)
+from headwater.services.trainer.learners import ExampleRecord, LearnerPool, Outcome
+from headwater.services.trainer.loading import NOT_DEPLOYED_CACHE_SIZE
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
