@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from headwater.services.trainer.join import Join, Slot, decode_slot, encode_slot
-from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService
+from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService, Reject
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter
@@ -111,8 +111,31 @@ def build_app(
     settings: TrainerSettings, partitions: int, data_dir: Path, producer: EventProducer
 ) -> tuple[faust.App, JoinService]:
     """The Faust app with its table, two agents and the sweep timer (call inside the loop)."""
+    app = _faust_app(settings, partitions, data_dir)
+    table = app.Table(JOIN_TABLE, key_type=str, value_type=bytes, partitions=partitions)
+    slots = SlotTable(table)
+    examples = app.topic(
+        topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
+    )
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        await dead_letter(producer, record.key, record.value, reason, record.topic, record.headers)
+
+    service = JoinService(Join(settings.join_ttl_s), slots, _emitter(examples), reject, time.time)
+    _add_agents(app, settings, service, reject)
+
+    @app.timer(settings.join_sweep_interval_s)
+    async def sweep() -> None:
+        for key, slot in list(service.sweep()):
+            slots.expire(key, slot)
+
+    return app, service
+
+
+def _faust_app(settings: TrainerSettings, partitions: int, data_dir: Path) -> faust.App:
+    """A Faust app that declares no topic, has no leader topic and no web server."""
     session_s = settings.session_timeout_s
-    app = faust.App(
+    return faust.App(
         settings.group_id("join"),
         broker=faust_brokers(settings.kafka.bootstrap),
         datadir=str(data_dir),
@@ -132,18 +155,12 @@ def build_app(
         producer_acks=-1,
         producer_max_batch_size=settings.join_producer_max_batch_bytes,
     )
-    table = app.Table(JOIN_TABLE, key_type=str, value_type=bytes, partitions=partitions)
-    slots = SlotTable(table)
-    examples = app.topic(
-        topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
-    )
 
-    emit = _emitter(examples)
 
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        await dead_letter(producer, record.key, record.value, reason, record.topic, record.headers)
-
-    service = JoinService(Join(settings.join_ttl_s), slots, emit, reject, time.time)
+def _add_agents(
+    app: faust.App, settings: TrainerSettings, service: JoinService, reject: Reject
+) -> None:
+    """One agent on ``predictions`` and one on ``feedback``, handing records to ``service``."""
     handlers = {Topic.PREDICTIONS: service.on_prediction, Topic.FEEDBACK: service.on_feedback}
     for topic, handle in handlers.items():
         channel = app.topic(
@@ -151,13 +168,6 @@ def build_app(
         )
         agent = _consume(handle, reject)
         app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(agent)
-
-    @app.timer(settings.join_sweep_interval_s)
-    async def sweep() -> None:
-        for key, slot in list(service.sweep()):
-            slots.expire(key, slot)
-
-    return app, service
 
 
 def _emitter(examples: Any) -> Emit:
