@@ -23,6 +23,9 @@ Every slot lives ``ttl_s`` seconds from the moment it was written:
 * an expired slot is as good as absent (the outcome does not depend on when the
   sweep ran); :func:`expired` lists the slots a periodic sweep should delete.
 
+The waiting side's W3C trace headers (``traceparent``, ``tracestate``) are kept
+in its slot, so a joined :class:`Outcome` carries the trace of both sides.
+
 >>> join = Join(ttl_s=60.0)
 >>> slots: dict[str, Slot] = {}
 >>> waiting = join.on_prediction(slots, "p1", b"prediction", now=0.0, partition=0)
@@ -50,6 +53,9 @@ from enum import Enum, StrEnum
 
 from headwater.shared.errors import InvalidInput
 
+#: Record headers of a trace context (``traceparent``, ``tracestate``): name, value pairs.
+TraceHeaders = tuple[tuple[str, bytes], ...]
+
 
 class SlotState(Enum):
     """What a slot is waiting for."""
@@ -68,6 +74,7 @@ class Slot:
         expires_at: Processing time (seconds since the epoch) after which the slot is void.
         partition: Source partition of the event that wrote it (where its changelog lives).
         payload: The encoded event waiting for its partner; empty once joined.
+        trace: The trace headers of the waiting event; empty once joined.
 
     """
 
@@ -75,6 +82,7 @@ class Slot:
     expires_at: float
     partition: int
     payload: bytes = b""
+    trace: TraceHeaders = ()
 
     def is_expired(self, now: float) -> bool:
         """Whether the slot is void at processing time ``now``."""
@@ -99,6 +107,8 @@ class Outcome:
         feedback: The encoded feedback of a joined pair.
         replaced_expired: The state of an expired slot this event replaces.
         slot: The slot to write under the prediction id (None: leave it as it is).
+        prediction_trace: The trace headers of a joined pair's prediction.
+        feedback_trace: The trace headers of a joined pair's feedback.
 
     """
 
@@ -107,6 +117,8 @@ class Outcome:
     feedback: bytes = b""
     replaced_expired: SlotState | None = None
     slot: Slot | None = None
+    prediction_trace: TraceHeaders = ()
+    feedback_trace: TraceHeaders = ()
 
     def store(self, slots: MutableMapping[str, Slot], key: str) -> None:
         """Write the new slot, once the outcome is acted on (a joined pair emitted)."""
@@ -138,6 +150,7 @@ class Join:
         *,
         now: float,
         partition: int,
+        trace: TraceHeaders = (),
     ) -> Outcome:
         """A prediction arrived: wait for its feedback, or join with feedback already there.
 
@@ -159,6 +172,7 @@ class Join:
             payload,
             now=now,
             partition=partition,
+            trace=trace,
             waiting_for_me=SlotState.AWAITING_PREDICTION,
             waiting_for_other=SlotState.AWAITING_FEEDBACK,
         )
@@ -171,6 +185,7 @@ class Join:
         *,
         now: float,
         partition: int,
+        trace: TraceHeaders = (),
     ) -> Outcome:
         """Feedback arrived: join with its waiting prediction, or wait up to the TTL for it.
 
@@ -191,6 +206,7 @@ class Join:
             payload,
             now=now,
             partition=partition,
+            trace=trace,
             waiting_for_me=SlotState.AWAITING_FEEDBACK,
             waiting_for_other=SlotState.AWAITING_PREDICTION,
         )
@@ -203,6 +219,7 @@ class Join:
         *,
         now: float,
         partition: int,
+        trace: TraceHeaders,
         waiting_for_me: SlotState,
         waiting_for_other: SlotState,
     ) -> Outcome:
@@ -211,17 +228,24 @@ class Join:
         if slot is not None and slot.is_expired(now):
             replaced, slot = slot.state, None
         if slot is None:
-            waiting = Slot(waiting_for_other, now + self.ttl_s, partition, payload)
+            waiting = Slot(waiting_for_other, now + self.ttl_s, partition, payload, trace)
             return Outcome(OutcomeKind.WAITING, replaced_expired=replaced, slot=waiting)
         if slot.state is not waiting_for_me:
             # The same side again (a redelivery), or the pair is already joined.
             return Outcome(OutcomeKind.DUPLICATE)
         joined = Slot(SlotState.JOINED, now + self.ttl_s, partition)
-        if waiting_for_me is SlotState.AWAITING_FEEDBACK:
-            prediction, feedback = slot.payload, payload
-        else:
-            prediction, feedback = payload, slot.payload
-        return Outcome(OutcomeKind.JOINED, prediction, feedback, slot=joined)
+        mine, theirs = (payload, trace), (slot.payload, slot.trace)
+        prediction, feedback = (
+            (theirs, mine) if waiting_for_me is SlotState.AWAITING_FEEDBACK else (mine, theirs)
+        )
+        return Outcome(
+            OutcomeKind.JOINED,
+            prediction[0],
+            feedback[0],
+            slot=joined,
+            prediction_trace=prediction[1],
+            feedback_trace=feedback[1],
+        )
 
 
 def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:
@@ -237,20 +261,52 @@ def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:
 
 
 _HEADER = struct.Struct(">BdI")
+#: Set in the state byte when trace headers follow the fixed header (older slots lack them).
+_TRACED = 0x80
+_COUNT = struct.Struct(">B")
+_NAME = struct.Struct(">B")
+_VALUE = struct.Struct(">H")
 
 
 def encode_slot(slot: Slot) -> bytes:
-    """Serialise a slot for a changelog-backed table (state, expiry, partition, payload).
+    """Serialise a slot for a changelog-backed table (state, expiry, partition, trace, payload).
+
+    A slot without trace headers is written as before trace headers existed;
+    with them, the state byte has its high bit set and the headers follow the
+    fixed header as a count and length-prefixed names and values.
 
     >>> slot = Slot(SlotState.AWAITING_FEEDBACK, 12.5, 3, b"event")
     >>> decode_slot(encode_slot(slot)) == slot
     True
+    >>> traced = Slot(SlotState.AWAITING_FEEDBACK, 12.5, 3, b"event", (("traceparent", b"00-ab"),))
+    >>> decode_slot(encode_slot(traced)) == traced
+    True
+
+    Raises:
+        InvalidInput: More than 255 trace headers, a name over 255 bytes or a
+            value over 65535 bytes.
+
     """
-    return _HEADER.pack(slot.state.value, slot.expires_at, slot.partition) + slot.payload
+    if not slot.trace:
+        return _HEADER.pack(slot.state.value, slot.expires_at, slot.partition) + slot.payload
+    header = _HEADER.pack(slot.state.value | _TRACED, slot.expires_at, slot.partition)
+    return header + _encode_trace(slot.trace) + slot.payload
+
+
+def _encode_trace(trace: TraceHeaders) -> bytes:
+    if len(trace) > 255:
+        raise InvalidInput(f"a join slot holds at most 255 trace headers, got {len(trace)}")
+    parts = [_COUNT.pack(len(trace))]
+    for name, value in trace:
+        encoded = name.encode("utf-8")
+        if len(encoded) > 255 or len(value) > 65535:
+            raise InvalidInput(f"trace header {name[:64]!r} too long for a join slot")
+        parts += [_NAME.pack(len(encoded)), encoded, _VALUE.pack(len(value)), value]
+    return b"".join(parts)
 
 
 def decode_slot(data: bytes) -> Slot:
-    """Parse what :func:`encode_slot` wrote.
+    """Parse what :func:`encode_slot` wrote (with or without trace headers).
 
     Raises:
         InvalidInput: The bytes are not an encoded slot.
@@ -265,7 +321,32 @@ def decode_slot(data: bytes) -> Slot:
         raise InvalidInput(f"join slot too short: {len(data)} bytes")
     state, expires_at, partition = _HEADER.unpack_from(data)
     try:
-        slot_state = SlotState(state)
+        slot_state = SlotState(state & ~_TRACED)
     except ValueError as err:
         raise InvalidInput(f"join slot has unknown state {state}") from err
-    return Slot(slot_state, expires_at, partition, bytes(data[_HEADER.size :]))
+    trace: TraceHeaders = ()
+    offset = _HEADER.size
+    if state & _TRACED:
+        trace, offset = _decode_trace(data, offset)
+    return Slot(slot_state, expires_at, partition, bytes(data[offset:]), trace)
+
+
+def _decode_trace(data: bytes, offset: int) -> tuple[TraceHeaders, int]:
+    """The trace headers at ``offset`` and the offset after them."""
+    try:
+        (count,) = _COUNT.unpack_from(data, offset)
+        offset += _COUNT.size
+        headers = []
+        for _ in range(count):
+            (size,) = _NAME.unpack_from(data, offset)
+            name = bytes(data[offset + _NAME.size : offset + _NAME.size + size])
+            offset += _NAME.size + size
+            (size,) = _VALUE.unpack_from(data, offset)
+            value = bytes(data[offset + _VALUE.size : offset + _VALUE.size + size])
+            offset += _VALUE.size + size
+            if offset > len(data):
+                raise InvalidInput("join slot trace headers truncated")
+            headers.append((name.decode("utf-8"), value))
+    except (struct.error, UnicodeDecodeError) as err:
+        raise InvalidInput(f"join slot trace headers unreadable: {err}") from err
+    return tuple(headers), offset

@@ -5,7 +5,8 @@ hand each record over as an :class:`IncomingRecord`, give the slots as a
 mapping (a changelog-backed table), and say how to emit an example and how to
 dead-letter a record. A record that cannot be used (undecodable, missing ids,
 a key that is not the prediction id) is dead-lettered with the reason and the
-agents carry on.
+agents carry on. An example is emitted with the trace headers of its prediction
+(else those of its feedback), so its trace goes on from the prediction's.
 """
 
 from __future__ import annotations
@@ -16,12 +17,24 @@ from dataclasses import dataclass
 
 from headwater.services.trainer import metrics
 from headwater.services.trainer.convert import check_feedback, check_prediction, labeled_example
-from headwater.services.trainer.join import Join, Outcome, OutcomeKind, Slot, SlotState, expired
+from headwater.services.trainer.join import (
+    Join,
+    Outcome,
+    OutcomeKind,
+    Slot,
+    SlotState,
+    TraceHeaders,
+    expired,
+)
 from headwater.shared.bus.codec import decode_event, encode_event
+from headwater.shared.bus.tracing import TRACE_HEADERS
 from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
+
+#: Longest trace header value kept in a join slot (a ``tracestate`` is at most 512 characters).
+MAX_TRACE_HEADER_BYTES = 1024
 
 _SIDE_OF_STATE = {
     SlotState.AWAITING_FEEDBACK: "prediction",
@@ -45,8 +58,21 @@ class IncomingRecord:
         """The headers that have a value (a header may be sent with a null one)."""
         return tuple((k, v) for k, v in self.headers if v is not None)
 
+    @property
+    def trace(self) -> TraceHeaders:
+        """The W3C trace headers (``traceparent``, ``tracestate``) the record carries.
 
-Emit = Callable[[events_pb2.LabeledExample], Awaitable[None]]
+        >>> IncomingRecord("t", 0, None, None, (("TraceParent", b"00-1"), ("x", b"y"))).trace
+        (('traceparent', b'00-1'),)
+        """
+        return tuple(
+            (name.lower(), value)
+            for name, value in self.valued_headers
+            if name.lower() in TRACE_HEADERS and len(value) <= MAX_TRACE_HEADER_BYTES
+        )
+
+
+Emit = Callable[[events_pb2.LabeledExample, TraceHeaders], Awaitable[None]]
 Reject = Callable[[IncomingRecord, str], Awaitable[None]]
 
 
@@ -56,7 +82,8 @@ class JoinService:
     Args:
         join: The state machine (its TTL).
         slots: Join state per prediction id (written only from within an agent).
-        emit: Sends an example to ``examples`` (keyed by its model); raises
+        emit: Sends an example to ``examples`` (keyed by its model) with the
+            trace headers it continues (the prediction's, else the feedback's); raises
             :class:`Unavailable` when the broker cannot take it (the record is
             then retried: nothing was written).
         reject: Dead-letters a record with a reason.
@@ -89,7 +116,12 @@ class JoinService:
             await self._dead_letter(record, "prediction", str(err))
             return None
         outcome = self.join.on_prediction(
-            self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
+            self.slots,
+            key,
+            encode_event(event),
+            now=self._clock(),
+            partition=record.partition,
+            trace=record.trace,
         )
         await self._act(key, outcome, "prediction")
         return outcome
@@ -105,7 +137,12 @@ class JoinService:
             await self._dead_letter(record, "feedback", str(err))
             return None
         outcome = self.join.on_feedback(
-            self.slots, key, encode_event(event), now=self._clock(), partition=record.partition
+            self.slots,
+            key,
+            encode_event(event),
+            now=self._clock(),
+            partition=record.partition,
+            trace=record.trace,
         )
         await self._act(key, outcome, "feedback")
         return outcome
@@ -120,7 +157,7 @@ class JoinService:
             prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
             feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
             example = labeled_example(prediction, feedback, now=self._clock())
-            await self._emit(example)
+            await self._emit(example, outcome.prediction_trace or outcome.feedback_trace)
             metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
         outcome.store(self.slots, key)
         metrics.JOIN_EVENTS.labels(side=side, outcome=outcome.kind.value).inc()

@@ -28,13 +28,14 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from headwater.services.trainer.join import Join, Slot, decode_slot, encode_slot
+from headwater.services.trainer.join import Join, Slot, TraceHeaders, decode_slot, encode_slot
 from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService, Reject
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topic, topic_name
+from headwater.shared.bus.tracing import extract_trace_context, inject_trace_headers
 from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.pb import events_pb2
 
@@ -174,15 +175,16 @@ def _emitter(examples: Any) -> Emit:
     """Sends examples to the ``examples`` topic; a broker that cannot take one is Unavailable.
 
     Unavailable makes the agent retry the record (nothing was written to the
-    join table); a second emit of the same pair is a duplicate downstream.
+    join table); a second emit of the same pair is a duplicate downstream. The
+    example carries the trace context of ``trace`` (a valid ``traceparent``
+    and its ``tracestate``), none when there is none.
     """
 
-    async def emit(example: events_pb2.LabeledExample) -> None:
+    async def emit(example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
+        headers = [protobuf_header(), *inject_trace_headers(extract_trace_context(trace))]
         try:
             await examples.send(
-                key=example.model.encode(),
-                value=encode_event(example),
-                headers=[protobuf_header()],
+                key=example.model.encode(), value=encode_event(example), headers=headers
             )
         except (KafkaError, ProducerSendError) as err:
             raise Unavailable(f"example {example.example_id!r} not sent: {err!r}") from err

@@ -117,6 +117,50 @@ async def test_predictions_and_json_feedback_make_one_example_per_pair(
     assert len(again) == 6
 
 
+async def test_examples_go_on_with_the_trace_of_their_prediction(
+    join_streams: JoinStreams, kafka_settings: KafkaSettings
+) -> None:
+    first, second = prediction(), prediction()
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01".encode()
+    other = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode()
+    feedback_trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode()
+
+    def fb(p: events_pb2.PredictionEvent, trace: bytes):
+        headers = [protobuf_header(), ("traceparent", trace)]
+        return (
+            Topic.FEEDBACK,
+            p.prediction_id.encode(),
+            encode_event(feedback(p.prediction_id, True)),
+            headers,
+        )
+
+    await produce(
+        kafka_settings,
+        [
+            # the prediction waits in the table with its trace; the feedback's trace is not used
+            (
+                Topic.PREDICTIONS,
+                first.prediction_id.encode(),
+                encode_event(first),
+                [protobuf_header(), ("traceparent", traceparent)],
+            ),
+            fb(first, other),
+            # feedback waits with its trace; a prediction without one leaves the feedback's
+            fb(second, feedback_trace),
+            (Topic.PREDICTIONS, second.prediction_id.encode(), encode_event(second), []),
+        ],
+    )
+    examples = await read_records(kafka_settings, Topic.EXAMPLES, count=2, timeout_s=20)
+    by_id = {
+        decode_event(events_pb2.LabeledExample, r.value, r.headers).example_id: r for r in examples
+    }
+    emitted = header(by_id[first.prediction_id].headers, "traceparent")
+    assert emitted is not None and emitted.split(b"-")[1] == trace_id.encode()
+    assert emitted == traceparent  # the prediction's span is the example's parent
+    assert header(by_id[second.prediction_id].headers, "traceparent") == feedback_trace
+
+
 async def test_malformed_feedback_is_dead_lettered_with_the_reason(
     join_streams: JoinStreams, kafka_settings: KafkaSettings
 ) -> None:
@@ -154,6 +198,7 @@ async def test_waiting_predictions_survive_a_restart_and_expired_ones_do_not(
     producer = EventProducer(kafka_settings, client_id="test-trainer")
     await producer.start()
     waiting = [prediction(x=float(i)) for i in range(5)]
+    traces = {p.prediction_id: f"00-{uuid.uuid4().hex}-{'1' * 16}-01".encode() for p in waiting}
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             first = JoinStreams(settings, kafka_settings.partitions, Path(data_dir), producer)
@@ -163,7 +208,12 @@ async def test_waiting_predictions_survive_a_restart_and_expired_ones_do_not(
                 await produce(
                     kafka_settings,
                     [
-                        (Topic.PREDICTIONS, p.prediction_id.encode(), encode_event(p), [])
+                        (
+                            Topic.PREDICTIONS,
+                            p.prediction_id.encode(),
+                            encode_event(p),
+                            [("traceparent", traces[p.prediction_id])],
+                        )
                         for p in waiting
                     ],
                 )
@@ -195,6 +245,10 @@ async def test_waiting_predictions_survive_a_restart_and_expired_ones_do_not(
                     r.value and decode_event(events_pb2.LabeledExample, r.value).example_id
                     for r in examples
                 } == {p.prediction_id for p in waiting[:3]}
+                # the waiting predictions' traces came back with their slots
+                assert {header(r.headers, "traceparent") for r in examples} == {
+                    traces[p.prediction_id] for p in waiting[:3]
+                }
                 # the TTL sweep deletes every slot (waiting and joined) once expired
                 await eventually_len(second.service.slots, 0, timeout_s=15)
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 
 import pytest
 
@@ -141,6 +142,57 @@ def test_slot_encoding_round_trips(state: SlotState) -> None:
 def test_slot_decoding_rejects_garbage() -> None:
     with pytest.raises(InvalidInput, match="unknown state"):
         decode_slot(b"\x09" + b"\x00" * 12)
+
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_slots_written_before_trace_headers_still_decode() -> None:
+    old = struct.pack(">BdI", 1, 1_700_000_000.5, 3) + b"prediction bytes"
+    assert decode_slot(old) == Slot(
+        SlotState.AWAITING_FEEDBACK, 1_700_000_000.5, 3, b"prediction bytes"
+    )
+    # a slot without a trace is still written in that format
+    assert encode_slot(decode_slot(old)) == old
+
+
+@pytest.mark.parametrize("state", list(SlotState))
+def test_a_slot_with_trace_headers_round_trips(state: SlotState) -> None:
+    trace = (("traceparent", TRACEPARENT), ("tracestate", b"vendor=x,other=\xff"))
+    slot = Slot(state, 1_700_000_000.125, 7, b"\x00payload\xff", trace)
+    encoded = encode_slot(slot)
+    assert encoded[0] == state.value | 0x80  # flagged, so old readers refuse rather than misread
+    assert decode_slot(encoded) == slot
+
+
+def test_truncated_trace_headers_are_refused() -> None:
+    encoded = encode_slot(
+        Slot(SlotState.AWAITING_FEEDBACK, 1.0, 0, b"", (("traceparent", TRACEPARENT),))
+    )
+    for cut in (13, 14, 20, len(encoded) - 1):
+        with pytest.raises(InvalidInput, match="trace headers"):
+            decode_slot(encoded[:cut])
+
+
+@pytest.mark.parametrize("first", ["prediction", "feedback"])
+def test_a_joined_outcome_carries_the_trace_of_each_side(first: str) -> None:
+    join, slots = Join(ttl_s=TTL), {}
+    traces = {"prediction": (("traceparent", b"p"),), "feedback": (("traceparent", b"f"),)}
+    second = "feedback" if first == "prediction" else "prediction"
+    outcomes = []
+    for now, side in enumerate([first, second]):
+        handler = join.on_prediction if side == "prediction" else join.on_feedback
+        outcome = handler(
+            slots, "k", side.encode(), now=float(now), partition=0, trace=traces[side]
+        )
+        outcome.store(slots, "k")
+        outcomes.append(outcome)
+    joined = outcomes[1]
+    assert joined.kind is OutcomeKind.JOINED
+    assert (joined.prediction, joined.feedback) == (b"prediction", b"feedback")
+    assert joined.prediction_trace == traces["prediction"]
+    assert joined.feedback_trace == traces["feedback"]
+    assert slots["k"].trace == ()  # a joined slot keeps no trace
 
 
 def test_the_join_only_reads_the_slots_until_the_outcome_is_stored() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
+from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState, TraceHeaders
 from headwater.services.trainer.joining import IncomingRecord, JoinService
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.errors import Unavailable
@@ -16,33 +16,39 @@ class Harness:
         self.now = 1000.0
         self.slots: dict[str, Slot] = {}
         self.emitted: list[events_pb2.LabeledExample] = []
+        self.traces: list[TraceHeaders] = []
         self.rejected: list[tuple[IncomingRecord, str]] = []
         self.service = JoinService(Join(ttl), self.slots, self.emit, self.reject, lambda: self.now)
 
-    async def emit(self, example: events_pb2.LabeledExample) -> None:
+    async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         self.emitted.append(example)
+        self.traces.append(trace)
 
     async def reject(self, record: IncomingRecord, reason: str) -> None:
         self.rejected.append((record, reason))
 
 
-def prediction_record(pid: str = "p-1", key: bytes | None = None) -> IncomingRecord:
+def prediction_record(
+    pid: str = "p-1", key: bytes | None = None, headers: tuple = ()
+) -> IncomingRecord:
     event = events_pb2.PredictionEvent(prediction_id=pid, model="m", version=4)
     event.features["a"].float_value = 2.0
     event.proba["True"] = 0.8
     event.prediction.bool_label = True
     event.predicted_at.seconds = 900
-    return IncomingRecord("hw.predictions", 1, key or pid.encode(), encode_event(event))
+    return IncomingRecord("hw.predictions", 1, key or pid.encode(), encode_event(event), headers)
 
 
-def feedback_record(pid: str = "p-1", label: bool = False, as_json: bool = True) -> IncomingRecord:
+def feedback_record(
+    pid: str = "p-1", label: bool = False, as_json: bool = True, headers: tuple = ()
+) -> IncomingRecord:
     event = events_pb2.FeedbackEvent(prediction_id=pid)
     event.label.bool_label = label
     if as_json:
         return IncomingRecord(
-            "hw.feedback", 1, pid.encode(), encode_event_json(event), (json_header(),)
+            "hw.feedback", 1, pid.encode(), encode_event_json(event), (json_header(), *headers)
         )
-    return IncomingRecord("hw.feedback", 1, pid.encode(), encode_event(event))
+    return IncomingRecord("hw.feedback", 1, pid.encode(), encode_event(event), headers)
 
 
 async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
@@ -132,7 +138,7 @@ async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> 
     await h.service.on_prediction(prediction_record())
     failing = True
 
-    async def emit(example: events_pb2.LabeledExample) -> None:
+    async def emit(example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         if failing:
             raise Unavailable("examples topic unreachable")
         h.emitted.append(example)
@@ -148,3 +154,30 @@ async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> 
     assert h.slots["p-1"].state is SlotState.JOINED
     again = await h.service.on_feedback(feedback_record())
     assert again is not None and again.kind is OutcomeKind.DUPLICATE
+
+
+PREDICTION_TRACE = (("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
+FEEDBACK_TRACE = (
+    ("TraceParent", b"00-11111111111111111111111111111111-2222222222222222-01"),
+    ("tracestate", b"vendor=1"),
+)
+
+
+@pytest.mark.parametrize("feedback_first", [False, True])
+async def test_the_example_goes_on_with_the_prediction_trace(feedback_first: bool) -> None:
+    h = Harness()
+    records = [
+        (h.service.on_prediction, prediction_record(headers=PREDICTION_TRACE)),
+        (h.service.on_feedback, feedback_record(headers=FEEDBACK_TRACE)),
+    ]
+    for handle, record in reversed(records) if feedback_first else records:
+        await handle(record)
+    assert [e.example_id for e in h.emitted] == ["p-1"]
+    assert h.traces == [PREDICTION_TRACE]
+
+
+async def test_without_a_prediction_trace_the_example_goes_on_with_the_feedback_trace() -> None:
+    h = Harness()
+    await h.service.on_prediction(prediction_record(headers=(("x-other", b"1"),)))
+    await h.service.on_feedback(feedback_record(headers=FEEDBACK_TRACE))
+    assert h.traces == [(("traceparent", FEEDBACK_TRACE[0][1]), ("tracestate", b"vendor=1"))]

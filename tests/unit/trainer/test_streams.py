@@ -11,7 +11,13 @@ from aiokafka.errors import KafkaTimeoutError
 from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
 from headwater.services.trainer.joining import IncomingRecord, JoinService
 from headwater.services.trainer.streams import _consume, _emitter, _handle_safely
-from tests.unit.trainer.test_joining import feedback_record, prediction_record
+from headwater.shared.bus.codec import header, protobuf_header
+from tests.unit.trainer.test_joining import (
+    FEEDBACK_TRACE,
+    PREDICTION_TRACE,
+    feedback_record,
+    prediction_record,
+)
 
 
 class Stream:
@@ -71,11 +77,14 @@ class FlakyExamplesTopic:
         self.failures = failures
         self.sent: list[bytes] = []
 
+        self.headers: list[list[tuple[str, bytes]]] = []
+
     async def send(self, key: bytes, value: bytes, headers: list) -> None:
         if self.failures:
             self.failures -= 1
             raise KafkaTimeoutError()
         self.sent.append(key)
+        self.headers.append(headers)
 
 
 async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_the_label() -> None:
@@ -95,3 +104,22 @@ async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_t
     assert slots["p-1"].state is SlotState.JOINED
     again = await service.on_feedback(feedback_record())  # a redelivery now is a duplicate
     assert again is not None and again.kind is OutcomeKind.DUPLICATE
+
+
+async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
+    topic = FlakyExamplesTopic(failures=0)
+
+    async def reject(record: IncomingRecord, reason: str) -> None:
+        raise AssertionError(reason)
+
+    service = JoinService(Join(60.0), {}, _emitter(topic), reject, lambda: 1000.0)
+    await service.on_feedback(feedback_record(headers=FEEDBACK_TRACE))
+    await service.on_prediction(prediction_record(headers=PREDICTION_TRACE))
+    await service.on_prediction(prediction_record(pid="p-2"))
+    await service.on_feedback(feedback_record(pid="p-2"))
+
+    traced, untraced = topic.headers
+    assert header(traced, "content-type") == protobuf_header()[1]
+    assert header(traced, "traceparent") == PREDICTION_TRACE[0][1]
+    assert header(traced, "tracestate") is None  # the prediction's trace has no tracestate
+    assert untraced == [protobuf_header()]  # no trace on either side: none invented
