@@ -29,6 +29,7 @@ from river import datasets
 from headwater.cli.clients import FeedbackSender, InferenceClient, InferenceResult
 from headwater.cli.localstack.stack import Endpoints
 from headwater.cli.output import console, print_table
+from headwater.shared import enums
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient, lineage
 from headwater.shared.settings import KafkaSettings
@@ -39,11 +40,7 @@ SPEC = (
     ' "params": {"optimizer": {"component": "optim.SGD", "params": {"lr": 0.05}}}}]}'
 )
 FEATURES = (("x0", "float"), ("x1", "float"), ("x2", "float"))
-_SOURCE_LABELS = {
-    registry_pb2.VERSION_SOURCE_SPEC: "spec",
-    registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT: "online",
-    registry_pb2.VERSION_SOURCE_BATCH: "batch",
-}
+
 
 
 @dataclass(frozen=True)
@@ -214,7 +211,7 @@ async def print_summary(endpoints: Endpoints, name: str, seen: DemoProgress) -> 
         accuracy = numbers.get("rolling_accuracy")
         rows.append((
             f"v{version.version}",
-            _SOURCE_LABELS.get(version.lineage.source, "?"),
+            enums.SOURCES.get(version.lineage.source, "?"),
             version.lineage.parent_version or "-",
             version.lineage.example_count,
             numbers.get("requests", 0),

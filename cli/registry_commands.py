@@ -27,6 +27,7 @@ from headwater.cli.output import (
     print_mapping,
     print_table,
 )
+from headwater.shared import enums
 from headwater.shared.errors import HeadwaterError
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient, feature, lineage
@@ -76,16 +77,12 @@ def _show(message: Message, output: Output, title: str, fields: dict[str, Any]) 
         print_mapping(title, fields)
 
 
-def _enum_name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower().replace("_", "-")
-
-
 def _model_fields(model: registry_pb2.Model) -> dict[str, Any]:
     return {
         "name": model.name,
-        "task": _enum_name(registry_pb2.Task, model.task, "TASK_"),
+        "task": enums.TASKS.get(model.task, "?"),
         "features": ", ".join(
-            f"{f.name}:{_enum_name(registry_pb2.FeatureType, f.type, 'FEATURE_TYPE_')}"
+            f"{f.name}:{enums.FEATURE_TYPES.get(f.type, '?')}"
             + ("" if f.required else "?") for f in model.features),
         "latest version": model.latest_version,
         "aliases": ", ".join(f"{k}→{v}" for k, v in sorted(model.aliases.items())),
@@ -99,7 +96,7 @@ def _version_fields(version: registry_pb2.ModelVersion) -> dict[str, Any]:
     return {
         "model": version.model,
         "version": version.version,
-        "source": _enum_name(registry_pb2.VersionSource, lin.source, "VERSION_SOURCE_"),
+        "source": enums.SOURCES.get(lin.source, "?"),
         "parent": lin.parent_version or "-",
         "examples": lin.example_count,
         "offsets": ", ".join(f"{o.topic}[{o.partition}] {o.first_offset}..{o.last_offset}"

@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeAlias, cast
 
 import numpy as np
 
+from headwater.shared import enums
 from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2, registry_pb2
 
@@ -50,12 +51,7 @@ TargetValue: TypeAlias = bool | int | str | float
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-_FROM_PROTO_TYPE: dict[int, FeatureTypeName] = {
-    registry_pb2.FEATURE_TYPE_FLOAT: "float",
-    registry_pb2.FEATURE_TYPE_INT: "int",
-    registry_pb2.FEATURE_TYPE_STR: "str",
-    registry_pb2.FEATURE_TYPE_BOOL: "bool",
-}
+_FROM_PROTO_TYPE = cast(Mapping[int, FeatureTypeName], enums.FEATURE_TYPES)
 _TO_PROTO_TYPE = {name: value for value, name in _FROM_PROTO_TYPE.items()}
 
 

@@ -33,7 +33,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from headwater.shared import errors
+from headwater.shared import enums, errors
 from headwater.shared.grpc_errors import error_for
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
 
@@ -44,28 +44,11 @@ RETRY_BASE_S = 0.1
 
 R = TypeVar("R")
 
-_TASKS = {
-    "binary": registry_pb2.TASK_BINARY,
-    "multiclass": registry_pb2.TASK_MULTICLASS,
-    "regression": registry_pb2.TASK_REGRESSION,
-}
-_FEATURE_TYPES = {
-    "float": registry_pb2.FEATURE_TYPE_FLOAT,
-    "int": registry_pb2.FEATURE_TYPE_INT,
-    "str": registry_pb2.FEATURE_TYPE_STR,
-    "bool": registry_pb2.FEATURE_TYPE_BOOL,
-}
-_ROLES = {
-    "primary": registry_pb2.ROUTE_ROLE_PRIMARY,
-    "canary": registry_pb2.ROUTE_ROLE_CANARY,
-    "shadow": registry_pb2.ROUTE_ROLE_SHADOW,
-}
-_MODES = {"live": registry_pb2.SERVING_MODE_LIVE, "pinned": registry_pb2.SERVING_MODE_PINNED}
-_SOURCES = {
-    "spec": registry_pb2.VERSION_SOURCE_SPEC,
-    "online-snapshot": registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT,
-    "batch": registry_pb2.VERSION_SOURCE_BATCH,
-}
+_TASKS = {name: value for value, name in enums.TASKS.items()}
+_FEATURE_TYPES = {name: value for value, name in enums.FEATURE_TYPES.items()}
+_ROLES = {name: value for value, name in enums.ROLES.items()}
+_MODES = {name: value for value, name in enums.MODES.items()}
+_SOURCES = {name: value for value, name in enums.SOURCES.items()}
 
 FeatureArg: TypeAlias = registry_pb2.Feature | tuple[str, str] | tuple[str, str, bool]
 RouteArg: TypeAlias = registry_pb2.Route | tuple[int, float, str]

@@ -22,33 +22,14 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headwater.services.registry import domain
+from headwater.shared import enums
 from headwater.shared.pb import registry_pb2
 
-_TASKS: dict[registry_pb2.Task.ValueType, str] = {
-    registry_pb2.TASK_BINARY: "binary",
-    registry_pb2.TASK_MULTICLASS: "multiclass",
-    registry_pb2.TASK_REGRESSION: "regression",
-}
-_FEATURE_TYPES: dict[registry_pb2.FeatureType.ValueType, str] = {
-    registry_pb2.FEATURE_TYPE_FLOAT: "float",
-    registry_pb2.FEATURE_TYPE_INT: "int",
-    registry_pb2.FEATURE_TYPE_STR: "str",
-    registry_pb2.FEATURE_TYPE_BOOL: "bool",
-}
-_SOURCES: dict[registry_pb2.VersionSource.ValueType, str] = {
-    registry_pb2.VERSION_SOURCE_SPEC: "spec",
-    registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT: "online-snapshot",
-    registry_pb2.VERSION_SOURCE_BATCH: "batch",
-}
-_ROLES: dict[registry_pb2.RouteRole.ValueType, str] = {
-    registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
-    registry_pb2.ROUTE_ROLE_CANARY: "canary",
-    registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
-}
-_MODES: dict[registry_pb2.ServingMode.ValueType, str] = {
-    registry_pb2.SERVING_MODE_LIVE: "live",
-    registry_pb2.SERVING_MODE_PINNED: "pinned",
-}
+_TASKS = enums.TASKS
+_FEATURE_TYPES = enums.FEATURE_TYPES
+_SOURCES = enums.SOURCES
+_ROLES = enums.ROLES
+_MODES = enums.MODES
 
 
 E = TypeVar("E", bound=int)

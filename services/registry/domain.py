@@ -13,13 +13,14 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from headwater.shared import enums
 from headwater.shared.errors import AlreadyExists, InvalidInput, ModelNotFound
 
-TASKS = ("binary", "multiclass", "regression")
-FEATURE_TYPES = ("float", "int", "str", "bool")
-SOURCES = ("spec", "online-snapshot", "batch")
-ROLES = ("primary", "canary", "shadow")
-MODES = ("live", "pinned")
+TASKS = enums.names(enums.TASKS)
+FEATURE_TYPES = enums.names(enums.FEATURE_TYPES)
+SOURCES = enums.names(enums.SOURCES)
+ROLES = enums.names(enums.ROLES)
+MODES = enums.names(enums.MODES)
 DEFAULT_STRATEGY = "direct"
 WEIGHT_TOLERANCE = 1e-9
 MAX_DESCRIPTION_CHARS = 4096

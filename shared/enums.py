@@ -1,0 +1,65 @@
+"""The names of the registry's protobuf enums, in one place.
+
+Settings, the CLI, SQL rows and error messages use these lower-case names; the
+wire uses the enum values. Each table maps value → name; :func:`value_of`
+goes back.
+
+>>> TASKS[registry_pb2.TASK_BINARY]
+'binary'
+>>> value_of(SOURCES, "online-snapshot") == registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from headwater.shared.pb import registry_pb2
+
+TASKS: Mapping[int, str] = {
+    registry_pb2.TASK_BINARY: "binary",
+    registry_pb2.TASK_MULTICLASS: "multiclass",
+    registry_pb2.TASK_REGRESSION: "regression",
+}
+FEATURE_TYPES: Mapping[int, str] = {
+    registry_pb2.FEATURE_TYPE_FLOAT: "float",
+    registry_pb2.FEATURE_TYPE_INT: "int",
+    registry_pb2.FEATURE_TYPE_STR: "str",
+    registry_pb2.FEATURE_TYPE_BOOL: "bool",
+}
+SOURCES: Mapping[int, str] = {
+    registry_pb2.VERSION_SOURCE_SPEC: "spec",
+    registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT: "online-snapshot",
+    registry_pb2.VERSION_SOURCE_BATCH: "batch",
+}
+ROLES: Mapping[int, str] = {
+    registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
+    registry_pb2.ROUTE_ROLE_CANARY: "canary",
+    registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
+}
+MODES: Mapping[int, str] = {
+    registry_pb2.SERVING_MODE_LIVE: "live",
+    registry_pb2.SERVING_MODE_PINNED: "pinned",
+}
+
+
+def value_of(table: Mapping[int, str], name: str) -> int:
+    """The enum value of a name in one of the tables above.
+
+    Raises:
+        KeyError: the table has no such name.
+
+    """
+    for value, known in table.items():
+        if known == name:
+            return value
+    raise KeyError(name)
+
+
+def names(table: Mapping[int, str]) -> tuple[str, ...]:
+    """The names of a table, in enum order.
+
+    >>> names(MODES)
+    ('live', 'pinned')
+    """
+    return tuple(table[value] for value in sorted(table))
