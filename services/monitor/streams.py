@@ -13,7 +13,6 @@ Faust web server (the monitor serves its own HTTP).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,21 +23,12 @@ import faust
 from headwater.services.monitor.service import IncomingRecord, MonitorService
 from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.topics import Topic, topic_name
-from headwater.shared.errors import Unavailable
+from headwater.shared.faust_runner import FaustRunner, faust_brokers
 
 log = logging.getLogger(__name__)
 
 #: Topics the monitor consumes (they must exist before the app starts).
 SOURCE_TOPICS: tuple[Topic, ...] = (Topic.PREDICTIONS, Topic.EXAMPLES)
-
-
-def faust_brokers(bootstrap: str) -> list[str]:
-    """Faust's broker URLs for a comma-separated ``host:port`` list.
-
-    >>> faust_brokers("a:9092, b:9093")
-    ['kafka://a:9092', 'kafka://b:9093']
-    """
-    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
 def build_app(settings: MonitorSettings, service: MonitorService, data_dir: Path) -> faust.App:
@@ -103,19 +93,16 @@ class MonitorStreams:
         self._settings = settings
         self._service = service
         self._data_dir = data_dir
-        self._app: faust.App | None = None
-        self._starting: asyncio.Task[None] | None = None
+        self._runner = FaustRunner("monitor streams")
 
     @property
     def ready(self) -> bool:
         """Whether the consumer group has joined and the agents are consuming."""
-        task = self._starting
-        return task is not None and task.done() and not task.cancelled() and not task.exception()
+        return self._runner.ready
 
     def start(self) -> None:
         """Build the app and start it in the background (the group join takes seconds)."""
-        self._app = build_app(self._settings, self._service, self._data_dir)
-        self._starting = asyncio.create_task(self._app.start(), name="monitor-faust-start")
+        self._runner.launch(build_app(self._settings, self._service, self._data_dir))
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until the app has started.
@@ -124,27 +111,8 @@ class MonitorStreams:
             Unavailable: It did not start within ``timeout_s`` or failed to start.
 
         """
-        if self._starting is None:
-            raise Unavailable("monitor streams were never started")
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.shield(self._starting)
-        except TimeoutError:
-            raise Unavailable(f"monitor streams not ready after {timeout_s}s") from None
-        except Exception as err:
-            raise Unavailable(f"monitor streams failed to start: {err!r}") from err
+        await self._runner.wait_ready(timeout_s)
 
     async def stop(self, grace_s: float) -> None:
         """Stop the agents and the consumer within ``grace_s`` (then give up, logged)."""
-        app, starting = self._app, self._starting
-        self._app = self._starting = None
-        if app is None:
-            return
-        if starting is not None and not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
-        try:
-            async with asyncio.timeout(grace_s):
-                await app.stop()
-        except TimeoutError:
-            log.error("faust app did not stop within the grace", extra={"grace_s": grace_s})
+        await self._runner.stop(grace_s)

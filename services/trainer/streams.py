@@ -37,21 +37,13 @@ from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topic, topic_name
 from headwater.shared.bus.tracing import extract_trace_context, inject_trace_headers
 from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.faust_runner import FaustRunner, faust_brokers
 from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
 
 #: Longest pause between two attempts at a record while the broker is unreachable.
 MAX_RETRY_S = 5.0
-
-
-def faust_brokers(bootstrap: str) -> list[str]:
-    """Faust's broker URLs for a comma-separated ``host:port`` list.
-
-    >>> faust_brokers("a:9092, b:9093")
-    ['kafka://a:9092', 'kafka://b:9093']
-    """
-    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
 class SlotTable(MutableMapping[str, Slot]):
@@ -279,23 +271,21 @@ class JoinStreams:
         self._partitions = partitions
         self._data_dir = data_dir
         self._producer = producer
-        self._app: faust.App | None = None
         self.service: JoinService | None = None
-        self._starting: asyncio.Task[None] | None = None
+        self._runner = FaustRunner("the join")
 
     @property
     def ready(self) -> bool:
         """Whether the consumer group has joined, the table recovered and the agents consume."""
-        task = self._starting
-        return task is not None and task.done() and not task.cancelled() and not task.exception()
+        return self._runner.ready
 
     async def start(self) -> None:
         """Create the changelog topic, build the app and start it in the background."""
         await ensure_changelog(self._settings, self._partitions)
-        self._app, self.service = build_app(
+        app, self.service = build_app(
             self._settings, self._partitions, self._data_dir, self._producer
         )
-        self._starting = asyncio.create_task(self._app.start(), name="trainer-join-start")
+        self._runner.launch(app)
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until the app has started.
@@ -304,27 +294,8 @@ class JoinStreams:
             Unavailable: It did not start within ``timeout_s`` or failed to start.
 
         """
-        if self._starting is None:
-            raise Unavailable("the join was never started")
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.shield(self._starting)
-        except TimeoutError:
-            raise Unavailable(f"the join is not ready after {timeout_s}s") from None
-        except Exception as err:
-            raise Unavailable(f"the join failed to start: {err!r}") from err
+        await self._runner.wait_ready(timeout_s)
 
     async def stop(self, grace_s: float) -> None:
         """Stop the agents (flushing table writes and examples) within ``grace_s``."""
-        app, starting = self._app, self._starting
-        self._app = self._starting = None
-        if app is None:
-            return
-        if starting is not None and not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
-        try:
-            async with asyncio.timeout(grace_s):
-                await app.stop()
-        except TimeoutError:
-            log.error("the join's Faust app did not stop in time", extra={"grace_s": grace_s})
+        await self._runner.stop(grace_s)
