@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from aiohttp import web
 
 from headwater.services.monitor.domain import MonitorSnapshot, MonitorState
 from headwater.services.monitor.exporter import monitor_registry
@@ -25,6 +21,7 @@ from headwater.services.monitor.settings import MonitorSettings
 from headwater.services.monitor.streams import SOURCE_TOPICS, MonitorStreams
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics
+from headwater.shared.http import HttpEndpoint, WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +51,8 @@ class MonitorServer:
         self._clock = clock
         self._producer: EventProducer | None = None
         self._streams: MonitorStreams | None = None
-        self._runner: web.AppRunner | None = None
-        self._data_dir: Path | None = None
-        self._own_data_dir = False
+        self._http = HttpEndpoint("monitor")
+        self._work_dir: WorkDir | None = None
         self._stopping = False
 
     def snapshot(self) -> MonitorSnapshot:
@@ -118,38 +114,15 @@ class MonitorServer:
         if self._producer is not None:
             await self._producer.stop(left())
             self._producer = None
-        if self._runner is not None:
-            try:
-                async with asyncio.timeout(left()):
-                    await self._runner.cleanup()
-            except TimeoutError:
-                log.error("monitor HTTP server did not close within the grace")
-            self._runner = None
-        if self._own_data_dir and self._data_dir is not None:
-            shutil.rmtree(self._data_dir, ignore_errors=True)
-        self._data_dir = None
+        await self._http.stop(left())
+        if self._work_dir is not None:
+            self._work_dir.cleanup()
+            self._work_dir = None
 
     async def _start_http(self) -> None:
         app = build_web_app(self.snapshot, monitor_registry(self.snapshot), lambda: self.ready)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.metrics_port)
-        await site.start()
-        self._runner = runner
-        self.http_port = _bound_port(runner, self.settings.metrics_port)
+        self.http_port = await self._http.start(app, self.settings.host, self.settings.metrics_port)
 
     def _prepare_data_dir(self) -> Path:
-        if self.settings.data_dir is not None:
-            self._data_dir, self._own_data_dir = self.settings.data_dir, False
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="headwater-monitor-"))
-            self._own_data_dir = True
-        return self._data_dir
-
-
-def _bound_port(runner: web.AppRunner, configured: int) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return configured
+        self._work_dir = WorkDir(self.settings.data_dir, prefix="headwater-monitor-")
+        return self._work_dir.path

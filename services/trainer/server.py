@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 from pathlib import Path
-
-from aiohttp import web
 
 from headwater.services.trainer.http_api import build_web_app
 from headwater.services.trainer.learners import LearnerPool
@@ -25,6 +21,7 @@ from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics, topic_name
 from headwater.shared.errors import Unavailable
+from headwater.shared.http import HttpEndpoint, WorkDir
 from headwater.shared.registry_client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -64,9 +61,8 @@ class TrainerServer:
         self._registry: RegistryClient | None = None
         self._index: UpdateIndex | None = None
         self._events: RegistryEventsTail | None = None
-        self._runner: web.AppRunner | None = None
-        self._data_dir: Path | None = None
-        self._own_data_dir = False
+        self._http = HttpEndpoint("trainer")
+        self._work_dir: WorkDir | None = None
 
     @property
     def ready(self) -> bool:
@@ -153,40 +149,17 @@ class TrainerServer:
         if self._registry is not None:
             await self._registry.close()
             self._registry = None
-        if self._runner is not None:
-            try:
-                async with asyncio.timeout(left()):
-                    await self._runner.cleanup()
-            except TimeoutError:
-                log.error("trainer HTTP server did not close within the grace")
-            self._runner = None
-        if self._own_data_dir and self._data_dir is not None:
-            shutil.rmtree(self._data_dir, ignore_errors=True)
-        self._data_dir = None
+        await self._http.stop(left())
+        if self._work_dir is not None:
+            self._work_dir.cleanup()
+            self._work_dir = None
 
     async def _start_http(self) -> None:
         app = build_web_app(
             lambda: self.pool, lambda: self.ready, self.settings.registry_deadline_s
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port)
-        await site.start()
-        self._runner = runner
-        self.http_port = _bound_port(runner, self.settings.port)
+        self.http_port = await self._http.start(app, self.settings.host, self.settings.port)
 
     def _prepare_data_dir(self) -> Path:
-        if self.settings.data_dir is not None:
-            self._data_dir, self._own_data_dir = self.settings.data_dir, False
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="headwater-trainer-"))
-            self._own_data_dir = True
-        return self._data_dir
-
-
-def _bound_port(runner: web.AppRunner, configured: int) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return configured
+        self._work_dir = WorkDir(self.settings.data_dir, prefix="headwater-trainer-")
+        return self._work_dir.path
