@@ -16,11 +16,9 @@ from headwater.services.gateway.server import GatewayServer
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import GatewayAt, ServiceProcess, Spawn
 from tests.integration.gateway.conftest import (  # noqa: F401  (fixtures, by name)
-    client,
     deployed,
     gateway,
     gateway_settings,
-    registry,
     start_gateway,
     stub,
 )

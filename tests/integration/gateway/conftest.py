@@ -11,28 +11,16 @@ from river import compose, linear_model
 from headwater.services.gateway.server import GatewayServer
 from headwater.services.gateway.settings import GatewaySettings
 from headwater.services.registry.server import RegistryServer
-from headwater.services.registry.settings import RegistrySettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import ArtifactSettings, DatabaseSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings
 from tests.fixtures import unique_name
 
 SPEC = '{"component": "linear_model.LogisticRegression"}'
 FEATURES = [("x1", "float"), ("x2", "float"), ("plan", "str", False)]
 MODEL = "churn"
 CODEC = ArtifactCodec.from_settings(ArtifactSettings())
-
-
-def registry_settings(database_url: str, kafka: KafkaSettings) -> RegistrySettings:
-    return RegistrySettings(
-        port=0,
-        metrics_port=0,
-        outbox_poll_interval_ms=50,
-        outbox_retry_max_backoff_ms=300,
-        database=DatabaseSettings(url=database_url, pool_max_size=5),
-        kafka=kafka,
-    )
 
 
 def gateway_settings(registry_target: str, kafka: KafkaSettings, **overrides) -> GatewaySettings:
@@ -56,24 +44,6 @@ def trained(positive: bool, n: int = 200) -> compose.Pipeline:
     for _ in range(n):
         model.learn_one({"x1": 1.0, "x2": 1.0}, positive)
     return model
-
-
-@pytest.fixture
-async def registry(
-    database_url: str, kafka_settings: KafkaSettings
-) -> AsyncIterator[RegistryServer]:
-    server = RegistryServer(registry_settings(database_url, kafka_settings))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace_s=2)
-
-
-@pytest.fixture
-async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
-    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
-        yield registry_client
 
 
 async def create_version(

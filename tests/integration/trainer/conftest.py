@@ -9,7 +9,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from headwater.services.registry.server import RegistryServer
-from headwater.services.registry.settings import RegistrySettings
 from headwater.services.trainer.server import TrainerServer
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -17,7 +16,7 @@ from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import ArtifactSettings, DatabaseSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings
 from tests.fixtures import unique_name
 
 SPEC = (
@@ -42,32 +41,6 @@ def trainer_settings(kafka: KafkaSettings, registry_target: str, **overrides) ->
         **overrides,
     }
     return TrainerSettings(**values)
-
-
-@pytest.fixture
-async def registry(
-    database_url: str, kafka_settings: KafkaSettings
-) -> AsyncIterator[RegistryServer]:
-    settings = RegistrySettings(
-        port=0,
-        metrics_port=0,
-        outbox_poll_interval_ms=50,
-        outbox_retry_max_backoff_ms=300,
-        database=DatabaseSettings(url=database_url, pool_max_size=5),
-        kafka=kafka_settings,
-    )
-    server = RegistryServer(settings)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace_s=2)
-
-
-@pytest.fixture
-async def client(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
-    async with RegistryClient(registry.target, deadline_s=10, actor="tester") as registry_client:
-        yield registry_client
 
 
 @pytest.fixture
