@@ -7,68 +7,56 @@ exist already are reused from the default registry.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from prometheus_client import Counter, Gauge
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from headwater.shared.metrics import get_or_create
 
-C = TypeVar("C", Counter, Gauge)
-
-
-def _get_or_create(kind: type[C], name: str, doc: str, labels: tuple[str, ...]) -> C:
-    existing = REGISTRY._names_to_collectors.get(name)
-    if existing is not None:
-        if not isinstance(existing, kind):
-            raise TypeError(f"metric {name} is registered as {type(existing).__name__}")
-        return existing
-    return kind(name, doc, labels)
-
-
-JOIN_EVENTS = _get_or_create(
+JOIN_EVENTS = get_or_create(
     Counter,
     "headwater_trainer_join_events_total",
     "Predictions and feedback seen by the join, by side and outcome "
     "(waiting, joined, duplicate, dead_lettered).",
     ("side", "outcome"),
 )
-JOIN_EXPIRED = _get_or_create(
+JOIN_EXPIRED = get_or_create(
     Counter,
     "headwater_trainer_join_expired_total",
     "Join entries deleted by the TTL sweep: predictions never labelled (prediction), "
     "feedback whose prediction never came (feedback), remembered joins (joined).",
     ("side",),
 )
-EXAMPLES_EMITTED = _get_or_create(
+EXAMPLES_EMITTED = get_or_create(
     Counter,
     "headwater_trainer_examples_emitted_total",
     "LabeledExamples the join wrote to the examples topic, by model.",
     ("model",),
 )
-EXAMPLES = _get_or_create(
+EXAMPLES = get_or_create(
     Counter,
     "headwater_trainer_examples_total",
     "Examples read by the learners, by model and outcome (learned, duplicate, "
     "already_consumed, not_deployed, dead_lettered).",
     ("model", "outcome"),
 )
-MODEL_UPDATES = _get_or_create(
+MODEL_UPDATES = get_or_create(
     Counter,
     "headwater_trainer_model_updates_total",
     "Live-sync ModelUpdates published, by model.",
     ("model",),
 )
-CHECKPOINTS = _get_or_create(
+CHECKPOINTS = get_or_create(
     Counter,
     "headwater_trainer_checkpoints_total",
     "Checkpoint versions registered (created) or attempted in vain (failed), by model.",
     ("model", "outcome"),
 )
-LEARNER_EXAMPLES = _get_or_create(
+LEARNER_EXAMPLES = get_or_create(
     Gauge,
     "headwater_trainer_learner_examples",
     "Examples the model's learner has learned since its base version.",
     ("model",),
 )
-LEARNER_METRIC = _get_or_create(
+LEARNER_METRIC = get_or_create(
     Gauge,
     "headwater_trainer_learner_metric",
     "Progressive-validation metric of the model's learner (accuracy, rolling_accuracy, "
