@@ -219,8 +219,8 @@ async def print_summary(endpoints: Endpoints, name: str, seen: DemoProgress) -> 
             "-" if accuracy is None else f"{accuracy:.3f}",
         ))
     print_table(f"demo summary — model {name}",
-                ("version", "source", "parent", "examples learned", "requests", "labelled",
-                 "rolling accuracy"), rows)
+                ("version", "source", "from", "learned", "requests", "labelled", "accuracy"),
+                rows)
     console.print(
         f"{seen.sent} predictions, {seen.labels_sent} labels, newest live update "
         f"#{seen.newest_live_sequence}, promoted checkpoints: {seen.promoted or 'none'}")

@@ -46,8 +46,10 @@ def print_json(value: Any) -> None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows under column headers."""
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
+    for index, column in enumerate(columns):
+        # Short cells (names, versions, numbers) are never cut; long ones fold.
+        widest = max((len(str(row[index])) for row in rows), default=0)
+        table.add_column(column, min_width=min(widest, 20), overflow="fold")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     console.print(table)
