@@ -31,7 +31,7 @@ from headwater.services.gateway import metrics
 from headwater.services.gateway.loader import ModelLoader
 from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.consumer import make_consumer
+from headwater.shared.bus.consumer import fetch_batch, make_consumer
 from headwater.shared.bus.dead_letter import dead_letter_reliably
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
@@ -111,12 +111,9 @@ class AssignedStream:
             raise RuntimeError("open() the stream first")
         while True:
             await self._check_caught_up(consumer)
-            try:
-                batches = await consumer.getmany(timeout_ms=_POLL_MS)
-            except KafkaError as error:
-                log.warning("fetch failed", extra={"topic": self.topic.value, "error": repr(error)})
-                await asyncio.sleep(_POLL_MS / 1000)
-                continue
+            batches = await fetch_batch(
+                consumer, _POLL_MS, self.topic.value, retry_s=_POLL_MS / 1000
+            )
             records = [r for part in batches.values() for r in part]
             if records:
                 try:

@@ -21,7 +21,7 @@ from headwater.services.trainer.learners import TP, ExampleRecord, LearnerPool
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.consumer import assign_all_partitions
+from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
 from headwater.shared.bus.dead_letter import dead_letter
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, topic_name
@@ -90,12 +90,9 @@ class LearningLoop:
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         poll_ms = max(10, self.settings.sync_interval_ms)
         while not self._stopping:
-            try:
-                batch = await consumer.getmany(timeout_ms=poll_ms)
-            except KafkaError as err:
-                log.warning("reading examples failed", extra={"error": repr(err)})
-                await asyncio.sleep(self.settings.registry_retry_s)
-                continue
+            batch = await fetch_batch(
+                consumer, poll_ms, "examples", retry_s=self.settings.registry_retry_s
+            )
             async with self._lock:
                 retry = await self._learn(consumer, batch)
                 await self._sync()
@@ -249,12 +246,7 @@ class RegistryEventsTail:
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-            except KafkaError as err:
-                log.warning("reading registry-events failed", extra={"error": repr(err)})
-                await asyncio.sleep(0.5)
-                continue
+            batch = await fetch_batch(consumer, 500, "registry-events")
             for records in batch.values():
                 for record in records:
                     try:

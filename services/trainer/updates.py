@@ -34,7 +34,7 @@ from headwater.services.trainer.convert import offset_ranges, spans_from_ranges,
 from headwater.services.trainer.learner import Position, Progress, decode_progress, encode_progress
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
 from headwater.shared.bus.codec import decode_event, header
-from headwater.shared.bus.consumer import assign_all_partitions
+from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.pb import events_pb2
@@ -181,12 +181,7 @@ class UpdateIndex:
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-            except KafkaError as err:
-                log.warning("reading model-updates failed", extra={"error": repr(err)})
-                await asyncio.sleep(0.5)
-                continue
+            batch = await fetch_batch(consumer, 500, "model-updates")
             for tp, records in batch.items():
                 for record in records:
                     self._read(record)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from aiokafka.structs import OffsetAndMetadata
 from headwater.shared.bus.topics import Topic, topic_name
 from headwater.shared.errors import Unavailable
 from headwater.shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def make_consumer(
@@ -190,3 +193,21 @@ async def partitions_of(kafka: KafkaSettings, names: Sequence[str]) -> list[Topi
     if missing:
         raise Unavailable(f"topics {missing} do not exist on {kafka.bootstrap} (not created?)")
     return [TopicPartition(name, p) for name in names for p in found[name]]
+
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+async def fetch_batch(
+    consumer: AIOKafkaConsumer, timeout_ms: int, what: str, retry_s: float = 0.5
+) -> Batch:
+    """One ``getmany`` of a consumer loop; a failed fetch is logged, waited out, and empty.
+
+    Every long-running loop reads this way, so a broker hiccup never ends the loop.
+    """
+    try:
+        return await consumer.getmany(timeout_ms=timeout_ms)
+    except KafkaError as err:
+        log.warning("fetch failed", extra={"reading": what, "error": repr(err)})
+        await asyncio.sleep(retry_s)
+        return {}
