@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from headwater.services.trainer import metrics
 from headwater.services.trainer.convert import check_feedback, check_prediction, labeled_example
@@ -30,6 +31,8 @@ from headwater.shared.bus.codec import decode_event, encode_event
 from headwater.shared.bus.tracing import TRACE_HEADERS
 from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2
+
+E = TypeVar("E", events_pb2.PredictionEvent, events_pb2.FeedbackEvent)
 
 log = logging.getLogger(__name__)
 
@@ -107,36 +110,35 @@ class JoinService:
 
     async def on_prediction(self, record: IncomingRecord) -> Outcome | None:
         """Handle one prediction record; None when it was dead-lettered."""
-        try:
-            event = check_prediction(
-                decode_event(events_pb2.PredictionEvent, record.value, record.valued_headers)
-            )
-            key = _checked_key(record, event.prediction_id)
-        except InvalidInput as err:
-            await self._dead_letter(record, "prediction", str(err))
-            return None
-        outcome = self.join.on_prediction(
-            self.slots,
-            key,
-            encode_event(event),
-            now=self._clock(),
-            partition=record.partition,
-            trace=record.trace,
+        return await self._arrive(
+            record,
+            "prediction",
+            events_pb2.PredictionEvent,
+            check_prediction,
+            self.join.on_prediction,
         )
-        await self._act(key, outcome, "prediction")
-        return outcome
 
     async def on_feedback(self, record: IncomingRecord) -> Outcome | None:
         """Handle one feedback record; None when it was dead-lettered."""
+        return await self._arrive(
+            record, "feedback", events_pb2.FeedbackEvent, check_feedback, self.join.on_feedback
+        )
+
+    async def _arrive(
+        self,
+        record: IncomingRecord,
+        side: str,
+        cls: type[E],
+        check: Callable[[E], E],
+        arrive: Callable[..., Outcome],
+    ) -> Outcome | None:
         try:
-            event = check_feedback(
-                decode_event(events_pb2.FeedbackEvent, record.value, record.valued_headers)
-            )
+            event = check(decode_event(cls, record.value, record.valued_headers))
             key = _checked_key(record, event.prediction_id)
         except InvalidInput as err:
-            await self._dead_letter(record, "feedback", str(err))
+            await self._dead_letter(record, side, str(err))
             return None
-        outcome = self.join.on_feedback(
+        outcome = arrive(
             self.slots,
             key,
             encode_event(event),
@@ -144,7 +146,7 @@ class JoinService:
             partition=record.partition,
             trace=record.trace,
         )
-        await self._act(key, outcome, "feedback")
+        await self._act(key, outcome, side)
         return outcome
 
     async def _act(self, key: str, outcome: Outcome, side: str) -> None:
