@@ -11,10 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -28,6 +26,7 @@ from headwater.cli.localstack.stack import (
     StackState,
 )
 from headwater.cli.output import Output, OutputOption, console, errors, print_json, print_table
+from headwater.shared.lifecycle import unless_stopped
 
 PARTS = ("broker", "postgres", *SERVICES)
 StateDirOption = typer.Option(
@@ -73,8 +72,8 @@ async def _run_foreground(settings: StackSettings) -> None:
         loop.add_signal_handler(signum, stop_requested.set)
     try:
         with console.status("starting the local stack…"):
-            state = await _unless_stopped(stack.start(), stop_requested)
-        if state is None:
+            started, state = await unless_stopped(stack.start(), stop_requested)
+        if not started or state is None:
             return
         _print_endpoints(state)
         console.print("[green]stack is up[/] — Ctrl-C to stop")
@@ -88,22 +87,6 @@ async def _run_foreground(settings: StackSettings) -> None:
     finally:
         console.print("stopping…")
         stack.stop()
-
-
-async def _unless_stopped(
-    starting: Coroutine[Any, Any, StackState], stop_requested: asyncio.Event
-) -> StackState | None:
-    """The started stack's state, or None when a stop was requested first."""
-    start = asyncio.ensure_future(starting)
-    stop = asyncio.ensure_future(stop_requested.wait())
-    await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
-    if start.done():
-        return start.result()
-    start.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await start
-    return None
 
 
 def _start_detached(settings: StackSettings) -> None:

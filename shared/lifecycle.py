@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Extra time stop() gets beyond its grace before it is cancelled.
 STOP_SLACK_S = 5.0
@@ -41,7 +43,8 @@ async def serve_until_signalled(service: Service, grace_s: float, name: str) -> 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
     try:
-        if await _started(service, stop_requested):
+        started, _ = await unless_stopped(service.start(), stop_requested)
+        if started:
             log.info("service started", extra={"service_name": name})
             await stop_requested.wait()
     finally:
@@ -55,16 +58,25 @@ async def serve_until_signalled(service: Service, grace_s: float, name: str) -> 
         log.info("service stopped", extra={"service_name": name})
 
 
-async def _started(service: Service, stop_requested: asyncio.Event) -> bool:
-    """Run start() until it finishes or a stop is requested; True when it finished."""
-    starting = asyncio.ensure_future(service.start())
+async def unless_stopped(
+    work: Awaitable[T], stop_requested: asyncio.Event
+) -> tuple[bool, T | None]:
+    """Await ``work`` unless a stop is requested first (then ``work`` is cancelled).
+
+    Returns:
+        ``(True, result)`` when the work finished, ``(False, None)`` when stopped first.
+
+    Raises:
+        Exception: whatever ``work`` raised.
+
+    """
+    working = asyncio.ensure_future(work)
     waiting = asyncio.ensure_future(stop_requested.wait())
-    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({working, waiting}, return_when=asyncio.FIRST_COMPLETED)
     waiting.cancel()
-    if starting.done():
-        starting.result()  # re-raise a failed start (stop() still runs)
-        return True
-    starting.cancel()
+    if working.done():
+        return True, working.result()
+    working.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
-        await starting
-    return False
+        await working
+    return False, None
