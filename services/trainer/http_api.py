@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from headwater.services.trainer.learners import LearnerPool
-from headwater.services.trainer.loading import ActiveLearner
+from headwater.services.trainer.learn.loading import ActiveLearner
+from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.shared.errors import ModelNotFound
 from headwater.shared.pb import registry_pb2
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from headwater.services.trainer.learner import Example, Learner, Position
+from headwater.services.trainer.learn.learner import Example, Learner, Position
 from headwater.services.trainer.server import TrainerServer
 from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.dead_letter import REASON_HEADER

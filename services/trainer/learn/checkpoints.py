@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.convert import offset_ranges
-from headwater.services.trainer.learner import Progress
-from headwater.services.trainer.loading import ActiveLearner
+from headwater.services.trainer.learn.convert import offset_ranges
+from headwater.services.trainer.learn.learner import Progress
+from headwater.services.trainer.learn.loading import ActiveLearner
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import PICKLE_PROTOCOL, ArtifactCodec
 from headwater.shared.errors import ResourceExhausted, Unavailable

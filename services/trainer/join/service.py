@@ -1,6 +1,6 @@
 """The join's orchestration: decode, pair up through :class:`Join`, emit, dead-letter.
 
-No Kafka here: the Faust agents in :mod:`headwater.services.trainer.streams`
+No Kafka here: the Faust agents in :mod:`headwater.services.trainer.join.streams`
 hand each record over as an :class:`IncomingRecord`, give the slots as a
 mapping (a changelog-backed table), and say how to emit an example and how to
 dead-letter a record. A record that cannot be used (undecodable, missing ids,
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.convert import check_feedback, check_prediction, labeled_example
-from headwater.services.trainer.join import (
+from headwater.services.trainer.join.events import check_feedback, check_prediction, labeled_example
+from headwater.services.trainer.join.slots import (
     Join,
     Outcome,
     OutcomeKind,

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from headwater.services.trainer.checkpoints import CHECKPOINT_TAG
-from headwater.services.trainer.learners import ExampleRecord, LearnerPool, Outcome
-from headwater.services.trainer.loading import NOT_DEPLOYED_CACHE_SIZE
+from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
+from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
+from headwater.services.trainer.learn.pool import ExampleRecord, LearnerPool, Outcome
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
 from headwater.shared.errors import ModelNotFound, Unavailable

@@ -28,8 +28,8 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from headwater.services.trainer.join import Join, Slot, TraceHeaders, decode_slot, encode_slot
-from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService, Reject
+from headwater.services.trainer.join.service import Emit, IncomingRecord, JoinService, Reject
+from headwater.services.trainer.join.slots import Join, Slot, TraceHeaders, decode_slot, encode_slot
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from headwater.services.trainer.join import (
+from headwater.services.trainer.join.slots import (
     Join,
     OutcomeKind,
     Slot,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState, TraceHeaders
-from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.slots import Join, OutcomeKind, Slot, SlotState, TraceHeaders
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
@@ -108,7 +108,7 @@ async def test_sweep_yields_expired_slots_only() -> None:
 async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_bug(
     monkeypatch,
 ) -> None:
-    from headwater.services.trainer import streams
+    from headwater.services.trainer.join import streams
     from headwater.shared.errors import Unavailable
 
     monkeypatch.setattr(streams, "MAX_RETRY_S", 0.01)

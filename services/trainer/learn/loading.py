@@ -15,10 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from headwater.services.trainer.convert import learner_kind, primary_version
-from headwater.services.trainer.learner import Learner, LearnerKind, Position, Progress
+from headwater.services.trainer.learn.convert import learner_kind, primary_version
+from headwater.services.trainer.learn.learner import Learner, LearnerKind, Position, Progress
+from headwater.services.trainer.learn.updates import UpdateIndex, saved_progress
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex, saved_progress
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import (
     ArtifactIntegrityError,

@@ -1,11 +1,11 @@
 """The learners of the models this trainer owns: learn, save, commit, follow deployments.
 
-No Kafka consumer here (see :mod:`headwater.services.trainer.learning`): the
+No Kafka consumer here (see :mod:`headwater.services.trainer.learn.consumer`): the
 pool gets each example record with its position, asks the registry what to
 start from, and tells the consuming loop what to publish and what it may
 commit. One learner per model, owned by the consuming loop's task. Loading a
-learner is :mod:`headwater.services.trainer.loading`'s part, taking its
-checkpoints :mod:`headwater.services.trainer.checkpoints`'s.
+learner is :mod:`headwater.services.trainer.learn.loading`'s part, taking its
+checkpoints :mod:`headwater.services.trainer.learn.checkpoints`'s.
 
 Saving and committing fit together so that no example is lost or learned
 twice: a learner's state and positions are saved in one ModelUpdate; the
@@ -26,18 +26,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.checkpoints import Checkpointer, stop_checkpoints
-from headwater.services.trainer.convert import example_from_proto, primary_version
-from headwater.services.trainer.learner import Position, StepKind
-from headwater.services.trainer.loading import (
+from headwater.services.trainer.learn.checkpoints import Checkpointer, stop_checkpoints
+from headwater.services.trainer.learn.convert import example_from_proto, primary_version
+from headwater.services.trainer.learn.learner import Position, StepKind
+from headwater.services.trainer.learn.loading import (
     NOT_DEPLOYED_CACHE_SIZE,
     TP,
     ActiveLearner,
     LearnerLoader,
     NotLearnable,
 )
+from headwater.services.trainer.learn.updates import UpdateIndex, encode_update
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex, encode_update
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.errors import InvalidInput, ModelNotFound
@@ -296,7 +296,7 @@ class LearnerPool:
 
         The task's result is the new version, or None when the registry refused
         or could not be reached (``checkpoint_error`` says why; retried later).
-        Registration is idempotent: see :mod:`headwater.services.trainer.checkpoints`.
+        Registration is idempotent: see :mod:`headwater.services.trainer.learn.checkpoints`.
 
         Raises:
             ModelNotFound: This trainer has no learner for ``model``.

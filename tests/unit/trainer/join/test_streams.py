@@ -8,11 +8,11 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
-from headwater.services.trainer.joining import IncomingRecord, JoinService
-from headwater.services.trainer.streams import _consume, _emitter, _handle_safely
+from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.slots import Join, OutcomeKind, Slot, SlotState
+from headwater.services.trainer.join.streams import _consume, _emitter, _handle_safely
 from headwater.shared.bus.codec import header, protobuf_header
-from tests.unit.trainer.test_joining import (
+from tests.unit.trainer.join.test_service import (
     FEEDBACK_TRACE,
     PREDICTION_TRACE,
     feedback_record,
