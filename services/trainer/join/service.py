@@ -20,8 +20,8 @@ from headwater.services.trainer import metrics
 from headwater.services.trainer.join.events import check_feedback, check_prediction, labeled_example
 from headwater.services.trainer.join.slots import (
     Join,
-    Outcome,
-    OutcomeKind,
+    JoinOutcome,
+    JoinOutcomeKind,
     Slot,
     SlotState,
     TraceHeaders,
@@ -108,7 +108,7 @@ class JoinService:
         self._reject = reject
         self._clock = clock
 
-    async def on_prediction(self, record: IncomingRecord) -> Outcome | None:
+    async def on_prediction(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one prediction record; None when it was dead-lettered."""
         return await self._arrive(
             record,
@@ -118,7 +118,7 @@ class JoinService:
             self.join.on_prediction,
         )
 
-    async def on_feedback(self, record: IncomingRecord) -> Outcome | None:
+    async def on_feedback(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one feedback record; None when it was dead-lettered."""
         return await self._arrive(
             record, "feedback", events_pb2.FeedbackEvent, check_feedback, self.join.on_feedback
@@ -130,8 +130,8 @@ class JoinService:
         side: str,
         cls: type[E],
         check: Callable[[E], E],
-        arrive: Callable[..., Outcome],
-    ) -> Outcome | None:
+        arrive: Callable[..., JoinOutcome],
+    ) -> JoinOutcome | None:
         try:
             event = check(decode_event(cls, record.value, record.valued_headers))
             key = _checked_key(record, event.prediction_id)
@@ -149,13 +149,13 @@ class JoinService:
         await self._act(key, outcome, side)
         return outcome
 
-    async def _act(self, key: str, outcome: Outcome, side: str) -> None:
+    async def _act(self, key: str, outcome: JoinOutcome, side: str) -> None:
         """Emit a joined pair's example, then write the slot, then count.
 
         If emitting raises, nothing is written: the waiting side stays, and the
         record, retried or redelivered, joins again.
         """
-        if outcome.kind is OutcomeKind.JOINED:
+        if outcome.kind is JoinOutcomeKind.JOINED:
             prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
             feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
             example = labeled_example(prediction, feedback, now=self._clock())

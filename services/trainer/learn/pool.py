@@ -47,7 +47,7 @@ from headwater.shared.registry_client import RegistryClient
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
+class ExampleOutcome(StrEnum):
     """What became of one example record."""
 
     LEARNED = "learned"
@@ -69,14 +69,14 @@ class ExampleRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-Reject = Callable[[ExampleRecord, str], Awaitable[None]]
+RejectExample = Callable[[ExampleRecord, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Processed:
     """The outcome of a record, with the reason when it must be dead-lettered."""
 
-    outcome: Outcome
+    outcome: ExampleOutcome
     reason: str = ""
 
 
@@ -115,7 +115,7 @@ class LearnerPool:
 
     # -- examples -------------------------------------------------------------------
 
-    async def process(self, record: ExampleRecord, reject: Reject) -> Processed:
+    async def process(self, record: ExampleRecord, reject: RejectExample) -> Processed:
         """Learn one example record (test, then train) if its model is deployed.
 
         A record that cannot be learned is handed to ``reject`` (with the reason)
@@ -132,15 +132,15 @@ class LearnerPool:
                 raise InvalidInput(f"LabeledExample {message.example_id!r} names no model")
         except InvalidInput as err:
             await reject(record, str(err))
-            return Processed(Outcome.DEAD_LETTER, str(err))
+            return Processed(ExampleOutcome.DEAD_LETTER, str(err))
         active = await self.learner_for(message.model)
         if isinstance(active, str):  # no deployment, unknown model, or one we cannot learn
             await reject(record, active)
-            return self._count(message.model, Processed(Outcome.NOT_DEPLOYED, active))
+            return self._count(message.model, Processed(ExampleOutcome.NOT_DEPLOYED, active))
         at = Position(record.topic, record.partition, record.offset)
         resume_at = active.learner.next_offset(at.topic, at.partition)
         if resume_at is not None and at.offset < resume_at:
-            return self._count(message.model, Processed(Outcome.ALREADY_CONSUMED))
+            return self._count(message.model, Processed(ExampleOutcome.ALREADY_CONSUMED))
         try:
             example = example_from_proto(message, active.learner.kind, active.schema)
             step = active.learner.process(example, at)
@@ -149,10 +149,10 @@ class LearnerPool:
             await reject(record, reason)
             active.learner.skip(at)
             active.consumed(at)
-            return self._count(message.model, Processed(Outcome.DEAD_LETTER, reason))
+            return self._count(message.model, Processed(ExampleOutcome.DEAD_LETTER, reason))
         if step is not StepKind.ALREADY_CONSUMED:
             active.consumed(at)
-        return self._count(message.model, Processed(Outcome(step.value)))
+        return self._count(message.model, Processed(ExampleOutcome(step.value)))
 
     def _count(self, model: str, processed: Processed) -> Processed:
         metrics.EXAMPLES.labels(model=model, outcome=processed.outcome.value).inc()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from headwater.services.trainer.join.service import IncomingRecord, JoinService
-from headwater.services.trainer.join.slots import Join, OutcomeKind, Slot, SlotState, TraceHeaders
+from headwater.services.trainer.join.slots import (
+    Join,
+    JoinOutcomeKind,
+    Slot,
+    SlotState,
+    TraceHeaders,
+)
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
@@ -56,7 +62,7 @@ async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
     await h.service.on_prediction(prediction_record())
     h.now += 3
     outcome = await h.service.on_feedback(feedback_record(label=False))
-    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    assert outcome is not None and outcome.kind is JoinOutcomeKind.JOINED
     [example] = h.emitted
     assert example.example_id == example.prediction_id == "p-1"
     assert (example.model, example.served_version) == ("m", 4)
@@ -149,11 +155,11 @@ async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> 
     assert h.slots["p-1"].state is SlotState.AWAITING_FEEDBACK  # not marked joined
     failing = False
     outcome = await h.service.on_feedback(feedback_record())  # the retry, or a redelivery
-    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    assert outcome is not None and outcome.kind is JoinOutcomeKind.JOINED
     assert [e.example_id for e in h.emitted] == ["p-1"]
     assert h.slots["p-1"].state is SlotState.JOINED
     again = await h.service.on_feedback(feedback_record())
-    assert again is not None and again.kind is OutcomeKind.DUPLICATE
+    assert again is not None and again.kind is JoinOutcomeKind.DUPLICATE
 
 
 PREDICTION_TRACE = (("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.errors import KafkaTimeoutError
 
 from headwater.services.trainer.join.service import IncomingRecord, JoinService
-from headwater.services.trainer.join.slots import Join, OutcomeKind, Slot, SlotState
+from headwater.services.trainer.join.slots import Join, JoinOutcomeKind, Slot, SlotState
 from headwater.services.trainer.join.streams import _consume, _emitter, _handle_safely
 from headwater.shared.bus.codec import header, protobuf_header
 from tests.unit.trainer.join.test_service import (
@@ -103,7 +103,7 @@ async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_t
     assert topic.sent == [b"m"]  # emitted once the broker took it
     assert slots["p-1"].state is SlotState.JOINED
     again = await service.on_feedback(feedback_record())  # a redelivery now is a duplicate
-    assert again is not None and again.kind is OutcomeKind.DUPLICATE
+    assert again is not None and again.kind is JoinOutcomeKind.DUPLICATE
 
 
 async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
-from headwater.services.trainer.learn.pool import ExampleRecord, LearnerPool, Outcome
+from headwater.services.trainer.learn.pool import ExampleOutcome, ExampleRecord, LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -125,7 +125,7 @@ async def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
     return update
 
 
-async def feed(pool: LearnerPool, offsets, rejects=None) -> list[Outcome]:
+async def feed(pool: LearnerPool, offsets, rejects=None) -> list[ExampleOutcome]:
     rejects = rejects if rejects is not None else Rejects()
     return [(await pool.process(record(o), rejects)).outcome for o in offsets]
 
@@ -134,7 +134,7 @@ async def test_commit_never_passes_what_is_not_saved_yet() -> None:
     registry = FakeRegistry()
     registry.deployed = 1
     pool = make_pool(registry)
-    assert await feed(pool, range(10)) == [Outcome.LEARNED] * 10
+    assert await feed(pool, range(10)) == [ExampleOutcome.LEARNED] * 10
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 0}
     await save(pool)
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 10}
@@ -154,8 +154,8 @@ async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twi
 
     second = make_pool(registry, index)
     # the group resumes at the committed offset; a replay from 0 changes nothing either
-    assert await feed(second, range(0, committed)) == [Outcome.ALREADY_CONSUMED] * 10
-    assert await feed(second, range(committed, 14)) == [Outcome.LEARNED] * 4
+    assert await feed(second, range(0, committed)) == [ExampleOutcome.ALREADY_CONSUMED] * 10
+    assert await feed(second, range(committed, 14)) == [ExampleOutcome.LEARNED] * 4
     assert second.learners["m"].learner.examples_learned == 14
 
     uninterrupted = make_pool(FakeRegistry(), None)
@@ -179,7 +179,7 @@ async def test_examples_of_models_without_deployment_are_dead_lettered_not_dropp
     registry = FakeRegistry()
     pool = make_pool(registry)
     rejects = Rejects()
-    assert await feed(pool, range(3), rejects) == [Outcome.NOT_DEPLOYED] * 3
+    assert await feed(pool, range(3), rejects) == [ExampleOutcome.NOT_DEPLOYED] * 3
     assert rejects == [
         (o, "model 'm' is not deployed: model 'm' has no deployment") for o in range(3)
     ]
@@ -188,7 +188,7 @@ async def test_examples_of_models_without_deployment_are_dead_lettered_not_dropp
     pool.on_registry_event(
         events_pb2.RegistryEvent(model="m", kind=events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED)
     )
-    assert await feed(pool, [3]) == [Outcome.LEARNED]
+    assert await feed(pool, [3]) == [ExampleOutcome.LEARNED]
 
 
 async def test_registry_outage_leaves_nothing_half_done() -> None:
@@ -199,7 +199,7 @@ async def test_registry_outage_leaves_nothing_half_done() -> None:
     with pytest.raises(Unavailable):
         await pool.process(record(0), Rejects())
     registry.down = False
-    assert await feed(pool, [0]) == [Outcome.LEARNED]
+    assert await feed(pool, [0]) == [ExampleOutcome.LEARNED]
 
 
 async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
@@ -208,7 +208,7 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
     pool = make_pool(registry)
     rejects = Rejects()
     outcome = await pool.process(record(0, x="high"), rejects)
-    assert outcome.outcome is Outcome.DEAD_LETTER
+    assert outcome.outcome is ExampleOutcome.DEAD_LETTER
     assert rejects == [(0, "feature 'x' must be a float, got str 'high'")]
     assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1
 
@@ -219,7 +219,7 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
         await pool.process(record(1, x="high"), broken)
     assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1  # retried later
     garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
-    assert (await pool.process(garbage, rejects)).outcome is Outcome.DEAD_LETTER
+    assert (await pool.process(garbage, rejects)).outcome is ExampleOutcome.DEAD_LETTER
 
 
 async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> None:
@@ -251,7 +251,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
     pool.apply_deployments()
     assert "m" not in pool.learners
-    assert await feed(pool, [9]) == [Outcome.LEARNED]
+    assert await feed(pool, [9]) == [ExampleOutcome.LEARNED]
     assert (
         pool.learners["m"].learner.base_version,
         pool.learners["m"].learner.examples_learned,
@@ -287,7 +287,7 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
     assert latest.update.examples_learned == 6
 
     restored = make_pool(registry, index)
-    assert await feed(restored, range(6)) == [Outcome.ALREADY_CONSUMED] * 6
+    assert await feed(restored, range(6)) == [ExampleOutcome.ALREADY_CONSUMED] * 6
 
 
 async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
