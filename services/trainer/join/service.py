@@ -1,20 +1,26 @@
-"""The join's orchestration: decode, pair up through :class:`Join`, emit, dead-letter.
+"""The join's orchestration: one record in, at most one labelled example out.
+
+A record of ``predictions`` or ``feedback`` takes one path, :meth:`JoinService._arrive`:
+
+1. decode and check the event, and check that the record key is its prediction id
+   (else dead-letter the record with the reason, and stop);
+2. pair it through the pure :class:`Join`, which reads the slots and says what to do;
+3. emit the example of a joined pair (with the trace headers of its prediction,
+   else those of its feedback, so its trace goes on from the prediction's);
+4. write the slot the join asked for, and count.
 
 No Kafka here: the Faust agents in :mod:`headwater.services.trainer.join.streams`
 hand each record over as an :class:`IncomingRecord`, give the slots as a
-mapping (a changelog-backed table), and say how to emit an example and how to
-dead-letter a record. A record that cannot be used (undecodable, missing ids,
-a key that is not the prediction id) is dead-lettered with the reason and the
-agents carry on. An example is emitted with the trace headers of its prediction
-(else those of its feedback), so its trace goes on from the prediction's.
+mapping (a changelog-backed table), and one :class:`JoinOutlet` through which
+examples and dead letters leave.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from headwater.services.trainer import metrics
 from headwater.services.trainer.join.events import check_feedback, check_prediction, labeled_example
@@ -33,8 +39,6 @@ from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2
 
 E = TypeVar("E", events_pb2.PredictionEvent, events_pb2.FeedbackEvent)
-
-log = logging.getLogger(__name__)
 
 #: Longest trace header value kept in a join slot (a ``tracestate`` is at most 512 characters).
 MAX_TRACE_HEADER_BYTES = 1024
@@ -75,8 +79,34 @@ class IncomingRecord:
         )
 
 
-Emit = Callable[[events_pb2.LabeledExample, TraceHeaders], Awaitable[None]]
-Reject = Callable[[IncomingRecord, str], Awaitable[None]]
+class JoinOutlet(Protocol):
+    """Where the join's results leave (the Faust app's :class:`BrokerOutlet` fits)."""
+
+    async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
+        """Send an example to ``examples`` (keyed by its model), continuing ``trace``.
+
+        Raises:
+            Unavailable: The broker cannot take it; nothing was written, so the
+                record is retried and joins again.
+
+        """
+
+    async def reject(self, record: IncomingRecord, reason: str) -> None:
+        """Dead-letter a record with the reason."""
+
+
+@dataclass(frozen=True)
+class _Side(Generic[E]):
+    """One input of the join: its name in metrics, its event, its check, its join step."""
+
+    name: str
+    event_type: type[E]
+    check: Callable[[E], E]
+    arrive: Callable[..., JoinOutcome]  # Join.on_prediction or Join.on_feedback
+
+
+_PREDICTIONS = _Side("prediction", events_pb2.PredictionEvent, check_prediction, Join.on_prediction)
+_FEEDBACK = _Side("feedback", events_pb2.FeedbackEvent, check_feedback, Join.on_feedback)
 
 
 class JoinService:
@@ -85,11 +115,7 @@ class JoinService:
     Args:
         join: The state machine (its TTL).
         slots: Join state per prediction id (written only from within an agent).
-        emit: Sends an example to ``examples`` (keyed by its model) with the
-            trace headers it continues (the prediction's, else the feedback's); raises
-            :class:`Unavailable` when the broker cannot take it (the record is
-            then retried: nothing was written).
-        reject: Dead-letters a record with a reason.
+        outlet: Where examples and dead letters go.
         clock: Wall-clock seconds (the TTL is measured in processing time).
 
     """
@@ -98,47 +124,37 @@ class JoinService:
         self,
         join: Join,
         slots: MutableMapping[str, Slot],
-        emit: Emit,
-        reject: Reject,
-        clock: Callable[[], float],
+        outlet: JoinOutlet,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.join = join
         self.slots = slots
-        self._emit = emit
-        self._reject = reject
+        self.outlet = outlet
         self._clock = clock
 
     async def on_prediction(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one prediction record; None when it was dead-lettered."""
-        return await self._arrive(
-            record,
-            "prediction",
-            events_pb2.PredictionEvent,
-            check_prediction,
-            self.join.on_prediction,
-        )
+        return await self._arrive(record, _PREDICTIONS)
 
     async def on_feedback(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one feedback record; None when it was dead-lettered."""
-        return await self._arrive(
-            record, "feedback", events_pb2.FeedbackEvent, check_feedback, self.join.on_feedback
-        )
+        return await self._arrive(record, _FEEDBACK)
 
-    async def _arrive(
-        self,
-        record: IncomingRecord,
-        side: str,
-        cls: type[E],
-        check: Callable[[E], E],
-        arrive: Callable[..., JoinOutcome],
-    ) -> JoinOutcome | None:
+    async def _arrive(self, record: IncomingRecord, side: _Side[E]) -> JoinOutcome | None:
+        """Decode and check, pair, emit a joined pair's example, then write the slot, count.
+
+        If emitting raises, nothing is written: the waiting side stays, and the
+        record, retried or redelivered, joins again.
+        """
         try:
-            event = check(decode_event(cls, record.value, record.valued_headers))
+            event = side.check(decode_event(side.event_type, record.value, record.valued_headers))
             key = _checked_key(record, event.prediction_id)
         except InvalidInput as err:
-            await self._dead_letter(record, side, str(err))
+            await self.outlet.reject(record, str(err))
+            metrics.JOIN_EVENTS.labels(side=side.name, outcome="dead_lettered").inc()
             return None
-        outcome = arrive(
+        outcome = side.arrive(
+            self.join,
             self.slots,
             key,
             encode_event(event),
@@ -146,29 +162,21 @@ class JoinService:
             partition=record.partition,
             trace=record.trace,
         )
-        await self._act(key, outcome, side)
-        return outcome
-
-    async def _act(self, key: str, outcome: JoinOutcome, side: str) -> None:
-        """Emit a joined pair's example, then write the slot, then count.
-
-        If emitting raises, nothing is written: the waiting side stays, and the
-        record, retried or redelivered, joins again.
-        """
         if outcome.kind is JoinOutcomeKind.JOINED:
-            prediction = events_pb2.PredictionEvent.FromString(outcome.prediction)
-            feedback = events_pb2.FeedbackEvent.FromString(outcome.feedback)
-            example = labeled_example(prediction, feedback, now=self._clock())
-            await self._emit(example, outcome.prediction_trace or outcome.feedback_trace)
-            metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
+            await self._emit(outcome)
         outcome.store(self.slots, key)
-        metrics.JOIN_EVENTS.labels(side=side, outcome=outcome.kind.value).inc()
+        metrics.JOIN_EVENTS.labels(side=side.name, outcome=outcome.kind.value).inc()
         if outcome.replaced_expired is not None:
             metrics.JOIN_EXPIRED.labels(side=_SIDE_OF_STATE[outcome.replaced_expired]).inc()
+        return outcome
 
-    async def _dead_letter(self, record: IncomingRecord, side: str, reason: str) -> None:
-        await self._reject(record, reason)
-        metrics.JOIN_EVENTS.labels(side=side, outcome="dead_lettered").inc()
+    async def _emit(self, joined: JoinOutcome) -> None:
+        """The example of a joined pair, out through the outlet."""
+        prediction = events_pb2.PredictionEvent.FromString(joined.prediction)
+        feedback = events_pb2.FeedbackEvent.FromString(joined.feedback)
+        example = labeled_example(prediction, feedback, now=self._clock())
+        await self.outlet.emit(example, joined.prediction_trace or joined.feedback_trace)
+        metrics.EXAMPLES_EMITTED.labels(model=example.model).inc()
 
     def sweep(self) -> Iterator[tuple[str, Slot]]:
         """Yield the expired slots (id and slot) for the caller to delete, counting them."""

@@ -24,7 +24,7 @@ class Harness:
         self.emitted: list[events_pb2.LabeledExample] = []
         self.traces: list[TraceHeaders] = []
         self.rejected: list[tuple[IncomingRecord, str]] = []
-        self.service = JoinService(Join(ttl), self.slots, self.emit, self.reject, lambda: self.now)
+        self.service = JoinService(Join(ttl), self.slots, self, clock=lambda: self.now)
 
     async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         self.emitted.append(example)
@@ -149,7 +149,7 @@ async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> 
             raise Unavailable("examples topic unreachable")
         h.emitted.append(example)
 
-    h.service._emit = emit
+    h.emit = emit  # type: ignore[method-assign]
     with pytest.raises(Unavailable):
         await h.service.on_feedback(feedback_record())
     assert h.slots["p-1"].state is SlotState.AWAITING_FEEDBACK  # not marked joined
