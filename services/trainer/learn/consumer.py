@@ -17,7 +17,8 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from headwater.services.trainer.learn.pool import TP, ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.active import TP
+from headwater.services.trainer.learn.pool import ExampleRecord, LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.bus.codec import decode_event

@@ -7,6 +7,11 @@ commit. One learner per model, owned by the consuming loop's task. Loading a
 learner is :mod:`headwater.services.trainer.learn.loading`'s part, taking its
 checkpoints :mod:`headwater.services.trainer.learn.checkpoints`'s.
 
+What the pool keeps per learner is an
+:class:`~headwater.services.trainer.learn.active.ActiveLearner`, whose parts
+each have one writer. Every lookup of a learner goes through
+:meth:`LearnerPool.find`.
+
 Saving and committing fit together so that no example is lost or learned
 twice: a learner's state and positions are saved in one ModelUpdate; the
 loop commits, per partition, no further than the first offset some learner
@@ -26,13 +31,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.learn.checkpoints import Checkpointer, stop_checkpoints
+from headwater.services.trainer.learn.active import TP, ActiveLearner, SaveState
+from headwater.services.trainer.learn.checkpoints import Checkpointer, drain_checkpoints
 from headwater.services.trainer.learn.convert import example_from_proto, primary_version
 from headwater.services.trainer.learn.learner import Position, StepKind
 from headwater.services.trainer.learn.loading import (
     NOT_DEPLOYED_CACHE_SIZE,
-    TP,
-    ActiveLearner,
     LearnerLoader,
     NotLearnable,
 )
@@ -105,12 +109,12 @@ class LearnerPool:
         self.registry = registry
         self.codec = codec
         self.index = index
-        self.learners: dict[str, ActiveLearner] = {}
+        self._learners: dict[str, ActiveLearner] = {}
         self._clock = clock
         self._wall = wall
         self._not_deployed = NotLearnable(settings.not_deployed_recheck_s, NOT_DEPLOYED_CACHE_SIZE)
         self._pending: dict[str, registry_pb2.Deployment] = {}
-        self._loader = LearnerLoader(settings, registry, codec, index, clock)
+        self._loader = LearnerLoader(settings, registry, codec, index)
         self._checkpointer = Checkpointer(settings, registry, codec, clock)
 
     # -- examples -------------------------------------------------------------------
@@ -142,21 +146,29 @@ class LearnerPool:
         if resume_at is not None and at.offset < resume_at:
             return self._count(message.model, Processed(ExampleOutcome.ALREADY_CONSUMED))
         try:
-            example = example_from_proto(message, active.learner.kind, active.schema)
+            example = example_from_proto(message, active.learner.kind, active.loaded.schema)
             step = active.learner.process(example, at)
         except Exception as err:  # bad example or River refusing it: skip, keep learning
             reason = str(err) if isinstance(err, InvalidInput) else f"model cannot learn: {err!r}"
             await reject(record, reason)
             active.learner.skip(at)
-            active.consumed(at)
+            active.saving.consumed(at)
             return self._count(message.model, Processed(ExampleOutcome.DEAD_LETTER, reason))
         if step is not StepKind.ALREADY_CONSUMED:
-            active.consumed(at)
+            active.saving.consumed(at)
         return self._count(message.model, Processed(ExampleOutcome(step.value)))
 
     def _count(self, model: str, processed: Processed) -> Processed:
         metrics.EXAMPLES.labels(model=model, outcome=processed.outcome.value).inc()
         return processed
+
+    def find(self, model: str) -> ActiveLearner | None:
+        """The model's learner, None when this trainer has none (the one lookup of a learner)."""
+        return self._learners.get(model)
+
+    def active(self) -> list[tuple[str, ActiveLearner]]:
+        """Every learner of this trainer with its model's name."""
+        return list(self._learners.items())
 
     async def learner_for(self, model: str) -> ActiveLearner | str:
         """The model's learner, loaded from the registry (and its last update) on first use.
@@ -170,7 +182,7 @@ class LearnerPool:
             Unavailable: The registry did not answer.
 
         """
-        active = self.learners.get(model)
+        active = self.find(model)
         if active is not None:
             return active
         remembered = self._not_deployed.get(model, self._clock())
@@ -180,8 +192,13 @@ class LearnerPool:
         if isinstance(loaded, str):
             self._not_deployed.put(model, loaded, self._clock())
             return loaded
-        self.learners[model] = loaded
-        return loaded
+        active = ActiveLearner(
+            loaded,
+            SaveState(sequence=self.index.max_sequence(model)),
+            self._checkpointer.track(loaded.learner),
+        )
+        self._learners[model] = active
+        return active
 
     # -- deployments ------------------------------------------------------------------
 
@@ -199,25 +216,21 @@ class LearnerPool:
         """Follow deployment changes: rebase onto our own checkpoint, or start over."""
         pending, self._pending = self._pending, {}
         for model, deployment in pending.items():
-            active = self.learners.get(model)
+            active = self.find(model)
             if active is None:
                 continue
             version = primary_version(deployment)
             if version == active.learner.base_version:
                 continue
-            mark = active.marks.get(version) if version is not None else None
+            mark = active.checkpoints.marks.get(version) if version is not None else None
             if version is not None and mark is not None:
                 active.learner.rebase(version, mark)
-                active.marks.clear()
-                active.checkpointed_examples = 0
-                active.dirty, active.last_sync = (
-                    True,
-                    float("-inf"),
-                )  # publish under the new base now
+                self._checkpointer.rebased(active.checkpoints)
+                active.saving.rebased()
                 log.info("learner rebased", extra={"model": model, "base_version": version})
                 continue
             log.info("learner restarts", extra={"model": model, "base_version": version})
-            del self.learners[model]
+            del self._learners[model]
 
     # -- saving -----------------------------------------------------------------------
 
@@ -227,8 +240,8 @@ class LearnerPool:
         interval_s = self.settings.sync_interval_ms / 1000
         return [
             model
-            for model, active in self.learners.items()
-            if active.dirty and (force or now - active.last_sync >= interval_s)
+            for model, active in self.active()
+            if active.saving.dirty and (force or now - active.saving.last_sync >= interval_s)
         ]
 
     async def build_update(
@@ -240,23 +253,21 @@ class LearnerPool:
         while no learner changes (the learning loop holds its lock around
         learning and saving): the snapshot is consistent with ``progress``.
         """
-        active = self.learners[model]
+        active = self._require(model)
         progress = active.learner.progress()
-        sequence = max(active.sequence, self.index.max_sequence(model)) + 1
-        active.sequence = sequence  # reserved even if the send fails: sequences never repeat
+        # reserved even if the send fails: sequences never repeat
+        sequence = active.saving.reserve_sequence(self.index.max_sequence(model))
         artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
         return encode_update(model, artifact, progress, sequence, self.codec, self._wall())
 
     def saved(self, model: str, update: events_pb2.ModelUpdate, headers: list) -> None:
         """The update was acknowledged: the learner's consumption so far is safe."""
-        active = self.learners.get(model)
+        active = self.find(model)
         self.index.record(update, headers)
         metrics.MODEL_UPDATES.labels(model=model).inc()
         if active is None or active.learner.base_version != update.base_version:
             return
-        active.unsaved_from.clear()
-        active.dirty = False
-        active.last_sync = self._clock()
+        active.saving.saved(self._clock())
         self._export(model, active)
 
     def _export(self, model: str, active: ActiveLearner) -> None:
@@ -268,8 +279,8 @@ class LearnerPool:
     def commit_offsets(self, processed: Mapping[TP, int]) -> dict[TP, int]:
         """Per partition, the offset the group may commit: nothing unsaved lies before it."""
         offsets = dict(processed)
-        for active in self.learners.values():
-            for tp, first in active.unsaved_from.items():
+        for _, active in self.active():
+            for tp, first in active.saving.unsaved_from.items():
                 if tp in offsets:
                     offsets[tp] = min(offsets[tp], first)
         return offsets
@@ -277,19 +288,21 @@ class LearnerPool:
     def drop(self, partitions: set[TP]) -> list[str]:
         """Forget the learners that consumed from ``partitions`` (revoked); their names."""
         gone = [
-            model
-            for model, active in self.learners.items()
-            if active.learner.partitions() & partitions
+            model for model, active in self.active() if active.learner.partitions() & partitions
         ]
         for model in gone:
-            del self.learners[model]
+            del self._learners[model]
         return gone
 
     # -- checkpoints ------------------------------------------------------------------
 
     def due_checkpoints(self) -> list[str]:
         """Models whose learner has learned enough, or long enough, for a checkpoint."""
-        return self._checkpointer.due(self.learners)
+        return [
+            model
+            for model, active in self.active()
+            if self._checkpointer.is_due(active.learner, active.checkpoints)
+        ]
 
     def start_checkpoint(self, model: str) -> asyncio.Task[registry_pb2.ModelVersion | None]:
         """Snapshot the learner now and register it as a version in the background.
@@ -302,11 +315,15 @@ class LearnerPool:
             ModelNotFound: This trainer has no learner for ``model``.
 
         """
-        active = self.learners.get(model)
-        if active is None:
-            raise ModelNotFound(f"this trainer has no learner for model {model!r}")
-        return self._checkpointer.start(model, active)
+        active = self._require(model)
+        return self._checkpointer.take(model, active.loaded, active.checkpoints)
 
     async def stop_checkpoints(self, timeout_s: float) -> None:
         """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
-        await stop_checkpoints(self.learners.values(), timeout_s)
+        await drain_checkpoints((a.checkpoints for _, a in self.active()), timeout_s)
+
+    def _require(self, model: str) -> ActiveLearner:
+        active = self.find(model)
+        if active is None:
+            raise ModelNotFound(f"this trainer has no learner for model {model!r}")
+        return active

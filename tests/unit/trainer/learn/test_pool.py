@@ -156,12 +156,12 @@ async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twi
     # the group resumes at the committed offset; a replay from 0 changes nothing either
     assert await feed(second, range(0, committed)) == [ExampleOutcome.ALREADY_CONSUMED] * 10
     assert await feed(second, range(committed, 14)) == [ExampleOutcome.LEARNED] * 4
-    assert second.learners["m"].learner.examples_learned == 14
+    assert second.find("m").learner.examples_learned == 14
 
     uninterrupted = make_pool(FakeRegistry(), None)
     uninterrupted.registry.deployed = 1  # type: ignore[attr-defined]
     await feed(uninterrupted, range(14))
-    assert second.learners["m"].learner.progress() == uninterrupted.learners["m"].learner.progress()
+    assert second.find("m").learner.progress() == uninterrupted.find("m").learner.progress()
 
 
 async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
@@ -210,14 +210,14 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
     outcome = await pool.process(record(0, x="high"), rejects)
     assert outcome.outcome is ExampleOutcome.DEAD_LETTER
     assert rejects == [(0, "feature 'x' must be a float, got str 'high'")]
-    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1
+    assert pool.find("m").learner.next_offset(TOPIC, 0) == 1
 
     async def broken(record, reason):
         raise Unavailable("dead-letter topic unreachable")
 
     with pytest.raises(Unavailable):
         await pool.process(record(1, x="high"), broken)
-    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1  # retried later
+    assert pool.find("m").learner.next_offset(TOPIC, 0) == 1  # retried later
     garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
     assert (await pool.process(garbage, rejects)).outcome is ExampleOutcome.DEAD_LETTER
 
@@ -241,7 +241,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     deployment = registry_pb2.Deployment(model="m", routes=[route(2)])
     pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
     pool.apply_deployments()
-    learner = pool.learners["m"].learner
+    learner = pool.find("m").learner
     assert (learner.base_version, learner.examples_learned) == (2, 3)
     assert pool.due_updates() == ["m"]  # published under the new base at once
 
@@ -250,11 +250,11 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     deployment = registry_pb2.Deployment(model="m", routes=[route(3)])
     pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
     pool.apply_deployments()
-    assert "m" not in pool.learners
+    assert pool.find("m") is None
     assert await feed(pool, [9]) == [ExampleOutcome.LEARNED]
     assert (
-        pool.learners["m"].learner.base_version,
-        pool.learners["m"].learner.examples_learned,
+        pool.find("m").learner.base_version,
+        pool.find("m").learner.examples_learned,
     ) == (3, 1)
 
 
@@ -265,8 +265,8 @@ async def test_a_failed_checkpoint_is_retried_later() -> None:
     await feed(pool, range(3))
     registry.down = True
     assert await pool.start_checkpoint("m") is None
-    assert pool.learners["m"].checkpoint_error == "registry down"
-    assert pool.learners["m"].checkpointed_examples == 0
+    assert pool.find("m").checkpoint_error == "registry down"
+    assert pool.find("m").checkpoints.examples == 0
     with pytest.raises(ModelNotFound):
         pool.start_checkpoint("other")
 
@@ -312,7 +312,7 @@ async def test_a_checkpoint_whose_answer_was_lost_is_adopted_not_registered_twic
     assert registry.calls.count("create_version") == 1
     assert sorted(registry.versions) == [1, 2]  # no second copy
     assert version.tags[CHECKPOINT_TAG] == "m/1/4"
-    assert set(pool.learners["m"].marks) == {2}  # deploying it rebases the learner
+    assert set(pool.find("m").checkpoints.marks) == {2}  # deploying it rebases the learner
 
 
 async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_registered() -> None:
@@ -329,8 +329,8 @@ async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_register
     newer = await pool.start_checkpoint("m")
     assert newer is not None and newer.version == 3
     assert registry.calls.count("create_version") == 2
-    assert set(pool.learners["m"].marks) == {2, 3}
-    assert pool.learners["m"].marks[2].examples_learned == 4
+    assert set(pool.find("m").checkpoints.marks) == {2, 3}
+    assert pool.find("m").checkpoints.marks[2].examples_learned == 4
 
 
 class ThreadRecordingCodec(ArtifactCodec):
