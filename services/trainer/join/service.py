@@ -1,6 +1,6 @@
 """The join's orchestration: one record in, at most one labelled example out.
 
-A record of ``predictions`` or ``feedback`` takes one path, :meth:`JoinService._arrive`:
+A record of ``predictions`` or ``feedback`` takes one path, :meth:`JoinService._join_record`:
 
 1. decode and check the event, and check that the record key is its prediction id
    (else dead-letter the record with the reason, and stop);
@@ -132,15 +132,15 @@ class JoinService:
         self.outlet = outlet
         self._clock = clock
 
-    async def on_prediction(self, record: IncomingRecord) -> JoinOutcome | None:
+    async def handle_prediction(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one prediction record; None when it was dead-lettered."""
-        return await self._arrive(record, _PREDICTIONS)
+        return await self._join_record(record, _PREDICTIONS)
 
-    async def on_feedback(self, record: IncomingRecord) -> JoinOutcome | None:
+    async def handle_feedback(self, record: IncomingRecord) -> JoinOutcome | None:
         """Handle one feedback record; None when it was dead-lettered."""
-        return await self._arrive(record, _FEEDBACK)
+        return await self._join_record(record, _FEEDBACK)
 
-    async def _arrive(self, record: IncomingRecord, side: _Side[E]) -> JoinOutcome | None:
+    async def _join_record(self, record: IncomingRecord, side: _Side[E]) -> JoinOutcome | None:
         """Decode and check, pair, emit a joined pair's example, then write the slot, count.
 
         If emitting raises, nothing is written: the waiting side stays, and the

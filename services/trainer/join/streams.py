@@ -147,7 +147,10 @@ def _faust_app(settings: TrainerSettings, partitions: int, data_dir: Path) -> fa
 
 def _add_agents(app: faust.App, settings: TrainerSettings, service: JoinService) -> None:
     """One agent on ``predictions`` and one on ``feedback``, handing records to ``service``."""
-    handlers = {Topic.PREDICTIONS: service.on_prediction, Topic.FEEDBACK: service.on_feedback}
+    handlers = {
+        Topic.PREDICTIONS: service.handle_prediction,
+        Topic.FEEDBACK: service.handle_feedback,
+    }
     for topic, handle in handlers.items():
         channel = app.topic(
             topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"

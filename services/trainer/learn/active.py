@@ -16,7 +16,7 @@ An :class:`ActiveLearner` is frozen; its three parts are not, and each has one w
 >>> state.consumed(Position("ex", 0, 7)); state.consumed(Position("ex", 0, 8))
 >>> state.unsaved_from, state.dirty, state.reserve_sequence(published=6)
 ({('ex', 0): 7}, True, 7)
->>> state.saved(now=1.0); state.unsaved_from, state.dirty
+>>> state.acknowledged(now=1.0); state.unsaved_from, state.dirty
 ({}, False)
 """
 
@@ -59,7 +59,7 @@ class SaveState:
         self.sequence = max(self.sequence, published) + 1
         return self.sequence
 
-    def saved(self, now: float) -> None:
+    def acknowledged(self, now: float) -> None:
         """An update was acknowledged: everything consumed so far is safe."""
         self.unsaved_from.clear()
         self.dirty = False

@@ -222,7 +222,7 @@ class Checkpointer:
         )
         return state.task
 
-    def rebased(self, state: CheckpointState) -> None:
+    def restart_after_rebase(self, state: CheckpointState) -> None:
         """The learner was rebased onto one of its checkpoints: its cadence restarts from it."""
         state.marks.clear()
         state.examples = 0

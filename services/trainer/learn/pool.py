@@ -225,7 +225,7 @@ class LearnerPool:
             mark = active.checkpoints.marks.get(version) if version is not None else None
             if version is not None and mark is not None:
                 active.learner.rebase(version, mark)
-                self._checkpointer.rebased(active.checkpoints)
+                self._checkpointer.restart_after_rebase(active.checkpoints)
                 active.saving.rebased()
                 log.info("learner rebased", extra={"model": model, "base_version": version})
                 continue
@@ -267,7 +267,7 @@ class LearnerPool:
         metrics.MODEL_UPDATES.labels(model=model).inc()
         if active is None or active.learner.base_version != update.base_version:
             return
-        active.saving.saved(self._clock())
+        active.saving.acknowledged(self._clock())
         self._export(model, active)
 
     def _export(self, model: str, active: ActiveLearner) -> None:

@@ -104,13 +104,13 @@ async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_t
         rejected.append(reason)
 
     service = JoinService(Join(60.0), slots, Outlet(topic, reject), clock=lambda: 1000.0)
-    await service.on_prediction(prediction_record())
-    await _handle_safely(service.on_feedback, reject, feedback_record())
+    await service.handle_prediction(prediction_record())
+    await _handle_safely(service.handle_feedback, reject, feedback_record())
 
     assert rejected == []  # not dead-lettered as poison
     assert topic.sent == [b"m"]  # emitted once the broker took it
     assert slots["p-1"].state is SlotState.JOINED
-    again = await service.on_feedback(feedback_record())  # a redelivery now is a duplicate
+    again = await service.handle_feedback(feedback_record())  # a redelivery now is a duplicate
     assert again is not None and again.kind is JoinOutcomeKind.DUPLICATE
 
 
@@ -121,10 +121,10 @@ async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
         raise AssertionError(reason)
 
     service = JoinService(Join(60.0), {}, Outlet(topic, reject), clock=lambda: 1000.0)
-    await service.on_feedback(feedback_record(headers=FEEDBACK_TRACE))
-    await service.on_prediction(prediction_record(headers=PREDICTION_TRACE))
-    await service.on_prediction(prediction_record(pid="p-2"))
-    await service.on_feedback(feedback_record(pid="p-2"))
+    await service.handle_feedback(feedback_record(headers=FEEDBACK_TRACE))
+    await service.handle_prediction(prediction_record(headers=PREDICTION_TRACE))
+    await service.handle_prediction(prediction_record(pid="p-2"))
+    await service.handle_feedback(feedback_record(pid="p-2"))
 
     traced, untraced = topic.headers
     assert header(traced, "content-type") == protobuf_header()[1]
