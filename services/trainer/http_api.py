@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from headwater.services.trainer.learners import LearnerPool
-from headwater.services.trainer.loading import ActiveLearner
+from headwater.services.trainer.learn.active import ActiveLearner
+from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.shared.errors import ModelNotFound
 from headwater.shared.pb import registry_pb2
 
@@ -87,7 +87,7 @@ def build_web_app(
 
     async def models(_: web.Request) -> web.Response:
         learners = pool()
-        items = sorted((learners.learners if learners else {}).items())
+        items = sorted(learners.active() if learners else [])
         return web.json_response({"learners": [learner_to_json(m, a) for m, a in items]})
 
     async def checkpoint(request: web.Request) -> web.Response:
@@ -103,7 +103,8 @@ def build_web_app(
         except TimeoutError:
             return web.json_response({"error": "the registry did not answer in time"}, status=503)
         if version is None:
-            error = learners.learners[name].checkpoint_error if name in learners.learners else ""
+            active = learners.find(name)
+            error = active.checkpoint_error if active is not None else ""
             return web.json_response({"error": error or "checkpoint failed"}, status=503)
         return web.json_response(version_to_json(version), status=201)
 

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 
 from headwater.services.trainer.http_api import build_web_app
-from headwater.services.trainer.learners import LearnerPool
-from headwater.services.trainer.learning import LearningLoop, RegistryEventsTail
+from headwater.services.trainer.join.streams import JoinStreams
+from headwater.services.trainer.learn.consumer import LearningLoop, RegistryEventsTail
+from headwater.services.trainer.learn.pool import LearnerPool
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.streams import JoinStreams
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics, topic_name

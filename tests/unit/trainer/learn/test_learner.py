@@ -9,7 +9,7 @@ import pickle
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, utils
 
-from headwater.services.trainer.learner import (
+from headwater.services.trainer.learn.learner import (
     Example,
     Learner,
     OffsetSpan,

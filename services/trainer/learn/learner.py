@@ -1,7 +1,7 @@
 """One model's online learner: test-then-train in offset order, exactly once per example.
 
 Pure apart from the River model it drives: no I/O, no clock. The runtime
-(:mod:`headwater.services.trainer.learning`) feeds it the examples of one model
+(:mod:`headwater.services.trainer.learn.consumer`) feeds it the examples of one model
 with their ``(topic, partition, offset)`` positions; the learner
 
 * skips a position it has already consumed (at-least-once redelivery after a

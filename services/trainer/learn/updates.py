@@ -8,7 +8,7 @@ the same record as a header, signed together with the state's digest, so state
 and offsets are saved in one write and a restarted learner resumes from both.
 
 >>> from river import linear_model
->>> from headwater.services.trainer.learner import Progress
+>>> from headwater.services.trainer.learn.learner import Progress
 >>> codec = ArtifactCodec("key")
 >>> artifact = codec.encode(linear_model.LinearRegression())
 >>> update, headers = encode_update(
@@ -30,8 +30,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from headwater.services.trainer.convert import offset_ranges, spans_from_ranges, timestamp
-from headwater.services.trainer.learner import Position, Progress, decode_progress, encode_progress
+from headwater.services.trainer.learn.convert import offset_ranges, spans_from_ranges
+from headwater.services.trainer.learn.learner import (
+    Position,
+    Progress,
+    decode_progress,
+    encode_progress,
+)
+from headwater.services.trainer.timestamps import timestamp
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
 from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
