@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from headwater.services.monitor.metrics import (
+from headwater.services.monitor.statistics import (
     DEFAULT_LATENCY_BUCKETS_MS,
     DriftDetection,
     DriftWatch,

@@ -15,7 +15,7 @@ from headwater.services.monitor.domain import (
     Severity,
     Task,
 )
-from headwater.services.monitor.metrics import LatencyHistogram, RollingQuality
+from headwater.services.monitor.statistics import LatencyHistogram, RollingQuality
 from headwater.shared.errors import InvalidInput
 
 
@@ -227,7 +227,7 @@ def test_regression_drift_alert_on_absolute_error() -> None:
 
 def test_a_rejected_example_creates_no_version() -> None:
     from headwater.services.monitor.domain import ExampleObserved, MonitorConfig, MonitorState
-    from headwater.services.monitor.metrics import Task
+    from headwater.services.monitor.statistics import Task
     from headwater.shared.errors import InvalidInput
 
     state = MonitorState(MonitorConfig())
