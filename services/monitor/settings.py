@@ -15,7 +15,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from headwater.services.monitor.domain import MonitorConfig
-from headwater.services.monitor.metrics import DEFAULT_LATENCY_BUCKETS_MS
+from headwater.services.monitor.statistics import DEFAULT_LATENCY_BUCKETS_MS
 from headwater.shared.settings import ServiceSettings
 
 
