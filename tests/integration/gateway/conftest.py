@@ -14,7 +14,7 @@ from headwater.services.registry.server import RegistryServer
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import ArtifactSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings, RegistryClientSettings
 from tests.fixtures import unique_name
 
 SPEC = '{"component": "linear_model.LogisticRegression"}'
@@ -27,7 +27,7 @@ def gateway_settings(registry_target: str, kafka: KafkaSettings, **overrides) ->
     values = {
         "port": 0,
         "metrics_port": 0,
-        "registry_target": registry_target,
+        "registry": RegistryClientSettings(target=registry_target),
         "gateway_id": unique_name("gw"),
         "max_batch_rows": 8,
         "startup_timeout_s": 30,
@@ -78,8 +78,7 @@ async def start_gateway(
     started: list[GatewayServer] = []
 
     async def start(**overrides) -> GatewayServer:
-        target = overrides.pop("registry_target", registry.target)
-        server = GatewayServer(gateway_settings(target, kafka_settings, **overrides))
+        server = GatewayServer(gateway_settings(registry.target, kafka_settings, **overrides))
         started.append(server)
         await server.start()
         return server
