@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -70,22 +72,35 @@ async def deployed(client: RegistryClient) -> registry_pb2.Model:
 GatewayFactory = Callable[..., Awaitable[GatewayServer]]
 
 
+@asynccontextmanager
+async def started_gateways(kafka: KafkaSettings) -> AsyncIterator[GatewayFactory]:
+    """``await start(registry_target, **overrides)`` starts a gateway; all stopped on exit.
+
+    ``kafka=`` replaces ``kafka``; other keywords override :func:`gateway_settings`.
+    """
+    started: list[GatewayServer] = []
+
+    async def start(registry_target: str, **overrides) -> GatewayServer:
+        settings = gateway_settings(registry_target, overrides.pop("kafka", kafka), **overrides)
+        server = GatewayServer(settings)
+        started.append(server)
+        await server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            await server.stop(grace_s=2)
+
+
 @pytest.fixture
 async def start_gateway(
     registry: RegistryServer, kafka_settings: KafkaSettings
 ) -> AsyncIterator[GatewayFactory]:
     """Start gateways against the test registry; all stopped after the test."""
-    started: list[GatewayServer] = []
-
-    async def start(**overrides) -> GatewayServer:
-        server = GatewayServer(gateway_settings(registry.target, kafka_settings, **overrides))
-        started.append(server)
-        await server.start()
-        return server
-
-    yield start
-    for server in started:
-        await server.stop(grace_s=2)
+    async with started_gateways(kafka_settings) as start:
+        yield functools.partial(start, registry.target)
 
 
 @pytest.fixture
