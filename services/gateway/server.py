@@ -89,8 +89,8 @@ class GatewayServer:
         self.updater = LiveUpdater(self.cache, codec)
         self.producer = EventProducer(settings.kafka, client_id=f"gateway-{settings.gateway_id}")
         self.registry = RegistryClient(
-            settings.registry_target,
-            settings.registry_deadline_s,
+            settings.registry.target,
+            settings.registry.deadline_s,
             actor=f"gateway-{settings.gateway_id}",
             max_message_bytes=settings.artifacts.max_bytes + 1024 * 1024,
         )

@@ -73,14 +73,6 @@ class MonitorSettings(ServiceSettings):
         description="Faust's working directory (the monitor keeps no tables in it); "
         "a fresh temporary directory when unset.",
     )
-    registry_target: str = Field(
-        "127.0.0.1:50051",
-        description="host:port of the registry. Reserved for canary judging "
-        "(promote/rollback through the registry); unused for now.",
-    )
-    registry_deadline_s: float = Field(
-        5.0, gt=0, description="Deadline of one registry call (reserved with registry_target)."
-    )
 
     def monitor_config(self) -> MonitorConfig:
         """The pure core's parameters."""

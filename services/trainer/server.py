@@ -95,7 +95,7 @@ class TrainerServer:
         )
         await self._producer.start()
         self._registry = RegistryClient(
-            settings.registry_target, settings.registry_deadline_s, actor="trainer"
+            settings.registry.target, settings.registry.deadline_s, actor="trainer"
         )
         await self._start_http()
         self._index = UpdateIndex(settings.kafka, client_id=f"{settings.app_id}-model-updates")
@@ -156,7 +156,7 @@ class TrainerServer:
 
     async def _start_http(self) -> None:
         app = build_web_app(
-            lambda: self.pool, lambda: self.ready, self.settings.registry_deadline_s
+            lambda: self.pool, lambda: self.ready, self.settings.registry.deadline_s
         )
         self.http_port = await self._http.start(app, self.settings.host, self.settings.port)
 
