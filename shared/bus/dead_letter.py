@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Iterable
 
 from aiokafka.structs import RecordMetadata
@@ -36,6 +35,7 @@ from headwater.shared.bus import metrics
 from headwater.shared.bus.producer import EventProducer, OutgoingRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import ResourceExhausted, Unavailable
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ async def dead_letter_reliably(
     """
     original = value if value is not None else b""
     limit = max_value_bytes if max_value_bytes is not None else _default_limit(producer, key)
+    backoff = Backoff(initial_s=0.1, max_s=max_backoff_s, jitter=0.5)
     attempt = 0
     while True:
         if stopping():
@@ -170,7 +171,7 @@ async def dead_letter_reliably(
             log.warning("dead-letter record too large; truncating", extra={"bytes": limit})
         except Unavailable as err:
             metrics.EVENTS_RETRIED.labels(topic=Topic.DEAD_LETTER.value).inc()
-            delay = min(max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = backoff.delay_s(attempt)
             log.warning(
                 "dead-letter write failed; retrying",
                 extra={"source_topic": source_topic, "attempt": attempt + 1, "error": str(err)},
