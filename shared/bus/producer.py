@@ -35,7 +35,7 @@ from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 
 from headwater.shared.bus import metrics
-from headwater.shared.bus.codec import encode_event, protobuf_header
+from headwater.shared.bus.codec import Header, encode_event, protobuf_header
 from headwater.shared.bus.connection import ProducerConnection
 from headwater.shared.bus.topics import Topic
 from headwater.shared.bus.tracing import TRACE_HEADERS, inject_trace_headers
@@ -56,7 +56,7 @@ class OutgoingRecord:
     topic: Topic
     key: bytes | None
     value: bytes
-    headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
+    headers: tuple[Header, ...] = field(default_factory=tuple)
 
 
 def _retriable(err: BaseException) -> bool:
