@@ -37,10 +37,10 @@ from headwater.services.gateway.streams import (
     AssignedStream,
     ModelUpdateHandler,
     RegistryEventHandler,
-    Rejecter,
 )
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
 from headwater.shared.registry_client import RegistryClient
@@ -114,20 +114,20 @@ class GatewayServer:
         self._stopped = False
 
     def _streams(self) -> tuple[AssignedStream, AssignedStream]:
-        reject = Rejecter(self.producer, stopping=lambda: self._stopped)
+        policy = RecordPolicy(self.producer, "gateway", stopping=lambda: self._stopped)
         client = f"gateway-{self.settings.gateway_id}"
         registry_events = AssignedStream(
             self.settings.kafka,
             Topic.REGISTRY_EVENTS,
             f"{client}-registry-events",
-            RegistryEventHandler(self.cache, self.loader, reject),
+            RegistryEventHandler(self.cache, self.loader, policy),
             from_beginning=False,
         )
         model_updates = AssignedStream(
             self.settings.kafka,
             Topic.MODEL_UPDATES,
             f"{client}-model-updates",
-            ModelUpdateHandler(self.updater, reject),
+            ModelUpdateHandler(self.updater, policy),
             from_beginning=True,
         )
         return registry_events, model_updates
