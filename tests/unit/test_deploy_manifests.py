@@ -53,3 +53,10 @@ def test_every_service_finds_the_registry_by_one_variable() -> None:
     assert config["ConfigMap"]["data"]["HEADWATER_REGISTRY_TARGET"] == "headwater-registry:50051"
     for path in [ROOT / "docker-compose.yml", *(ROOT / "infra" / "k8s").glob("*.yaml")]:
         assert "_REGISTRY_TARGET" not in path.read_text().replace("HEADWATER_REGISTRY_TARGET", "")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_k8s_pods_get_no_service_link_variables(name: str) -> None:
+    """Kubernetes would set HEADWATER_<NAME>_PORT=tcp://…, which clashes with the port setting."""
+    docs = {doc["kind"]: doc for doc in _documents(ROOT / "infra" / "k8s" / f"{name}.yaml")}
+    assert docs["Deployment"]["spec"]["template"]["spec"]["enableServiceLinks"] is False
