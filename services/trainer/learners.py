@@ -231,13 +231,11 @@ class LearnerPool:
             if active.dirty and (force or now - active.last_sync >= interval_s)
         ]
 
-    async def build_update(
-        self, model: str
-    ) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
-        """Encode the learner's state and progress as its next ModelUpdate.
+    async def build_update(self, model: str) -> events_pb2.ModelUpdate:
+        """Encode the learner's state and progress as its next (signed) ModelUpdate.
 
-        The state is pickled and signed in a worker thread, so call this only
-        while no learner changes (the learning loop holds its lock around
+        The state is pickled, hashed and signed in worker threads, so call this
+        only while no learner changes (the learning loop holds its lock around
         learning and saving): the snapshot is consistent with ``progress``.
         """
         active = self.learners[model]
@@ -245,12 +243,14 @@ class LearnerPool:
         sequence = max(active.sequence, self.index.max_sequence(model)) + 1
         active.sequence = sequence  # reserved even if the send fails: sequences never repeat
         artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
-        return encode_update(model, artifact, progress, sequence, self.codec, self._wall())
+        return await asyncio.to_thread(
+            encode_update, model, artifact, progress, sequence, self.codec, self._wall()
+        )
 
-    def saved(self, model: str, update: events_pb2.ModelUpdate, headers: list) -> None:
+    def saved(self, model: str, update: events_pb2.ModelUpdate) -> None:
         """The update was acknowledged: the learner's consumption so far is safe."""
         active = self.learners.get(model)
-        self.index.record(update, headers)
+        self.index.record(update)
         metrics.MODEL_UPDATES.labels(model=model).inc()
         if active is None or active.learner.base_version != update.base_version:
             return

@@ -144,13 +144,13 @@ class LearningLoop:
     async def _sync(self, force: bool = False) -> None:
         """Publish the due ModelUpdates, one acknowledged record at a time."""
         for model in self.pool.due_updates(force):
-            update, headers = await self.pool.build_update(model)
+            update = await self.pool.build_update(model)
             try:
-                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update, headers)
+                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update)
             except (Unavailable, ResourceExhausted) as err:
                 log.warning("model update not published", extra={"model": model, "error": str(err)})
                 continue
-            self.pool.saved(model, update, headers)
+            self.pool.saved(model, update)
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = self.pool.commit_offsets(self._processed)
