@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,8 +29,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from headwater.services.gateway import metrics
+from headwater.services.gateway.live_updates import LiveUpdater
 from headwater.services.gateway.loader import ModelLoader
-from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
+from headwater.services.gateway.model_cache import ModelCache
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import fetch_batch, make_consumer
 from headwater.shared.bus.dead_letter import dead_letter_reliably
@@ -229,8 +231,13 @@ class ModelUpdateHandler:
         self.reject = reject
 
     async def __call__(self, records: list[ConsumerRecord]) -> None:
-        """Handle one batch: decode, keep the newest per (model, base version), offer."""
-        newest: dict[tuple[str, int], events_pb2.ModelUpdate] = {}
+        """Handle one batch: decode, then offer every update, the newest first.
+
+        Each update is verified on its own (a forged one must not hide a genuine
+        one) and dead-lettered if it does not verify; offered newest first, the
+        older ones of a model are then stale and never unpickled.
+        """
+        decoded: list[tuple[ConsumerRecord, events_pb2.ModelUpdate]] = []
         for record in records:
             if record.value is None:
                 continue  # a tombstone of the compacted topic
@@ -241,12 +248,11 @@ class ModelUpdateHandler:
             except InvalidInput as error:
                 await self.reject(record, str(error))
                 continue
-            key = (update.model, update.base_version)
-            if key not in newest or update.sequence > newest[key].sequence:
-                newest[key] = update
-        for update in newest.values():
+            decoded.append((record, update))
+        decoded.sort(key=lambda pair: -pair[1].sequence)
+        for record, update in decoded:
             try:
-                outcome = await self.updater.offer(update)
+                outcome = await self.updater.offer(update, functools.partial(self.reject, record))
             except Exception:  # a bug with one update must not starve the others
                 log.exception("live update failed", extra={"model": update.model})
                 continue

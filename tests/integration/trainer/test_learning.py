@@ -15,6 +15,7 @@ from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.topics import Topic
 from headwater.shared.features import features_from_proto, target_from_proto
+from headwater.shared.model_updates import verify_update
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
@@ -89,7 +90,8 @@ def answers(model) -> list:
 
 
 def state_of(update: events_pb2.ModelUpdate):
-    return CODEC.decode(update.state, update.signature, update.sha256)
+    verify_update(CODEC, update)
+    return CODEC.decode_addressed(update.state, update.sha256)
 
 
 async def test_examples_become_model_updates_within_the_sync_interval(
