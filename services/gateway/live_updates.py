@@ -131,13 +131,14 @@ class LiveUpdater:
         error: ArtifactIntegrityError,
         on_refused: OnRefused | None,
     ) -> UpdatePlan:
+        self._count(UpdatePlan.REFUSED)
         log.error(
             "live update refused",
             extra={"model": update.model, "sequence": update.sequence, "reason": str(error)},
         )
         if on_refused is not None:
             await on_refused(str(error))
-        return self._count(UpdatePlan.REFUSED)
+        return UpdatePlan.REFUSED
 
     def _swap(self, update: events_pb2.ModelUpdate, estimator: Any) -> UpdatePlan:
         """Serve ``estimator`` if the update still applies (the deployment may have changed)."""

@@ -332,4 +332,3 @@ class Learner:
             positions=tuple(Position(t, p, o) for (t, p), o in sorted(self._positions.items())),
             newest_label_at=self._newest_label_at,
         )
-

@@ -136,6 +136,7 @@ async def test_an_update_of_an_older_trainer_is_dead_lettered_with_the_reason() 
     await handler([record(old.SerializeToString(), 0)])
     assert cache.get("m").versions[1].live_sequence == 0
     [sent] = producer.sent
-    assert dict(sent.headers)[REASON_HEADER].decode().startswith(
+    reason = dict(sent.headers)[REASON_HEADER].decode()
+    assert reason.startswith(
         "ModelUpdate for 'm' (sequence 3) has no embedded progress: an older trainer's format"
     )
