@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from headwater.services.gateway.model_cache import UpdatePlan
+from headwater.services.gateway.live_updates import UpdatePlan
 from headwater.services.gateway.server import GatewayServer, model_health_name
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.dead_letter import REASON_HEADER
