@@ -48,6 +48,7 @@ from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.features import target_to_proto
+from headwater.shared.oip_datatypes import typed_contents
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc
 from headwater.shared.registry_client import RegistryClient
 
@@ -80,8 +81,9 @@ class Probe:
         """(prediction id, live sequence, predict_proba, predicted label)."""
         answer: oip_pb2.ModelInferResponse = await self.stub.ModelInfer(self.request, timeout=5)
         outputs = {o.name: o for o in answer.outputs}
-        proba = tuple(outputs["predict_proba"].contents.fp64_contents)
-        label = bool(outputs["predict"].contents.bool_contents[0])
+        predict_proba, predict = outputs["predict_proba"], outputs["predict"]
+        proba = tuple(typed_contents(predict_proba.contents, predict_proba.datatype))
+        label = bool(typed_contents(predict.contents, predict.datatype)[0])
         return (
             answer.parameters[PARAM_PREDICTION_IDS].string_param,
             answer.parameters[PARAM_LIVE_SEQUENCE].int64_param,

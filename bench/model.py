@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.oip_datatypes import typed_contents
 from headwater.shared.pb import oip_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.specs import build_model
@@ -64,5 +65,5 @@ def dense_request(model_name: str, row: dict[str, float]) -> oip_pb2.ModelInferR
     """A batch-1 request with one dense FP64 ``[1, n_features]`` tensor, columns in schema order."""
     request = oip_pb2.ModelInferRequest(model_name=model_name)
     tensor = request.inputs.add(name="input__0", datatype="FP64", shape=[1, N_FEATURES])
-    tensor.contents.fp64_contents.extend(row[name] for name in FEATURES)
+    typed_contents(tensor.contents, "FP64").extend(row[name] for name in FEATURES)
     return request

@@ -132,7 +132,7 @@ class BenchStack:
             self.env(
                 HEADWATER_GATEWAY_PORT=str(port),
                 HEADWATER_GATEWAY_METRICS_PORT=str(metrics_port),
-                HEADWATER_GATEWAY_REGISTRY_TARGET=registry,
+                HEADWATER_REGISTRY_TARGET=registry,
                 HEADWATER_GATEWAY_GATEWAY_ID=f"bench-{name}",
                 HEADWATER_GATEWAY_SHUTDOWN_GRACE_S="3",
             ),
@@ -160,7 +160,7 @@ class BenchStack:
             argv,
             self.env(
                 HEADWATER_TRAINER_PORT=str(port),
-                HEADWATER_TRAINER_REGISTRY_TARGET=registry,
+                HEADWATER_REGISTRY_TARGET=registry,
                 HEADWATER_TRAINER_SHUTDOWN_GRACE_S="3",
                 **extra,
             ),

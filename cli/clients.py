@@ -17,24 +17,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
+from headwater.shared.enums import FEATURE_TYPES
 from headwater.shared.errors import InvalidInput, ModelNotFound, Unavailable
 from headwater.shared.features import FeatureSchema, target_to_proto
 from headwater.shared.grpc_errors import error_for
+from headwater.shared.oip_datatypes import preferred_datatype, typed_contents
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.settings import KafkaSettings
 
 Label = bool | int | str | float
-
-_DATATYPE_BY_FEATURE = {
-    registry_pb2.FEATURE_TYPE_FLOAT: ("FP64", "fp64_contents"),
-    registry_pb2.FEATURE_TYPE_INT: ("INT64", "int64_contents"),
-    registry_pb2.FEATURE_TYPE_STR: ("BYTES", "bytes_contents"),
-    registry_pb2.FEATURE_TYPE_BOOL: ("BOOL", "bool_contents"),
-}
-_CONTENTS_BY_DATATYPE = {
-    "BOOL": "bool_contents", "INT64": "int64_contents", "INT32": "int_contents",
-    "FP64": "fp64_contents", "FP32": "fp32_contents", "BYTES": "bytes_contents",
-}
 
 
 @dataclass(frozen=True)
@@ -80,14 +71,14 @@ def build_infer_request(
     for feature in model.features:
         if not any(feature.name in row for row in rows):
             continue
-        datatype, field_name = _DATATYPE_BY_FEATURE[feature.type]
+        datatype = preferred_datatype(FEATURE_TYPES[feature.type])
         tensor = request.inputs.add(name=feature.name, datatype=datatype, shape=[len(rows)])
         values = [row.get(feature.name) for row in rows]
         if any(value is None for value in values):
             raise InvalidInput(f"feature {feature.name!r} is set in some rows but not all")
         if datatype == "BYTES":
             values = [str(v).encode() for v in values]
-        getattr(tensor.contents, field_name).extend(values)
+        typed_contents(tensor.contents, datatype).extend(values)
     return request
 
 
@@ -107,7 +98,7 @@ def parse_infer_response(response: oip_pb2.ModelInferResponse) -> list[Inference
 
 
 def _labels(tensor: oip_pb2.ModelInferResponse.InferOutputTensor) -> list[Label | None]:
-    values = list(getattr(tensor.contents, _CONTENTS_BY_DATATYPE[tensor.datatype]))
+    values = list(typed_contents(tensor.contents, tensor.datatype))
     if tensor.datatype == "BYTES":
         return [v.decode() or None for v in values]
     return values

@@ -31,11 +31,13 @@ from headwater.shared import enums
 from headwater.shared.errors import HeadwaterError
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient, feature, lineage
-from headwater.shared.settings import KafkaSettings
+from headwater.shared.settings import KafkaSettings, RegistryClientSettings, env_variable
 
+# The services' own registry setting, so one variable points the CLI and them alike.
+_REGISTRY_TARGET_ENV = env_variable(RegistryClientSettings, "target")
 RegistryOption = typer.Option(
-    "127.0.0.1:50051", "--registry", envvar="HEADWATER_REGISTRY_TARGET",
-    help="Registry host:port [env HEADWATER_REGISTRY_TARGET].",
+    RegistryClientSettings.model_fields["target"].default, "--registry",
+    envvar=_REGISTRY_TARGET_ENV, help=f"Registry host:port [env {_REGISTRY_TARGET_ENV}].",
 )
 GatewayOption = typer.Option(
     "127.0.0.1:8001", "--gateway", envvar="HEADWATER_GATEWAY_TARGET",

@@ -1,8 +1,9 @@
 """The one error hierarchy of headwater.
 
 Services raise these; :mod:`headwater.shared.grpc_errors` is the single place
-that turns them into gRPC status codes. Anything else that escapes a handler
-is an internal error: logged with its trace id, never shown to the caller.
+that turns them into gRPC status codes (HTTP routes answer with the HTTP status
+of that code, :mod:`headwater.shared.http`). Anything else that escapes a
+handler is an internal error: logged with its trace id, never shown to the caller.
 """
 
 from __future__ import annotations

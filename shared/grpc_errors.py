@@ -1,4 +1,9 @@
-"""The single mapping from headwater errors to gRPC status codes."""
+"""The single mapping from headwater errors to gRPC status codes.
+
+HTTP routes answer with the HTTP status of the same code
+(:func:`headwater.shared.http.http_status_for`), so an error has one status
+whichever protocol carries it.
+"""
 
 from __future__ import annotations
 
@@ -74,14 +79,27 @@ def _trace_id() -> str:
     return format(context.trace_id, "032x") if context.is_valid else "-"
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> None:
-    """Abort the RPC with the status for ``error``; internals never leak."""
+def caller_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status and message a caller sees for ``error``; internals never leak.
+
+    Call it while handling ``error``: an internal error is logged with its
+    traceback and trace id, and the caller sees only the trace id.
+
+    >>> code, message = caller_status(errors.ModelNotFound("no model 'x'"))
+    >>> code.name, message
+    ('NOT_FOUND', "no model 'x'")
+    """
     code = status_for(error)
     if code is grpc.StatusCode.INTERNAL:
         trace_id = _trace_id()
         log.exception("internal error", extra={"trace_id": trace_id})
-        await context.abort(code, f"internal error (trace id {trace_id})")
-    await context.abort(code, str(error))
+        return code, f"internal error (trace id {trace_id})"
+    return code, str(error)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+    """Abort the RPC with the status for ``error``; internals never leak."""
+    await context.abort(*caller_status(error))
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

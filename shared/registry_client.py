@@ -25,7 +25,6 @@ role: ROUTE_ROLE_CANARY
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -36,11 +35,13 @@ import grpc
 from headwater.shared import enums, errors
 from headwater.shared.grpc_errors import error_for
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
+from headwater.shared.retry import Backoff
 
 ACTOR_METADATA_KEY = "x-headwater-actor"
 DEFAULT_MAX_MESSAGE_BYTES = 80 * 1024 * 1024
 READ_ATTEMPTS = 4
-RETRY_BASE_S = 0.1
+#: Between two attempts at a read; uncapped: the deadline bounds it.
+READ_BACKOFF = Backoff(initial_s=0.1, jitter=0.5)
 
 R = TypeVar("R")
 
@@ -177,7 +178,7 @@ class RegistryClient:
             try:
                 return await method(request, timeout=remaining, metadata=self._metadata)
             except grpc.aio.AioRpcError as error:
-                backoff = RETRY_BASE_S * 2**attempt * random.uniform(0.5, 1.0)
+                backoff = READ_BACKOFF.delay_s(attempt)
                 last = attempt == READ_ATTEMPTS - 1
                 if (
                     error.code() is not grpc.StatusCode.UNAVAILABLE

@@ -1,4 +1,4 @@
-"""Settings shared by the services: Kafka, PostgreSQL, telemetry, artifacts.
+"""Settings shared by the services: Kafka, PostgreSQL, telemetry, artifacts, registry.
 
 Every service has one settings class of its own (prefix ``HEADWATER_<SERVICE>_``)
 that embeds these sub-settings; each sub-settings class reads its own prefix,
@@ -7,6 +7,8 @@ in headwater reads ``os.environ``.
 
 >>> KafkaSettings(bootstrap="127.0.0.1:9999").topic("predictions")
 'headwater.predictions'
+>>> env_variable(RegistryClientSettings, "target")
+'HEADWATER_REGISTRY_TARGET'
 """
 
 from __future__ import annotations
@@ -74,6 +76,28 @@ class ArtifactSettings(BaseSettings):
         description="HMAC-SHA256 key; every service of one deployment must share it.",
     )
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest artifact accepted.")
+
+
+class RegistryClientSettings(BaseSettings):
+    """How a client of the registry (gateway, trainer, the CLI) reaches it.
+
+    The prefix is the registry's own (``HEADWATER_REGISTRY_``, as the CLI's
+    ``HEADWATER_GATEWAY_TARGET`` shares the gateway's): the server's settings
+    have no ``target`` or ``deadline_s`` field, and tests/unit/test_settings_doc.py
+    fails if two settings classes ever read one variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_REGISTRY_", frozen=True)
+
+    target: str = Field("127.0.0.1:50051", description="host:port of the registry.")
+    deadline_s: float = Field(
+        5.0, gt=0, description="Deadline of one registry call (reads are retried, bounded)."
+    )
+
+
+def env_variable(settings: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets ``field`` of a settings class."""
+    return f"{settings.model_config.get('env_prefix', '')}{field.upper()}"
 
 
 class ServiceSettings(BaseSettings):

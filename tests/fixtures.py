@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,8 +38,10 @@ __all__ = [
     "ExternalPostgres",
     "TestStackSettings",
     "admin_url",
+    "assigned_consumer",
     "eventually",
     "free_port",
+    "prometheus_samples",
     "read_records",
     "registry_settings",
     "running_registry",
@@ -172,16 +175,20 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
-async def read_records(
-    kafka: KafkaSettings,
-    topic: Topic,
-    count: int,
-    timeout_s: float = 15.0,
-) -> list[ConsumerRecord]:
-    """Read at least ``count`` records of ``topic`` from the beginning (no consumer group).
+@asynccontextmanager
+async def assigned_consumer(
+    kafka: KafkaSettings, topic: Topic, *, fresh_metadata: bool = False
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A started group-less consumer assigned to every partition of ``topic``, from the start.
 
-    Group-less and assigned to every partition, so it skips the group join
-    (seconds on Tansu). Fails the test if fewer arrive within ``timeout_s``.
+    Group-less, so it skips the group join (seconds on Tansu); stopped on exit.
+
+    Args:
+        kafka: The broker and topic prefix.
+        topic: The logical topic.
+        fresh_metadata: Ask the broker for the partitions even when the
+            metadata of the start knows them already.
+
     """
     name = kafka.topic(topic.value)
     consumer = AIOKafkaConsumer(
@@ -192,23 +199,52 @@ async def read_records(
         request_timeout_ms=kafka.request_timeout_ms,
     )
     await consumer.start()
-    records: list[ConsumerRecord] = []
     try:
-        partitions = consumer.partitions_for_topic(name) or set()
-        if not partitions:
+        known = set() if fresh_metadata else consumer.partitions_for_topic(name) or set()
+        if not known:
             await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(name) or set()
-        consumer.assign([TopicPartition(name, p) for p in sorted(partitions)])
+            known = consumer.partitions_for_topic(name) or set()
+        partitions = [TopicPartition(name, p) for p in sorted(known)]
+        consumer.assign(partitions)
+        yield consumer, partitions
+    finally:
+        await consumer.stop()
+
+
+async def read_records(
+    kafka: KafkaSettings,
+    topic: Topic,
+    count: int,
+    timeout_s: float = 15.0,
+) -> list[ConsumerRecord]:
+    """Read at least ``count`` records of ``topic`` from the beginning (no consumer group).
+
+    Fails the test if fewer arrive within ``timeout_s``.
+    """
+    records: list[ConsumerRecord] = []
+    async with assigned_consumer(kafka, topic) as (consumer, _):
         deadline = time.monotonic() + timeout_s
         while len(records) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
-    finally:
-        await consumer.stop()
     if len(records) < count:
+        name = kafka.topic(topic.value)
         pytest.fail(f"read {len(records)} of {count} records from {name} in {timeout_s}s")
     return records
+
+
+def prometheus_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a Prometheus text exposition: (name, sorted labels) -> value.
+
+    >>> prometheus_samples('# TYPE up gauge\\nup{job="a"} 0.5\\n')
+    {('up', (('job', 'a'),)): 0.5}
+    """
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
 
 
 def registry_settings(

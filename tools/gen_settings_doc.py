@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from headwater.shared.settings import env_variable
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "settings.md"
 SETTINGS = (
@@ -19,6 +21,8 @@ SETTINGS = (
     ("PostgreSQL (registry)", "headwater.shared.settings", "DatabaseSettings"),
     ("Telemetry (every service)", "headwater.shared.settings", "TelemetrySettings"),
     ("Artifacts (every service)", "headwater.shared.settings", "ArtifactSettings"),
+    ("Registry client (gateway, trainer, CLI)", "headwater.shared.settings",
+     "RegistryClientSettings"),
     ("Registry", "headwater.services.registry.settings", "RegistrySettings"),
     ("Gateway", "headwater.services.gateway.settings", "GatewaySettings"),
     ("Trainer", "headwater.services.trainer.settings", "TrainerSettings"),
@@ -43,17 +47,21 @@ def _default(field: object) -> str:
     return f"`{default!r}`" if default is not None else ""
 
 
+def own_fields(cls: type[BaseSettings]) -> list[str]:
+    """The scalar fields of a settings class (nested groups have their own section)."""
+    return [name for name, field in cls.model_fields.items()
+            if not (isinstance(field.annotation, type)
+                    and issubclass(field.annotation, BaseSettings))]
+
+
 def section(title: str, cls: type[BaseSettings]) -> list[str]:
     """The markdown of one settings class: a table of its own scalar fields."""
-    prefix = cls.model_config.get("env_prefix", "")
     lines = [f"## {title}", "", f"`{cls.__module__}.{cls.__name__}`", "",
              "| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in cls.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
-            continue
+    for name in own_fields(cls):
+        field = cls.model_fields[name]
         description = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{prefix}{name.upper()}` | {_default(field)} | {description} |")
+        lines.append(f"| `{env_variable(cls, name)}` | {_default(field)} | {description} |")
     return [*lines, ""]
 
 
@@ -62,7 +70,8 @@ def render() -> str:
     lines = ["# Settings", "",
              "Generated from the settings classes by `make docs`; do not edit by hand.",
              "Every service reads only environment variables; nested groups (Kafka,",
-             "PostgreSQL, telemetry, artifacts) have their own prefix and are shared.", ""]
+             "PostgreSQL, telemetry, artifacts, registry client) have their own prefix",
+             "and are shared.", ""]
     for title, module, name in SETTINGS:
         cls = _load(module, name)
         if cls is not None:

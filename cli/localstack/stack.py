@@ -121,13 +121,11 @@ def service_environment(settings: StackSettings, endpoints: Endpoints) -> dict[s
         "HEADWATER_DATABASE_URL": endpoints.database_url,
         "HEADWATER_REGISTRY_PORT": str(settings.registry_port),
         "HEADWATER_REGISTRY_METRICS_PORT": str(settings.registry_metrics_port),
+        "HEADWATER_REGISTRY_TARGET": endpoints.registry,
         "HEADWATER_GATEWAY_PORT": str(settings.gateway_port),
         "HEADWATER_GATEWAY_METRICS_PORT": str(settings.gateway_metrics_port),
-        "HEADWATER_GATEWAY_REGISTRY_TARGET": endpoints.registry,
         "HEADWATER_TRAINER_PORT": str(settings.trainer_port),
-        "HEADWATER_TRAINER_REGISTRY_TARGET": endpoints.registry,
         "HEADWATER_MONITOR_METRICS_PORT": str(settings.monitor_port),
-        "HEADWATER_MONITOR_REGISTRY_TARGET": endpoints.registry,
         **{f"HEADWATER_{name.upper()}_SHUTDOWN_GRACE_S": str(settings.service_grace_s)
            for name in SERVICES},
     }

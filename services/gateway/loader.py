@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
 from headwater.services.gateway import metrics
@@ -29,6 +28,7 @@ from headwater.shared.artifacts import FORMAT, ArtifactCodec
 from headwater.shared.errors import ArtifactIntegrityError, InvalidInput, NotFound
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ModelLoader:
         self.codec = codec
         self.cache = cache
         self.updater = updater
-        self.retry_max_s = retry_max_s
+        self.retry_backoff = Backoff(initial_s=0.2, max_s=retry_max_s, jitter=0.5)
         self.on_change = on_change
         self._locks: dict[str, asyncio.Lock] = {}
         self._wanted: dict[str, registry_pb2.Deployment] = {}
@@ -125,7 +125,7 @@ class ModelLoader:
                 )
             except Exception as error:
                 metrics.RELOAD_FAILURES.labels(model=name).inc()
-                delay = min(self.retry_max_s, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
+                delay = self.retry_backoff.delay_s(attempt)
                 attempt += 1
                 log.warning(
                     "deployment load failed; retrying",

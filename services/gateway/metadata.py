@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from headwater.services.gateway.model_cache import ModelEntry
 from headwater.services.gateway.outputs import PREDICT, PREDICT_PROBA
-from headwater.services.gateway.tensors import preferred_datatype
+from headwater.shared.oip_datatypes import preferred_datatype
 from headwater.shared.pb import oip_pb2
 
 PLATFORM = "river"

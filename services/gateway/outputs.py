@@ -46,6 +46,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from headwater.shared.errors import FailedPrecondition, InvalidInput
+from headwater.shared.oip_datatypes import pack_raw, typed_contents
 from headwater.shared.pb import oip_pb2
 
 Label: TypeAlias = bool | int | str | float
@@ -175,9 +176,9 @@ def encode_outputs(
         for key, text in parameters.items():
             tensor.parameters[key].string_param = text
         if raw:
-            encoded.raw.append(_raw(datatype, values))
+            encoded.raw.append(pack_raw(datatype, values))
         else:
-            _fill(tensor.contents, datatype, values)
+            typed_contents(tensor.contents, datatype).extend(values)
         encoded.tensors.append(tensor)
     return encoded
 
@@ -236,21 +237,3 @@ def _jsonable(label: object) -> object:
     if kind == "float":
         return float(label)  # type: ignore[arg-type]
     return _text(label)
-
-
-_RAW_DTYPES = {"BOOL": "?", "FP64": "<f8"}
-_FIELDS = {
-    "BOOL": "bool_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
-
-
-def _raw(datatype: str, values: list[Any]) -> bytes:
-    if datatype == "BYTES":
-        return b"".join(len(v).to_bytes(4, "little") + v for v in values)
-    return np.asarray(values, dtype=_RAW_DTYPES[datatype]).tobytes()
-
-
-def _fill(contents: oip_pb2.InferTensorContents, datatype: str, values: list[Any]) -> None:
-    getattr(contents, _FIELDS[datatype]).extend(values)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable
 from typing import Any
 
@@ -39,19 +38,21 @@ from headwater.services.gateway.streams import (
     AssignedStream,
     ModelUpdateHandler,
     RegistryEventHandler,
-    Rejecter,
 )
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
 from headwater.shared.registry_client import RegistryClient
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-RETRY_MAX_S = 5.0
+#: Between two attempts at opening a consumer or listing the deployments at start-up.
+START_BACKOFF = Backoff(initial_s=0.1, max_s=5.0, jitter=0.5)
 #: How far past its grace ``stop`` may run (closing steps after the grace).
 STOP_MARGIN_S = 1.0
 #: Least time the prediction-event flush gets, even when in-flight RPCs used the grace.
@@ -90,8 +91,8 @@ class GatewayServer:
         self.updater = LiveUpdater(self.cache, codec)
         self.producer = EventProducer(settings.kafka, client_id=f"gateway-{settings.gateway_id}")
         self.registry = RegistryClient(
-            settings.registry_target,
-            settings.registry_deadline_s,
+            settings.registry.target,
+            settings.registry.deadline_s,
             actor=f"gateway-{settings.gateway_id}",
             max_message_bytes=settings.artifacts.max_bytes + 1024 * 1024,
         )
@@ -114,20 +115,20 @@ class GatewayServer:
         self._stopped = False
 
     def _streams(self) -> tuple[AssignedStream, AssignedStream]:
-        reject = Rejecter(self.producer, stopping=lambda: self._stopped)
+        policy = RecordPolicy(self.producer, "gateway", stopping=lambda: self._stopped)
         client = f"gateway-{self.settings.gateway_id}"
         registry_events = AssignedStream(
             self.settings.kafka,
             Topic.REGISTRY_EVENTS,
             f"{client}-registry-events",
-            RegistryEventHandler(self.cache, self.loader, reject),
+            RegistryEventHandler(self.cache, self.loader, policy),
             from_beginning=False,
         )
         model_updates = AssignedStream(
             self.settings.kafka,
             Topic.MODEL_UPDATES,
             f"{client}-model-updates",
-            ModelUpdateHandler(self.updater, reject),
+            ModelUpdateHandler(self.updater, policy),
             from_beginning=True,
         )
         return registry_events, model_updates
@@ -209,7 +210,7 @@ class GatewayServer:
                 await self._load_all()  # serve from the registry while the broker is down
                 await self._set_ready()
             attempt += 1
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(START_BACKOFF.delay_s(attempt))
 
     async def _load_all(self) -> None:
         attempt = 0
@@ -221,7 +222,7 @@ class GatewayServer:
             except Exception as error:
                 attempt += 1
                 log.warning("cannot list deployments yet", extra={"error": repr(error)})
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(START_BACKOFF.delay_s(attempt))
 
     async def _set_ready(self) -> None:
         if self.ready.is_set():
@@ -287,7 +288,3 @@ async def _bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool
     except Exception as error:  # a failing close must not keep the rest open
         log.warning("stop step failed", extra={"step": what, "error": repr(error)})
     return False
-
-
-def _backoff(attempt: int) -> float:
-    return min(RETRY_MAX_S, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)

@@ -1,7 +1,7 @@
 """Settings of the inference gateway (environment prefix ``HEADWATER_GATEWAY_``).
 
 >>> settings = GatewaySettings()
->>> settings.port, settings.registry_target, settings.max_batch_rows
+>>> settings.port, settings.registry.target, settings.max_batch_rows
 (8001, '127.0.0.1:50051', 1024)
 """
 
@@ -13,7 +13,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from headwater.shared.settings import ServiceSettings
+from headwater.shared.settings import RegistryClientSettings, ServiceSettings
 
 
 def _default_gateway_id() -> str:
@@ -21,7 +21,11 @@ def _default_gateway_id() -> str:
 
 
 class GatewaySettings(ServiceSettings):
-    """How the gateway serves, where it finds the registry, and its limits."""
+    """How the gateway serves and its limits.
+
+    The registry comes from ``HEADWATER_REGISTRY_TARGET``, the broker from
+    ``HEADWATER_KAFKA_*``; the fields below are the gateway's own.
+    """
 
     model_config = SettingsConfigDict(env_prefix="HEADWATER_GATEWAY_", frozen=True)
 
@@ -34,9 +38,9 @@ class GatewaySettings(ServiceSettings):
     metrics_port: int = Field(
         9101, ge=0, le=65535, description="Prometheus /metrics port; 0 disables the endpoint."
     )
-    registry_target: str = Field("127.0.0.1:50051", description="host:port of the registry.")
-    registry_deadline_s: float = Field(
-        5.0, gt=0, description="Deadline of one registry call (reads are retried, bounded)."
+    registry: RegistryClientSettings = Field(
+        default_factory=RegistryClientSettings,
+        description="Where the registry is (HEADWATER_REGISTRY_TARGET, _DEADLINE_S).",
     )
     gateway_id: str = Field(
         default_factory=_default_gateway_id,

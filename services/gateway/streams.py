@@ -10,18 +10,20 @@ each is assigned every partition of its topic and keeps its position in memory.
   the beginning; :attr:`AssignedStream.caught_up` is set once the offsets that
   existed when it opened are consumed.
 
-A record that cannot be decoded or makes no sense goes to ``dead-letter`` with
-the reason (``dead_letter_reliably``: retried with capped backoff until the
-broker acknowledges it or the gateway stops; a value too large to send is cut
-to a prefix marked ``x-dead-letter-truncated``), and the consumer keeps going:
-a record that cannot be dead-lettered is logged and never aborts its batch.
+Every record goes through one :class:`RecordPolicy`: a record that cannot be
+decoded or makes no sense goes to ``dead-letter`` with the reason, one that
+hits a bug as ``gateway failed: <ExceptionType>`` (dead letters are retried
+with capped backoff until the broker acknowledges them or the gateway stops; a
+value too large to send is cut to a prefix marked ``x-dead-letter-truncated``),
+and the consumer keeps going: a record that cannot be dead-lettered is logged
+and never aborts its batch (the gateway commits no offsets, so there is no
+position to hold back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -29,13 +31,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from headwater.services.gateway import metrics
-from headwater.services.gateway.live_updates import LiveUpdater
+from headwater.services.gateway.live_updates import LiveUpdater, OnRefused
 from headwater.services.gateway.loader import ModelLoader
 from headwater.services.gateway.model_cache import ModelCache
-from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import fetch_batch, make_consumer
-from headwater.shared.bus.dead_letter import dead_letter_reliably
-from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy, Step
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.pb import events_pb2, registry_pb2
@@ -143,61 +144,27 @@ async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
         await asyncio.wait_for(consumer.stop(), timeout=5)
 
 
-class Rejecter:
-    """Sends records nobody can process to ``dead-letter``, with the reason.
-
-    Args:
-        producer: A started producer.
-        stopping: True once the gateway is stopping (dead-lettering stops retrying).
-
-    Attributes:
-        count: Records rejected.
-        failed: Records that could not be dead-lettered (logged).
-
-    """
-
-    def __init__(self, producer: EventProducer, stopping: Callable[[], bool]) -> None:
-        self.producer = producer
-        self.stopping = stopping
-        self.count = 0
-        self.failed = 0
-
-    async def __call__(self, record: ConsumerRecord, reason: str) -> None:
-        """Dead-letter ``record``, retrying until acknowledged; never raises."""
-        self.count += 1
-        try:
-            await dead_letter_reliably(
-                self.producer,
-                record.key,
-                record.value,
-                reason,
-                record.topic,
-                record.headers or (),
-                stopping=self.stopping,
-            )
-        except Exception as error:  # one record must never abort the rest of its batch
-            self.failed += 1
-            log.error(
-                "could not dead-letter a record",
-                extra={"topic": record.topic, "offset": record.offset, "error": repr(error)},
-            )
+async def _handle_each(policy: RecordPolicy, records: list[ConsumerRecord], step: Step) -> None:
+    """Every record through ``policy``; one that could not be dead-lettered is skipped."""
+    for record in records:
+        with contextlib.suppress(Unavailable):  # the gateway is stopping; logged and counted
+            await policy.handle(record, step)
 
 
 class RegistryEventHandler:
     """Applies RegistryEvents: deployments are (re)loaded, new models become known."""
 
-    def __init__(self, cache: ModelCache, loader: ModelLoader, reject: Rejecter) -> None:
+    def __init__(self, cache: ModelCache, loader: ModelLoader, policy: RecordPolicy) -> None:
         self.cache = cache
         self.loader = loader
-        self.reject = reject
+        self.policy = policy
 
     async def __call__(self, records: list[ConsumerRecord]) -> None:
         """Handle one batch."""
-        for record in records:
-            try:
-                self.apply(decode_event(events_pb2.RegistryEvent, record.value, record.headers))
-            except InvalidInput as error:
-                await self.reject(record, str(error))
+        await _handle_each(self.policy, records, self._apply_record)
+
+    async def _apply_record(self, record: ConsumedRecord) -> None:
+        self.apply(record.decode(events_pb2.RegistryEvent))
 
     def apply(self, event: events_pb2.RegistryEvent) -> None:
         """Apply one event.
@@ -226,37 +193,43 @@ class RegistryEventHandler:
 class ModelUpdateHandler:
     """Offers ModelUpdates to the live updater, newest per model and base version first."""
 
-    def __init__(self, updater: LiveUpdater, reject: Rejecter) -> None:
+    def __init__(self, updater: LiveUpdater, policy: RecordPolicy) -> None:
         self.updater = updater
-        self.reject = reject
+        self.policy = policy
 
     async def __call__(self, records: list[ConsumerRecord]) -> None:
         """Handle one batch: decode, then offer every update, the newest first.
 
         Each update is verified on its own (a forged one must not hide a genuine
-        one) and dead-lettered if it does not verify; offered newest first, the
-        older ones of a model are then stale and never unpickled.
+        one) and dead-lettered through the policy if it does not verify; offered
+        newest first, the older ones of a model are then stale and never unpickled.
         """
-        decoded: list[tuple[ConsumerRecord, events_pb2.ModelUpdate]] = []
-        for record in records:
-            if record.value is None:
-                continue  # a tombstone of the compacted topic
-            try:
-                update = _valid_update(
-                    decode_event(events_pb2.ModelUpdate, record.value, record.headers)
-                )
-            except InvalidInput as error:
-                await self.reject(record, str(error))
-                continue
-            decoded.append((record, update))
+        decoded: list[tuple[ConsumedRecord, events_pb2.ModelUpdate]] = []
+
+        async def decode(record: ConsumedRecord) -> None:
+            decoded.append((record, _valid_update(record.decode(events_pb2.ModelUpdate))))
+
+        # a tombstone of the compacted topic is no update and no error
+        await _handle_each(self.policy, [r for r in records if r.value is not None], decode)
         decoded.sort(key=lambda pair: -pair[1].sequence)
         for record, update in decoded:
             try:
-                outcome = await self.updater.offer(update, functools.partial(self.reject, record))
+                on_refused = _dead_letter_refused(self.policy, record)
+                outcome = await self.updater.offer(update, on_refused)
             except Exception:  # a bug with one update must not starve the others
                 log.exception("live update failed", extra={"model": update.model})
                 continue
             metrics.LIVE_UPDATES.labels(model=update.model, outcome=outcome.value).inc()
+
+
+def _dead_letter_refused(policy: RecordPolicy, record: ConsumedRecord) -> OnRefused:
+    """What dead-letters ``record`` when its update is refused (never raises, like a step)."""
+
+    async def dead_letter(reason: str) -> None:
+        with contextlib.suppress(Unavailable):  # the gateway is stopping; logged and counted
+            await policy.reject(record, reason)
+
+    return dead_letter
 
 
 def _valid_update(update: events_pb2.ModelUpdate) -> events_pb2.ModelUpdate:

@@ -35,81 +35,24 @@ input 'x': value at row 0 is nan; NaN and infinity are not accepted
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 
 from headwater.shared.errors import InvalidInput
 from headwater.shared.features import FeatureSchema, FeatureSpec
+from headwater.shared.oip_datatypes import (
+    DATATYPES,
+    OipDatatype,
+    accepted_datatypes,
+    typed_contents,
+    unpack_raw_bytes,
+)
 from headwater.shared.pb import oip_pb2
 
 Value: TypeAlias = float | int | str | bool
 Row: TypeAlias = dict[str, Value]
 InputTensor: TypeAlias = oip_pb2.ModelInferRequest.InferInputTensor
-
-
-@dataclass(frozen=True)
-class Datatype:
-    """An OIP datatype: its little-endian numpy dtype and its typed contents field."""
-
-    name: str
-    dtype: np.dtype[Any]
-    field: str
-    kind: str  # "bool", "int", "float" or "bytes"
-
-
-def _datatypes() -> dict[str, Datatype]:
-    table = {
-        "BOOL": ("?", "bool_contents", "bool"),
-        "INT8": ("<i1", "int_contents", "int"),
-        "INT16": ("<i2", "int_contents", "int"),
-        "INT32": ("<i4", "int_contents", "int"),
-        "INT64": ("<i8", "int64_contents", "int"),
-        "UINT8": ("<u1", "uint_contents", "int"),
-        "UINT16": ("<u2", "uint_contents", "int"),
-        "UINT32": ("<u4", "uint_contents", "int"),
-        "UINT64": ("<u8", "uint64_contents", "int"),
-        "FP32": ("<f4", "fp32_contents", "float"),
-        "FP64": ("<f8", "fp64_contents", "float"),
-        "BYTES": ("O", "bytes_contents", "bytes"),
-    }
-    return {
-        name: Datatype(name, np.dtype(dtype), field, kind)
-        for name, (dtype, field, kind) in table.items()
-    }
-
-
-DATATYPES: dict[str, Datatype] = _datatypes()
-
-# Which datatype kinds each feature type accepts in the per-feature layout.
-_ACCEPTS: dict[str, frozenset[str]] = {
-    "float": frozenset({"float", "int"}),
-    "int": frozenset({"int"}),
-    "str": frozenset({"bytes"}),
-    "bool": frozenset({"bool"}),
-}
-
-
-def accepted_datatypes(feature_type: str) -> tuple[str, ...]:
-    """The OIP datatypes a feature of this type (``float``, ``int``, ``str``, ``bool``) accepts.
-
-    >>> accepted_datatypes("str")
-    ('BYTES',)
-    >>> accepted_datatypes("int")[:2]
-    ('INT8', 'INT16')
-    """
-    kinds = _ACCEPTS[feature_type]
-    return tuple(name for name, dt in DATATYPES.items() if dt.kind in kinds)
-
-
-def preferred_datatype(feature_type: str) -> str:
-    """The datatype advertised for a feature in model metadata.
-
-    >>> [preferred_datatype(t) for t in ("float", "int", "str", "bool")]
-    ['FP64', 'INT64', 'BYTES', 'BOOL']
-    """
-    return {"int": "INT64", "str": "BYTES", "bool": "BOOL"}.get(feature_type, "FP64")
 
 
 def decode_rows(
@@ -315,7 +258,7 @@ def _check_batch(tensor: str, rows: int, max_batch_rows: int) -> int:
     return rows
 
 
-def _datatype(tensor: InputTensor) -> Datatype:
+def _datatype(tensor: InputTensor) -> OipDatatype:
     datatype = DATATYPES.get(tensor.datatype)
     if datatype is None:
         raise InvalidInput(
@@ -342,7 +285,7 @@ def _values(tensor: InputTensor, raw: bytes | None, count: int) -> np.ndarray:
                 f"{len(raw)} bytes, shape and {datatype.name} need {expected}"
             )
         return np.frombuffer(raw, dtype=datatype.dtype)
-    values = getattr(tensor.contents, datatype.field)
+    values = typed_contents(tensor.contents, datatype.name)
     if len(values) != count:
         raise InvalidInput(
             f"input '{tensor.name}': content length mismatch: contents.{datatype.field} has "
@@ -350,21 +293,10 @@ def _values(tensor: InputTensor, raw: bytes | None, count: int) -> np.ndarray:
         )
     if datatype.kind == "bytes":
         return np.array(list(values), dtype=object)
-    return _narrow(tensor.name, datatype, np.asarray(values, dtype=_FIELD_DTYPES[datatype.field]))
+    return _narrow(tensor.name, datatype, np.asarray(values, dtype=datatype.field_dtype))
 
 
-_FIELD_DTYPES = {
-    "bool_contents": np.dtype(np.bool_),
-    "int_contents": np.dtype(np.int32),
-    "int64_contents": np.dtype(np.int64),
-    "uint_contents": np.dtype(np.uint32),
-    "uint64_contents": np.dtype(np.uint64),
-    "fp32_contents": np.dtype(np.float32),
-    "fp64_contents": np.dtype(np.float64),
-}
-
-
-def _narrow(tensor: str, datatype: Datatype, values: np.ndarray) -> np.ndarray:
+def _narrow(tensor: str, datatype: OipDatatype, values: np.ndarray) -> np.ndarray:
     """Check typed contents fit a datatype narrower than their field (e.g. INT8 in int32)."""
     target = datatype.dtype.newbyteorder("=")
     if values.dtype == target:
@@ -384,19 +316,11 @@ def _has_contents(tensor: InputTensor) -> bool:
 
 
 def _raw_bytes(tensor: str, raw: bytes, count: int) -> np.ndarray:
-    """Split a raw BYTES tensor: each element is a uint32 LE length, then its bytes."""
-    items: list[bytes] = []
-    offset = 0
-    view = memoryview(raw)
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidInput(f"input '{tensor}': raw BYTES content is truncated")
-        size = int.from_bytes(view[offset : offset + 4], "little")
-        offset += 4
-        if offset + size > len(raw):
-            raise InvalidInput(f"input '{tensor}': raw BYTES content is truncated")
-        items.append(bytes(view[offset : offset + size]))
-        offset += size
+    """The ``count`` elements of a raw BYTES tensor."""
+    try:
+        items = unpack_raw_bytes(raw)
+    except InvalidInput as error:
+        raise InvalidInput(f"input '{tensor}': {error}") from None
     if len(items) != count:
         raise InvalidInput(
             f"input '{tensor}': content length mismatch: raw BYTES content has "

@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from headwater.services.monitor.metrics import (
+from headwater.services.monitor.statistics import (
     DEFAULT_LATENCY_BUCKETS_MS,
     DriftDetection,
     DriftWatch,
     HistogramSnapshot,
     Label,
     LatencyHistogram,
-    RollingQuality,
     Task,
+    prediction_error,
 )
 from headwater.shared.errors import InvalidInput
+from headwater.shared.quality import RollingQuality
 
 __all__ = [
     "AlertRaised",
@@ -198,28 +199,30 @@ class _VersionTracker:
         self.requests = 0
         self.labelled = 0
         self.latency = LatencyHistogram(config.latency_buckets_ms)
+        self.task: Task | None = None
         self.quality: RollingQuality | None = None
         self.error_drift = DriftWatch("error", config.drift_delta, config.alert_cooldown_s)
         self.last_seen_at = now
 
     def score(self, example: ExampleObserved, now: float) -> DriftDetection | None:
         """Add one labelled prediction to the rolling quality and the drift detector."""
-        quality = self.quality or RollingQuality(example.task, self.config.window_size)
-        if quality.task is not example.task:
+        if self.task is not None and self.task is not example.task:
             raise InvalidInput(
-                f"{self.model} v{self.version} is a {quality.task} model, "
-                f"got a {example.task} label"
+                f"{self.model} v{self.version} is a {self.task} model, got a {example.task} label"
             )
         assert example.prediction is not None
-        error = quality.update(example.label, example.prediction)  # raises before it counts
-        self.quality = quality
+        error = prediction_error(example.task, example.label, example.prediction)  # raises first
+        quality = self.quality or RollingQuality(
+            example.task.quality_metric, self.config.window_size
+        )
+        quality.update(example.label, example.prediction)
+        self.task, self.quality = example.task, quality
         self.labelled += 1
         return self.error_drift.update(error, now)
 
     def snapshot(self) -> VersionSnapshot:
-        quality = self.quality
+        quality, task = self.quality, self.task
         value = quality.value if quality is not None else None
-        task = quality.task if quality is not None else None
         return VersionSnapshot(
             model=self.model,
             version=self.version,
@@ -355,4 +358,4 @@ def _drift_alert(tracker: _VersionTracker, found: DriftDetection, now: float) ->
 
 
 def _is_classifier(tracker: _VersionTracker) -> bool:
-    return tracker.quality is not None and tracker.quality.task is Task.CLASSIFICATION
+    return tracker.task is Task.CLASSIFICATION

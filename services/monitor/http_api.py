@@ -1,4 +1,4 @@
-"""The monitor's HTTP endpoints (aiohttp): ``/metrics``, ``/v1/models``, ``/health``.
+"""The monitor's HTTP endpoints (aiohttp, on :func:`~headwater.shared.http.service_app`).
 
 - ``GET /metrics``: Prometheus text exposition (monitor metrics, then bus and process ones).
 - ``GET /v1/models``: every model's versions with the same numbers, as JSON.
@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from headwater.services.monitor.convert import model_to_json, snapshot_to_json
 from headwater.services.monitor.domain import MonitorSnapshot
 from headwater.services.monitor.exporter import render_metrics
-from headwater.shared.errors import ModelNotFound
+from headwater.shared.http import service_app
 
 
 def build_web_app(
@@ -34,28 +34,14 @@ def build_web_app(
 
     """
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = render_metrics(registry, include_process=True)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def models(_: web.Request) -> web.Response:
         return web.json_response(snapshot_to_json(snapshot()))
 
     async def model(request: web.Request) -> web.Response:
-        try:
-            return web.json_response(model_to_json(snapshot(), request.match_info["name"]))
-        except ModelNotFound as err:
-            return web.json_response({"error": str(err)}, status=404)
+        # An unseen model raises ModelNotFound: 404 with {"error": ...}.
+        return web.json_response(model_to_json(snapshot(), request.match_info["name"]))
 
-    async def health(_: web.Request) -> web.Response:
-        serving = ready()
-        return web.json_response(
-            {"status": "serving" if serving else "starting"}, status=200 if serving else 503
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app = service_app(ready, lambda: render_metrics(registry, include_process=True))
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{name}", model)
-    app.router.add_get("/health", health)
     return app

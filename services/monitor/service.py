@@ -2,6 +2,9 @@
 
 The stream agents hand every record to :class:`MonitorService` and move on;
 nothing here knows about Faust, so an aiokafka loop could drive it as well.
+Each record goes through the bus's :class:`RecordPolicy` (a malformed one is
+dead-lettered with the reason, one that hits a bug as ``monitor failed:
+<ExceptionType>``), inside a span continuing the record's trace.
 """
 
 from __future__ import annotations
@@ -9,32 +12,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from google.protobuf.message import Message
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from headwater.services.monitor import convert
 from headwater.services.monitor.domain import AlertRaised, MonitorSnapshot, MonitorState
-from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.dead_letter import dead_letter_reliably
 from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy, Step
+from headwater.shared.bus.records import ConsumedRecord, RawRecord, record_headers
 from headwater.shared.bus.topics import Topic
 from headwater.shared.bus.tracing import extract_trace_context
-from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
+from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-@dataclass(frozen=True)
-class IncomingRecord:
-    """One record as consumed: broker-side topic, key, value and headers."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class MonitorService:
@@ -58,49 +51,54 @@ class MonitorService:
         self.state = state
         self._producer = producer
         self._clock = clock
-        self._stopping = stopping
+        self._policies = {
+            topic: RecordPolicy(
+                producer, "monitor", stopping=stopping, on_reject=self._counter(topic)
+            )
+            for topic in (Topic.PREDICTIONS, Topic.EXAMPLES)
+        }
 
     def snapshot(self) -> MonitorSnapshot:
         """The state now (what the exporter and the JSON API read)."""
         return self.state.snapshot()
 
-    async def handle_prediction(self, record: IncomingRecord) -> None:
-        """Count one ``PredictionEvent``; a malformed one goes to dead-letter."""
-        await self._handle(record, Topic.PREDICTIONS, events_pb2.PredictionEvent, self._predicted)
+    async def handle_prediction(self, record: RawRecord) -> None:
+        """Count one ``PredictionEvent``; a malformed one goes to dead-letter.
 
-    async def handle_example(self, record: IncomingRecord) -> None:
-        """Score one ``LabeledExample``; publish the alerts it raises."""
-        await self._handle(record, Topic.EXAMPLES, events_pb2.LabeledExample, self._labelled)
+        Raises:
+            Unavailable: The monitor stopped before a dead letter was acknowledged
+                (do not commit past the record).
 
-    def _predicted(self, event: Message) -> tuple[AlertRaised, ...]:
-        assert isinstance(event, events_pb2.PredictionEvent)
+        """
+        await self._handle(record, Topic.PREDICTIONS, self._predicted)
+
+    async def handle_example(self, record: RawRecord) -> None:
+        """Score one ``LabeledExample``; publish the alerts it raises.
+
+        Raises:
+            Unavailable: As :meth:`handle_prediction`.
+
+        """
+        await self._handle(record, Topic.EXAMPLES, self._labelled)
+
+    async def _predicted(self, record: ConsumedRecord) -> None:
+        event = record.decode(events_pb2.PredictionEvent)
         self.state.observe_prediction(convert.prediction_from_proto(event), self._clock())
-        return ()
 
-    def _labelled(self, event: Message) -> tuple[AlertRaised, ...]:
-        assert isinstance(event, events_pb2.LabeledExample)
-        return self.state.observe_example(convert.example_from_proto(event), self._clock())
+    async def _labelled(self, record: ConsumedRecord) -> None:
+        event = record.decode(events_pb2.LabeledExample)
+        for alert in self.state.observe_example(convert.example_from_proto(event), self._clock()):
+            self._publish_alert(alert)
 
-    async def _handle(
-        self,
-        record: IncomingRecord,
-        topic: Topic,
-        cls: type[Message],
-        apply: Callable[[Message], tuple[AlertRaised, ...]],
-    ) -> None:
-        context = extract_trace_context(record.headers)
-        with tracer.start_as_current_span(f"monitor.{topic.value}", context=context):
-            try:
-                alerts = apply(decode_event(cls, record.value, record.headers))
-            except InvalidInput as err:
-                await self._reject(record, topic, str(err))
-                return
-            except Exception as err:  # a bug must not stop the stream: keep the bytes, say why
-                log.exception("monitor failed on a record", extra={"topic": record.topic})
-                await self._reject(record, topic, f"monitor failed: {type(err).__name__}")
-                return
-            for alert in alerts:
-                self._publish_alert(alert)
+    async def _handle(self, record: RawRecord, topic: Topic, step: Step) -> None:
+        with tracer.start_as_current_span(f"monitor.{topic.value}", context=_trace_of(record)):
+            await self._policies[topic].handle(record, step)
+
+    def _counter(self, topic: Topic) -> Callable[[ConsumedRecord], None]:
+        def count(_: ConsumedRecord) -> None:
+            self.state.record_rejected(topic.value)
+
+        return count
 
     def _publish_alert(self, alert: AlertRaised) -> None:
         log.warning(
@@ -112,13 +110,10 @@ class MonitorService:
         except (ResourceExhausted, Unavailable) as err:  # counted by the producer
             log.error("alert not published", extra={"kind": alert.kind, "error": str(err)})
 
-    async def _reject(self, record: IncomingRecord, topic: Topic, reason: str) -> None:
-        """Dead-letter the record, retrying until the broker acknowledges it.
 
-        When the monitor stops first, Unavailable propagates and the offset is not committed.
-        """
-        self.state.record_rejected(topic.value)
-        await dead_letter_reliably(
-            self._producer, record.key, record.value, reason, record.topic,
-            headers=record.headers, stopping=self._stopping,
-        )
+def _trace_of(record: RawRecord) -> Context:
+    """The trace context ``record`` carries; none when its headers cannot be read."""
+    try:
+        return extract_trace_context(record_headers(record.headers))
+    except (TypeError, ValueError):  # the policy dead-letters such a record
+        return extract_trace_context(None)

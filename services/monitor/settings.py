@@ -15,7 +15,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from headwater.services.monitor.domain import MonitorConfig
-from headwater.services.monitor.metrics import DEFAULT_LATENCY_BUCKETS_MS
+from headwater.services.monitor.statistics import DEFAULT_LATENCY_BUCKETS_MS
 from headwater.shared.settings import ServiceSettings
 
 
@@ -72,14 +72,6 @@ class MonitorSettings(ServiceSettings):
         None,
         description="Faust's working directory (the monitor keeps no tables in it); "
         "a fresh temporary directory when unset.",
-    )
-    registry_target: str = Field(
-        "127.0.0.1:50051",
-        description="host:port of the registry. Reserved for canary judging "
-        "(promote/rollback through the registry); unused for now.",
-    )
-    registry_deadline_s: float = Field(
-        5.0, gt=0, description="Deadline of one registry call (reserved with registry_target)."
     )
 
     def monitor_config(self) -> MonitorConfig:

@@ -5,10 +5,9 @@ both work) and hand every record to :class:`MonitorService`; they hold no logic.
 
 The app runs inside the monitor process (no ``faust worker``): it is built in
 the running event loop, started with :meth:`MonitorStreams.start`, and stopped
-within a bounded grace. On Tansu it is configured so that Faust never has to
-create a topic itself: no leader topic, no tables (so no changelog topics), no
-declaration of the source topics (the server creates them first), and no
-Faust web server (the monitor serves its own HTTP).
+within a bounded grace. It is a :func:`~headwater.shared.bus.faust_app.faust_app`
+(no topic declared: the server creates the source topics first) with no
+tables, so no changelog topics either.
 """
 
 from __future__ import annotations
@@ -20,10 +19,12 @@ from typing import Any
 
 import faust
 
-from headwater.services.monitor.service import IncomingRecord, MonitorService
+from headwater.services.monitor.service import MonitorService
 from headwater.services.monitor.settings import MonitorSettings
+from headwater.shared.bus.faust_app import faust_app
+from headwater.shared.bus.records import RawRecord
 from headwater.shared.bus.topics import Topic, topic_name
-from headwater.shared.faust_runner import FaustRunner, faust_brokers
+from headwater.shared.faust_runner import FaustRunner
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,12 @@ SOURCE_TOPICS: tuple[Topic, ...] = (Topic.PREDICTIONS, Topic.EXAMPLES)
 
 def build_app(settings: MonitorSettings, service: MonitorService, data_dir: Path) -> faust.App:
     """The Faust app with its two agents (call inside the running event loop)."""
-    session_s = settings.session_timeout_s
-    app = faust.App(
+    app = faust_app(
         settings.group_id,
-        broker=faust_brokers(settings.kafka.bootstrap),
-        datadir=str(data_dir),
-        autodiscover=False,
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=session_s,
-        broker_rebalance_timeout=session_s,
-        broker_heartbeat_interval=max(0.1, session_s / 10),
-        broker_request_timeout=max(session_s + 5, settings.kafka.request_timeout_ms / 1000),
-        producer_acks=-1,
+        settings.kafka,
+        data_dir,
+        session_timeout_s=settings.session_timeout_s,
+        from_beginning=True,
     )
     _agent(app, settings, Topic.PREDICTIONS, service.handle_prediction)
     _agent(app, settings, Topic.EXAMPLES, service.handle_example)
@@ -58,7 +50,7 @@ def _agent(
     app: faust.App,
     settings: MonitorSettings,
     topic: Topic,
-    handle: Callable[[IncomingRecord], Awaitable[None]],
+    handle: Callable[[RawRecord], Awaitable[None]],
 ) -> None:
     channel = app.topic(
         topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"
@@ -66,15 +58,7 @@ def _agent(
 
     async def consume(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            message = event.message
-            await handle(
-                IncomingRecord(
-                    topic=message.topic,
-                    key=message.key,
-                    value=message.value,
-                    headers=tuple(message.headers or ()),
-                )
-            )
+            await handle(event.message)
 
     app.agent(channel, name=f"{settings.app_id}.{topic.value}")(consume)
 

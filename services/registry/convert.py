@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headwater.services.registry import domain
+from headwater.services.registry import deployments, domain
 from headwater.shared import enums
 from headwater.shared.pb import registry_pb2
 
@@ -108,15 +108,15 @@ def new_version(request: registry_pb2.CreateVersionRequest) -> domain.NewVersion
     )
 
 
-def new_deployment(request: registry_pb2.SetDeploymentRequest) -> domain.NewDeployment:
+def new_deployment(request: registry_pb2.SetDeploymentRequest) -> deployments.NewDeployment:
     """The deployment a SetDeployment request asks for (unspecified mode means live)."""
-    return domain.NewDeployment(
+    return deployments.NewDeployment(
         model=request.model,
         routes=tuple(
-            domain.Route(r.version, r.weight, _ROLES.get(r.role, "")) for r in request.routes
+            deployments.Route(r.version, r.weight, _ROLES.get(r.role, "")) for r in request.routes
         ),
         mode=_MODES.get(request.mode, "live"),
-        strategy=request.strategy or domain.DEFAULT_STRATEGY,
+        strategy=request.strategy or deployments.DEFAULT_STRATEGY,
     )
 
 
@@ -230,6 +230,6 @@ def offsets_json(offsets: tuple[domain.OffsetRange, ...]) -> list[dict[str, Any]
     ]
 
 
-def routes_json(routes: tuple[domain.Route, ...]) -> list[dict[str, Any]]:
+def routes_json(routes: tuple[deployments.Route, ...]) -> list[dict[str, Any]]:
     """The routes column of a deployment."""
     return [{"version": r.version, "weight": r.weight, "role": r.role} for r in routes]

@@ -2,8 +2,9 @@
 
 No I/O happens here. Every check raises one of headwater's errors with a
 message that names the problem, so the gRPC layer can pass it on verbatim.
-Enumerations are plain strings (``"binary"``, ``"float"``, ``"primary"``…);
-:mod:`.convert` maps them to and from the protobuf enums.
+Enumerations are plain strings (``"binary"``, ``"float"``…); :mod:`.convert`
+maps them to and from the protobuf enums. The rules of deployments (routes,
+weights, serving mode) are in :mod:`.deployments`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from headwater.shared.errors import AlreadyExists, InvalidInput, ModelNotFound
 TASKS = enums.names(enums.TASKS)
 FEATURE_TYPES = enums.names(enums.FEATURE_TYPES)
 SOURCES = enums.names(enums.SOURCES)
-ROLES = enums.names(enums.ROLES)
-MODES = enums.names(enums.MODES)
-DEFAULT_STRATEGY = "direct"
-WEIGHT_TOLERANCE = 1e-9
 MAX_DESCRIPTION_CHARS = 4096
 MAX_TAG_KEY_CHARS = 63
 MAX_TAG_VALUE_CHARS = 256
@@ -32,7 +29,6 @@ MAX_FEATURES = 10_000
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 # Aliases start with a letter so that an alias is never mistaken for a version.
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
-_STRATEGY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _FEATURE_NAME = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_FEATURE_NAME_CHARS}}}")
 
 
@@ -89,25 +85,6 @@ class NewVersion:
     artifact_signature: str = ""
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Route:
-    """A share of a model's traffic sent to one version in one role."""
-
-    version: int
-    weight: float
-    role: str
-
-
-@dataclass(frozen=True)
-class NewDeployment:
-    """A deployment as a caller asks to set it."""
-
-    model: str
-    routes: tuple[Route, ...]
-    mode: str = "live"
-    strategy: str = DEFAULT_STRATEGY
 
 
 def validate_model_name(name: str) -> str:
@@ -328,73 +305,6 @@ def pick_seed(seed: int, entropy: int) -> int:
     True
     """
     return seed if seed else entropy % (2**31 - 1) + 1
-
-
-def validate_routes(
-    routes: Iterable[Route], model: str, existing: Collection[int]
-) -> tuple[Route, ...]:
-    """Check a deployment's routes against the model's existing versions.
-
-    There must be at least one route and exactly one primary; every version
-    exists and appears once; weights lie in [0, 1]; the weights of the
-    routes that serve answers (every role but shadow) sum to 1. A shadow
-    route's weight is the share of traffic mirrored to it.
-
-    >>> validate_routes([Route(1, 0.9, "primary"), Route(2, 0.1, "canary")], "m", {1, 2})[1]
-    Route(version=2, weight=0.1, role='canary')
-    >>> validate_routes([Route(1, 0.5, "primary")], "m", {1})
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.InvalidInput: weights of non-shadow routes must sum to 1, got 0.5
-    >>> validate_routes([Route(3, 1.0, "primary")], "m", {1})
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.ModelNotFound: route to version 3: model 'm' has no such version
-    """
-    chosen = tuple(routes)
-    if not chosen:
-        raise InvalidInput("a deployment needs at least one route")
-    versions = [r.version for r in chosen]
-    if len(set(versions)) != len(versions):
-        raise InvalidInput(f"each version may appear in one route only, got {versions}")
-    for route in chosen:
-        _check_route(route, model, existing)
-    primaries = sum(1 for r in chosen if r.role == "primary")
-    if primaries != 1:
-        raise InvalidInput(f"a deployment needs exactly one primary route, got {primaries}")
-    total = math.fsum(r.weight for r in chosen if r.role != "shadow")
-    if abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise InvalidInput(f"weights of non-shadow routes must sum to 1, got {total:g}")
-    return chosen
-
-
-def _check_route(route: Route, model: str, existing: Collection[int]) -> None:
-    where = f"route to version {route.version}"
-    try:
-        validate_choice("role", route.role, ROLES)
-    except InvalidInput as error:
-        raise InvalidInput(f"{where}: {error}") from None
-    if not (math.isfinite(route.weight) and 0.0 <= route.weight <= 1.0):
-        raise InvalidInput(f"{where}: weight must be in [0, 1], got {route.weight}")
-    if route.version not in existing:
-        raise ModelNotFound(f"{where}: model {model!r} has no such version")
-
-
-def validate_new_deployment(deployment: NewDeployment, existing: Collection[int]) -> NewDeployment:
-    """Check a deployment to set, given the model's existing version numbers.
-
-    >>> validate_new_deployment(NewDeployment("m", (Route(1, 1.0, "primary"),)), {1}).mode
-    'live'
-    """
-    validate_model_name(deployment.model)
-    validate_choice("serving mode", deployment.mode, MODES)
-    if not _STRATEGY.fullmatch(deployment.strategy):
-        raise InvalidInput(
-            f"invalid strategy {deployment.strategy!r}: use 1-32 of a-z 0-9 _ - starting "
-            "with a letter"
-        )
-    validate_routes(deployment.routes, deployment.model, existing)
-    return deployment
 
 
 def model_exists_error(name: str) -> AlreadyExists:

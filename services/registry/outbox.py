@@ -34,6 +34,7 @@ from headwater.services.registry import repository as repo
 from headwater.services.registry.settings import RegistrySettings
 from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class OutboxRelay:
         self._settings = settings
         self._wake = asyncio.Event()
         self._last_sweep = 0.0
+        self._backoff = Backoff(
+            initial_s=INITIAL_BACKOFF_S, max_s=settings.outbox_retry_max_backoff_ms / 1000
+        )
 
     def wake(self) -> None:
         """Make the relay look at the outbox now (call after a commit)."""
@@ -79,7 +83,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled, reconnecting to PostgreSQL after any failure."""
-        backoff = INITIAL_BACKOFF_S
+        failures = 0
         while True:
             try:
                 await self._run_connected()
@@ -88,8 +92,8 @@ class OutboxRelay:
             except Exception:
                 log.warning("outbox relay failed; reconnecting", exc_info=True)
                 metrics.OUTBOX_LEADER.set(0)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._settings.outbox_retry_max_backoff_ms / 1000)
+                await asyncio.sleep(self._backoff.delay_s(failures))
+                failures += 1
 
     async def _run_connected(self) -> None:
         db = self._settings.database
@@ -132,8 +136,7 @@ class OutboxRelay:
         """Publish one row, retrying with capped backoff until the broker takes it."""
         event = events_pb2.RegistryEvent.FromString(row["event"])
         headers = [(name, value.encode("ascii")) for name, value in row["headers"]]
-        backoff = INITIAL_BACKOFF_S
-        cap_s = self._settings.outbox_retry_max_backoff_ms / 1000
+        attempt = 0
         while True:
             try:
                 await self._producer.send_and_wait(
@@ -144,12 +147,13 @@ class OutboxRelay:
                 raise
             except Exception as error:
                 metrics.OUTBOX_FAILURES.inc()
+                wait_s = self._backoff.delay_s(attempt)
                 log.warning(
                     "publishing a registry event failed; retrying",
-                    extra={"sequence": row["sequence"], "error": repr(error), "retry_s": backoff},
+                    extra={"sequence": row["sequence"], "error": repr(error), "retry_s": wait_s},
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, cap_s)
+                await asyncio.sleep(wait_s)
+                attempt += 1
         metrics.OUTBOX_PUBLISHED.inc()
         delay = dt.datetime.now(dt.UTC) - row["created_at"]
         metrics.OUTBOX_DELAY_SECONDS.observe(max(delay.total_seconds(), 0.0))

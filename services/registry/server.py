@@ -30,13 +30,15 @@ from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics
 from headwater.shared.errors import FailedPrecondition, Unavailable
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 # Room above the largest artifact for the rest of a message.
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024
-TOPIC_RETRY_MAX_S = 5.0
+#: Between two attempts at creating registry-events while the broker is down.
+TOPIC_BACKOFF = Backoff(initial_s=0.1, max_s=5.0)
 # Past the grace, the time stop() still gives the closing steps (producer, pool, metrics).
 STOP_MARGIN_S = 1.0
 
@@ -137,7 +139,7 @@ class RegistryServer:
 
     async def _ensure_topic(self) -> None:
         """Create registry-events, retrying while the broker is down; keep an existing one."""
-        backoff = 0.1
+        attempt = 0
         while True:
             try:
                 await ensure_topics(self.settings.kafka, [Topic.REGISTRY_EVENTS])
@@ -152,8 +154,8 @@ class RegistryServer:
                 return
             except Unavailable as error:
                 log.warning("cannot create registry-events yet", extra={"error": str(error)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, TOPIC_RETRY_MAX_S)
+                await asyncio.sleep(TOPIC_BACKOFF.delay_s(attempt))
+                attempt += 1
 
     def _on_relay_done(self, task: asyncio.Task[None]) -> None:
         """The relay never ends by itself: if it does, say so and stop claiming to serve."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from headwater.services.registry import convert, domain, metrics
+from headwater.services.registry import convert, deployments, domain, metrics
 from headwater.services.registry import repository as repo
 from headwater.shared.artifacts import FORMAT, ArtifactCodec, SignedArtifact
 from headwater.shared.bus.tracing import inject_trace_headers
@@ -211,14 +211,14 @@ class RegistryService:
     # --- deployments -------------------------------------------------------------------
 
     async def set_deployment(
-        self, draft: domain.NewDeployment, actor: str
+        self, draft: deployments.NewDeployment, actor: str
     ) -> registry_pb2.Deployment:
         """Set a model's routes, mode and strategy; the revision grows by one."""
         domain.validate_model_name(draft.model)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._model(conn, draft.model)
             existing = await repo.version_numbers(conn, draft.model)
-            domain.validate_new_deployment(draft, existing)
+            deployments.validate_new_deployment(draft, existing)
             row = await repo.upsert_deployment(
                 conn, draft.model, convert.routes_json(draft.routes), draft.mode, draft.strategy
             )

@@ -1,4 +1,4 @@
-"""The trainer's HTTP endpoints (aiohttp).
+"""The trainer's HTTP endpoints (aiohttp, on :func:`~headwater.shared.http.service_app`).
 
 - ``GET /health``: 200 ``{"status": "serving"}`` once the join and the learners
   consume, 503 ``{"status": "starting"}`` before.
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from headwater.services.trainer.learners import LearnerPool
-from headwater.services.trainer.loading import ActiveLearner
-from headwater.shared.errors import ModelNotFound
+from headwater.services.trainer.learn.active import ActiveLearner
+from headwater.services.trainer.learn.pool import LearnerPool
+from headwater.shared.errors import Unavailable
+from headwater.shared.http import service_app
 from headwater.shared.pb import registry_pb2
 
 
@@ -74,42 +74,27 @@ def build_web_app(
 
     """
 
-    async def health(_: web.Request) -> web.Response:
-        serving = ready()
-        return web.json_response(
-            {"status": "serving" if serving else "starting"}, status=200 if serving else 503
-        )
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
     async def models(_: web.Request) -> web.Response:
         learners = pool()
-        items = sorted((learners.learners if learners else {}).items())
+        items = sorted(learners.active() if learners else [])
         return web.json_response({"learners": [learner_to_json(m, a) for m, a in items]})
 
     async def checkpoint(request: web.Request) -> web.Response:
         learners, name = pool(), request.match_info["name"]
         if learners is None:
-            return web.json_response({"error": "the trainer is starting"}, status=503)
-        try:
-            task = learners.start_checkpoint(name)
-        except ModelNotFound as err:
-            return web.json_response({"error": str(err)}, status=404)
+            raise Unavailable("the trainer is starting")
+        task = learners.start_checkpoint(name)  # ModelNotFound: 404
         try:
             version = await asyncio.wait_for(asyncio.shield(task), timeout=deadline_s + 1)
         except TimeoutError:
-            return web.json_response({"error": "the registry did not answer in time"}, status=503)
+            raise Unavailable("the registry did not answer in time") from None
         if version is None:
-            error = learners.learners[name].checkpoint_error if name in learners.learners else ""
-            return web.json_response({"error": error or "checkpoint failed"}, status=503)
+            active = learners.find(name)
+            error = active.checkpoint_error if active is not None else ""
+            raise Unavailable(error or "checkpoint failed")
         return web.json_response(version_to_json(version), status=201)
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
+    app = service_app(ready)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/models/{name}/checkpoint", checkpoint)
     return app

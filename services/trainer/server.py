@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 
 from headwater.services.trainer.http_api import build_web_app
-from headwater.services.trainer.learners import LearnerPool
-from headwater.services.trainer.learning import LearningLoop, RegistryEventsTail
+from headwater.services.trainer.join.streams import JoinStreams
+from headwater.services.trainer.learn.consumer import LearningLoop, RegistryEventsTail
+from headwater.services.trainer.learn.pool import LearnerPool
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.streams import JoinStreams
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics, topic_name
@@ -95,7 +95,7 @@ class TrainerServer:
         )
         await self._producer.start()
         self._registry = RegistryClient(
-            settings.registry_target, settings.registry_deadline_s, actor="trainer"
+            settings.registry.target, settings.registry.deadline_s, actor="trainer"
         )
         await self._start_http()
         codec = ArtifactCodec.from_settings(settings.artifacts)
@@ -158,7 +158,7 @@ class TrainerServer:
 
     async def _start_http(self) -> None:
         app = build_web_app(
-            lambda: self.pool, lambda: self.ready, self.settings.registry_deadline_s
+            lambda: self.pool, lambda: self.ready, self.settings.registry.deadline_s
         )
         self.http_port = await self._http.start(app, self.settings.host, self.settings.port)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from headwater.shared.settings import ServiceSettings
+from headwater.shared.settings import RegistryClientSettings, ServiceSettings
 
 #: Name of the join's Faust table (its changelog topic is derived from it).
 JOIN_TABLE = "slots"
@@ -23,8 +23,9 @@ JOIN_TABLE = "slots"
 class TrainerSettings(ServiceSettings):
     """How the trainer joins feedback, learns, syncs and checkpoints.
 
-    The broker comes from ``HEADWATER_KAFKA_*`` and the artifact signing key from
-    ``HEADWATER_ARTIFACT_*``; the fields below are the trainer's own.
+    The broker comes from ``HEADWATER_KAFKA_*``, the artifact signing key from
+    ``HEADWATER_ARTIFACT_*`` and the registry from ``HEADWATER_REGISTRY_TARGET``;
+    the fields below are the trainer's own.
     """
 
     model_config = SettingsConfigDict(env_prefix="HEADWATER_TRAINER_", frozen=True)
@@ -42,8 +43,10 @@ class TrainerSettings(ServiceSettings):
         description="Names the trainer's consumer groups and the join's changelog topic "
         "(prefixed with the Kafka topic prefix).",
     )
-    registry_target: str = Field("127.0.0.1:50051", description="host:port of the registry.")
-    registry_deadline_s: float = Field(5.0, gt=0, description="Deadline of one registry call.")
+    registry: RegistryClientSettings = Field(
+        default_factory=RegistryClientSettings,
+        description="Where the registry is (HEADWATER_REGISTRY_TARGET, _DEADLINE_S).",
+    )
     join_ttl_s: float = Field(
         900.0,
         gt=0,

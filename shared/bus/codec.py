@@ -50,6 +50,8 @@ _PROTOBUF_TYPES = frozenset(
 _JSON_TYPES = frozenset({JSON, "text/json"})
 
 Headers = Iterable[tuple[str, bytes]]
+#: One record header as consumed or dead-lettered; Kafka allows a header without a value.
+Header = tuple[str, bytes | None]
 M = TypeVar("M", bound=Message)
 
 

@@ -1,8 +1,11 @@
 """aiokafka consumers with headwater's settings: manual commits, after processing.
 
-A consumer loop reads a batch, processes every record (or dead-letters it),
-then commits with :func:`commit_processed`, so a crash re-delivers what was not
-processed (at least once) and never skips a record.
+A group consumer (:func:`make_consumer` with a group) reads a batch, hands
+every record to a :class:`~headwater.shared.bus.record_policy.RecordPolicy`
+(which processes or dead-letters it), then commits the offsets after the
+records it finished: a crash re-delivers what was not processed (at least
+once) and never skips a record. The trainer's learners commit this way, by
+partition, no further than what their saved state covers.
 
 A reader that needs every partition and no group (a cache of a whole topic, a
 test) uses :func:`assign_all_partitions` instead: no group join (seconds on
@@ -17,10 +20,9 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
 from headwater.shared.bus.topics import Topic, topic_name
 from headwater.shared.errors import Unavailable
@@ -38,8 +40,13 @@ def make_consumer(
     from_beginning: bool = True,
     max_poll_records: int = 500,
     session_timeout_ms: int = 10_000,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
     """A consumer subscribed to ``topics`` (not started) with auto-commit off.
+
+    Its timeouts follow the session timeout as the Faust apps' do (see
+    :func:`~headwater.shared.bus.faust_app.faust_app`): a heartbeat every tenth
+    of it, requests allowed 5 s more than it.
 
     Args:
         kafka: Broker address, prefix and request timeout.
@@ -48,12 +55,12 @@ def make_consumer(
         client_id: Names the consumer on the broker.
         from_beginning: Where a group without committed offsets starts.
         max_poll_records: Most records one ``getmany`` returns.
-        session_timeout_ms: How long the group waits for a silent member.
+        session_timeout_ms: How long the group waits for a silent member (and for a
+            rebalance).
+        listener: Told of partitions assigned and revoked (a group consumer only).
 
     """
-    names = [topic_name(kafka, t) for t in topics]
     consumer = AIOKafkaConsumer(
-        *(names if group_id is not None else ()),
         bootstrap_servers=kafka.bootstrap,
         client_id=client_id,
         group_id=group_id,
@@ -61,33 +68,14 @@ def make_consumer(
         auto_offset_reset="earliest" if from_beginning else "latest",
         request_timeout_ms=max(kafka.request_timeout_ms, session_timeout_ms + 5_000),
         session_timeout_ms=session_timeout_ms,
-        heartbeat_interval_ms=max(100, session_timeout_ms // 3),
+        rebalance_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(100, session_timeout_ms // 10),
         max_poll_records=max_poll_records,
     )
+    names = [topic_name(kafka, t) for t in topics]
+    if group_id is not None and names:
+        consumer.subscribe(names, listener=listener)
     return consumer
-
-
-def next_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The offsets to commit once ``records`` are processed (last offset + 1 per partition).
-
-    >>> from types import SimpleNamespace as R
-    >>> batch = [R(topic="t", partition=0, offset=4), R(topic="t", partition=0, offset=7)]
-    >>> offsets = next_offsets(batch)
-    >>> offsets[TopicPartition("t", 0)].offset
-    8
-    """
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, -1), record.offset + 1)
-    return {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
-
-
-async def commit_processed(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord]) -> None:
-    """Commit the offsets after ``records`` (call once they are fully processed)."""
-    offsets = next_offsets(records)
-    if offsets:
-        await consumer.commit(offsets)
 
 
 @dataclass(frozen=True)

@@ -14,28 +14,30 @@ x-dead-letter-reason b'bad JSON'
 x-dead-letter-source-topic b'hw.feedback'
 content-type b'x'
 
-The policy every consumer follows is :func:`dead_letter_reliably`: retry with
-capped backoff until the broker acknowledges (so the consumer may then commit
-past the record), give up only when the consumer is stopping (then raise
-Unavailable and do not commit: the record is read again after the restart),
-and truncate a value too large to send rather than lose it. Delivery is at
-least once: an attempt that timed out may have been written, so the
-dead-letter topic can hold a record twice.
+Consumers dead-letter through
+:class:`~headwater.shared.bus.record_policy.RecordPolicy`, which calls
+:func:`dead_letter_reliably`: retry with capped backoff until the broker
+acknowledges (so the consumer may then commit past the record), give up only
+when the consumer is stopping (then raise Unavailable and do not commit: the
+record is read again after the restart), and truncate a value too large to
+send rather than lose it. Delivery is at least once: an attempt that timed out
+may have been written, so the dead-letter topic can hold a record twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Iterable
 
 from aiokafka.structs import RecordMetadata
 
 from headwater.shared.bus import metrics
+from headwater.shared.bus.codec import Header
 from headwater.shared.bus.producer import EventProducer, OutgoingRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import ResourceExhausted, Unavailable
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +56,16 @@ _STOP_POLL_S = 0.05
 def dead_letter_headers(
     reason: str,
     source_topic: str,
-    original: Iterable[tuple[str, bytes]] | None = None,
+    original: Iterable[Header] | None = None,
     truncated_from: int | None = None,
-) -> list[tuple[str, bytes]]:
+) -> list[Header]:
     """The headers of a dead-letter record (its own first, then the original ones).
 
     >>> dead_letter_headers("too big", "hw.x", truncated_from=5_000_000)[2]
     ('x-dead-letter-truncated', b'5000000')
     """
     kept = [(k, v) for k, v in original or () if k not in _OWN_HEADERS]
-    own = [
+    own: list[Header] = [
         (REASON_HEADER, reason.encode("utf-8")[:_MAX_REASON_BYTES]),
         (SOURCE_TOPIC_HEADER, source_topic.encode("utf-8")),
     ]
@@ -78,7 +80,7 @@ async def dead_letter(
     record_value: bytes | None,
     reason: str,
     source_topic: str,
-    headers: Iterable[tuple[str, bytes]] | None = None,
+    headers: Iterable[Header] | None = None,
     truncated_from: int | None = None,
 ) -> RecordMetadata:
     """Write a rejected record's original bytes to ``dead-letter`` and wait for the ack (once).
@@ -119,7 +121,7 @@ async def dead_letter_reliably(
     value: bytes | None,
     reason: str,
     source_topic: str,
-    headers: Iterable[tuple[str, bytes]] = (),
+    headers: Iterable[Header] = (),
     stopping: Callable[[], bool] = lambda: False,
     max_backoff_s: float = 2.0,
     max_value_bytes: int | None = None,
@@ -153,6 +155,7 @@ async def dead_letter_reliably(
     """
     original = value if value is not None else b""
     limit = max_value_bytes if max_value_bytes is not None else _default_limit(producer, key)
+    backoff = Backoff(initial_s=0.1, max_s=max_backoff_s, jitter=0.5)
     attempt = 0
     while True:
         if stopping():
@@ -170,7 +173,7 @@ async def dead_letter_reliably(
             log.warning("dead-letter record too large; truncating", extra={"bytes": limit})
         except Unavailable as err:
             metrics.EVENTS_RETRIED.labels(topic=Topic.DEAD_LETTER.value).inc()
-            delay = min(max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = backoff.delay_s(attempt)
             log.warning(
                 "dead-letter write failed; retrying",
                 extra={"source_topic": source_topic, "attempt": attempt + 1, "error": str(err)},

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,11 +35,12 @@ from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 
 from headwater.shared.bus import metrics
-from headwater.shared.bus.codec import encode_event, protobuf_header
+from headwater.shared.bus.codec import Header, encode_event, protobuf_header
 from headwater.shared.bus.connection import ProducerConnection
 from headwater.shared.bus.topics import Topic
 from headwater.shared.bus.tracing import TRACE_HEADERS, inject_trace_headers
 from headwater.shared.errors import ResourceExhausted, Unavailable
+from headwater.shared.retry import Backoff
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class OutgoingRecord:
     topic: Topic
     key: bytes | None
     value: bytes
-    headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
+    headers: tuple[Header, ...] = field(default_factory=tuple)
 
 
 def _retriable(err: BaseException) -> bool:
@@ -114,7 +114,7 @@ class EventProducer:
         self.dropped_buffer_full = 0
         self.failed = 0
         self._max_batch = max_batch_events
-        self._max_backoff_s = max_retry_backoff_s
+        self._retry_backoff = Backoff(initial_s=0.1, max_s=max_retry_backoff_s, jitter=0.5)
         self._max_request_size = max_request_size
         self._connection = ProducerConnection(
             kafka, client_id, max_request_size=max_request_size, create_topics=create_topics
@@ -324,7 +324,7 @@ class EventProducer:
                 else:
                     self._count_failed(record, repr(error))
             if retry:
-                await self._backoff(retry, attempt, errors)
+                await self._wait_to_retry(retry, attempt, errors)
                 attempt += 1
             self._inflight = pending = retry
 
@@ -351,14 +351,14 @@ class EventProducer:
         await asyncio.gather(*waiting, return_exceptions=True)
         return [_outcome(f) for f in futures]
 
-    async def _backoff(
+    async def _wait_to_retry(
         self, retry: list[OutgoingRecord], attempt: int, errors: list[BaseException | None]
     ) -> None:
         self.retried += len(retry)
         for record in retry:
             metrics.EVENTS_RETRIED.labels(topic=record.topic.value).inc()
         reason = next((repr(e) for e in errors if e is not None), "")
-        delay = min(self._max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+        delay = self._retry_backoff.delay_s(attempt)
         log.warning(
             "broker send failed; retrying",
             extra={"events": len(retry), "attempt": attempt + 1, "error": reason},

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
+from headwater.shared.bus.codec import Header
+
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
@@ -31,11 +33,11 @@ def inject_trace_headers(context: Context | None = None) -> list[tuple[str, byte
     return [(name, carrier[name].encode("ascii")) for name in TRACE_HEADERS if carrier.get(name)]
 
 
-def extract_trace_context(headers: Iterable[tuple[str, bytes]] | None) -> Context:
+def extract_trace_context(headers: Iterable[Header] | None) -> Context:
     """The trace context a record carries, to parent a consumer span on.
 
-    Unknown headers and undecodable values are ignored: a bad header never
-    stops a consumer.
+    Unknown headers, headers without a value and undecodable values are
+    ignored: a bad header never stops a consumer.
     """
     carrier: dict[str, str] = {}
     for name, value in headers or ():

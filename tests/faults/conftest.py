@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from headwater.services.gateway.server import GatewayServer
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import GatewayAt, ServiceProcess, Spawn
 from tests.integration.gateway.conftest import (  # noqa: F401  (fixtures, by name)
     deployed,
     gateway,
-    gateway_settings,
     start_gateway,
+    started_gateways,
     stub,
 )
 
@@ -46,15 +45,5 @@ async def gateway_at(kafka_settings: KafkaSettings) -> AsyncIterator[GatewayAt]:
 
     ``kafka=`` replaces the test's KafkaSettings; other keywords override GatewaySettings.
     """
-    started: list[GatewayServer] = []
-
-    async def start(registry_target: str, **overrides) -> GatewayServer:
-        kafka = overrides.pop("kafka", kafka_settings)
-        server = GatewayServer(gateway_settings(registry_target, kafka, **overrides))
-        started.append(server)
-        await server.start()
-        return server
-
-    yield start
-    for server in started:
-        await server.stop(grace_s=2)
+    async with started_gateways(kafka_settings) as start:
+        yield start

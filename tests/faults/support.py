@@ -22,15 +22,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from headwater.cli.localstack.ports import die_with_parent_hook
 from headwater.services.gateway.server import GatewayServer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually
+from tests.fixtures import assigned_consumer, eventually, prometheus_samples
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -200,11 +199,7 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     """The Prometheus samples at ``127.0.0.1:port/metrics``: (name, sorted labels) -> value."""
     status, text = await http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200, text[:500]
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return prometheus_samples(text)
 
 
 async def read_to_end(kafka: KafkaSettings, topic: Topic) -> list[ConsumerRecord]:
@@ -213,20 +208,8 @@ async def read_to_end(kafka: KafkaSettings, topic: Topic) -> list[ConsumerRecord
     Group-less (no join); call once the writers are done, so losses and
     duplicates both show.
     """
-    name = kafka.topic(topic.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-    await consumer.start()
     records: list[ConsumerRecord] = []
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name))]
-        consumer.assign(partitions)
+    async with assigned_consumer(kafka, topic, fresh_metadata=True) as (consumer, partitions):
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + 20
@@ -238,9 +221,7 @@ async def read_to_end(kafka: KafkaSettings, topic: Topic) -> list[ConsumerRecord
             for part in batch.values():
                 records.extend(part)
         else:
-            pytest.fail(f"{name} not read to its end offsets {ends} within 20s")
-    finally:
-        await consumer.stop()
+            pytest.fail(f"{kafka.topic(topic.value)} not read to its end offsets {ends} within 20s")
     return records
 
 

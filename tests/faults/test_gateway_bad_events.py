@@ -157,7 +157,7 @@ async def test_malformed_events_are_dead_lettered_and_the_good_ones_after_them_a
     assert response.outputs[0].contents.bool_contents[0] is True
 
     letters = await read_to_end(kafka_settings, Topic.DEAD_LETTER)
-    assert gateway.registry_events.handler.reject.count == len(bad)  # type: ignore[attr-defined]
+    assert gateway.registry_events.handler.policy.rejected == len(bad)  # type: ignore[attr-defined]
     assert len(letters) == len(bad)
     by_source: dict[str, list[ConsumerRecord]] = defaultdict(list)
     for letter in letters:
@@ -184,7 +184,7 @@ async def test_the_gateway_answers_while_garbage_floods_its_consumers(
     kafka_settings: KafkaSettings,
 ) -> None:
     flood = 300
-    reject = gateway.registry_events.handler.reject  # type: ignore[attr-defined]
+    policy = gateway.registry_events.handler.policy  # type: ignore[attr-defined]
     done = asyncio.Event()
 
     async def keep_asking() -> int:
@@ -205,14 +205,14 @@ async def test_the_gateway_answers_while_garbage_floods_its_consumers(
         await producer.flush(timeout_s=15)
 
         async def all_dead_lettered() -> bool:
-            return reject.count >= flood or asking.done()
+            return policy.rejected >= flood or asking.done()
 
         await eventually(all_dead_lettered, timeout_s=30, what=f"{flood} records dead-lettered")
     finally:
         done.set()
         answered = await asking  # raises if any answer failed
         await producer.stop(grace_s=2)
-    assert reject.count == flood
+    assert policy.rejected == flood
     assert answered > 0
     letters = await read_to_end(kafka_settings, Topic.DEAD_LETTER)
     assert len(letters) == flood

@@ -35,7 +35,7 @@ async def test_sigterm_flushes_buffered_prediction_events_and_exits_0_within_the
             **kafka_env(kafka_settings, request_timeout_ms=1_000),
             "HEADWATER_GATEWAY_PORT": str(port),
             "HEADWATER_GATEWAY_METRICS_PORT": str(metrics_port),
-            "HEADWATER_GATEWAY_REGISTRY_TARGET": registry.target,
+            "HEADWATER_REGISTRY_TARGET": registry.target,
             "HEADWATER_GATEWAY_GATEWAY_ID": gateway_id,
             "HEADWATER_GATEWAY_SHUTDOWN_GRACE_S": str(GRACE_S),
         },
@@ -94,7 +94,7 @@ async def test_sigterm_while_the_registry_is_unreachable_at_start_exits_within_t
             **kafka_env(kafka_settings),
             "HEADWATER_GATEWAY_PORT": str(port),
             "HEADWATER_GATEWAY_METRICS_PORT": "0",
-            "HEADWATER_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{free_port()}",  # nobody there
+            "HEADWATER_REGISTRY_TARGET": f"127.0.0.1:{free_port()}",  # nobody there
             "HEADWATER_GATEWAY_SHUTDOWN_GRACE_S": "3",
         },
     )

@@ -47,7 +47,7 @@ class Trainer:
         self.spawn = spawn
         self.env = {
             **kafka_env(kafka),
-            "HEADWATER_TRAINER_REGISTRY_TARGET": registry_target,
+            "HEADWATER_REGISTRY_TARGET": registry_target,
             "HEADWATER_TRAINER_APP_ID": unique_name("trainer"),
             "HEADWATER_TRAINER_SESSION_TIMEOUT_S": "2",
             "HEADWATER_TRAINER_REGISTRY_RETRY_S": "0.2",

@@ -42,3 +42,14 @@ def test_prometheus_scrapes_every_service() -> None:
     config = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert jobs == {f"headwater-{name}" for name in SERVICES}
+
+
+def test_every_service_finds_the_registry_by_one_variable() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("gateway", "trainer"):
+        assert compose["services"][name]["environment"]["HEADWATER_REGISTRY_TARGET"] == (
+            "registry:50051")
+    config = {doc["kind"]: doc for doc in _documents(ROOT / "infra" / "k8s" / "config.yaml")}
+    assert config["ConfigMap"]["data"]["HEADWATER_REGISTRY_TARGET"] == "headwater-registry:50051"
+    for path in [ROOT / "docker-compose.yml", *(ROOT / "infra" / "k8s").glob("*.yaml")]:
+        assert "_REGISTRY_TARGET" not in path.read_text().replace("HEADWATER_REGISTRY_TARGET", "")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from headwater.shared.settings import ArtifactSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings, env_variable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,19 @@ def test_every_field_is_documented() -> None:
         undocumented = [f for f, info in cls.model_fields.items() if not info.description
                         and f not in ("kafka", "telemetry", "artifacts", "database")]
         assert undocumented == [], f"{name}: {undocumented}"
+
+
+def test_no_two_settings_classes_read_one_variable() -> None:
+    # The registry client's HEADWATER_REGISTRY_TARGET shares the registry server's prefix.
+    generator = _generator()
+    readers: dict[str, str] = {}
+    for _, module, name in generator.SETTINGS:
+        cls = generator._load(module, name)
+        for field in generator.own_fields(cls):
+            variable = env_variable(cls, field)
+            assert variable not in readers, f"{variable}: read by {readers[variable]} and {name}"
+            readers[variable] = name
+    assert readers["HEADWATER_REGISTRY_TARGET"] == "RegistryClientSettings"
 
 
 def test_environment_overrides_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -14,7 +16,7 @@ from headwater.services.registry.server import RegistryServer
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import ArtifactSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings, RegistryClientSettings
 from tests.fixtures import unique_name
 
 SPEC = '{"component": "linear_model.LogisticRegression"}'
@@ -27,7 +29,7 @@ def gateway_settings(registry_target: str, kafka: KafkaSettings, **overrides) ->
     values = {
         "port": 0,
         "metrics_port": 0,
-        "registry_target": registry_target,
+        "registry": RegistryClientSettings(target=registry_target),
         "gateway_id": unique_name("gw"),
         "max_batch_rows": 8,
         "startup_timeout_s": 30,
@@ -70,23 +72,35 @@ async def deployed(client: RegistryClient) -> registry_pb2.Model:
 GatewayFactory = Callable[..., Awaitable[GatewayServer]]
 
 
+@asynccontextmanager
+async def started_gateways(kafka: KafkaSettings) -> AsyncIterator[GatewayFactory]:
+    """``await start(registry_target, **overrides)`` starts a gateway; all stopped on exit.
+
+    ``kafka=`` replaces ``kafka``; other keywords override :func:`gateway_settings`.
+    """
+    started: list[GatewayServer] = []
+
+    async def start(registry_target: str, **overrides) -> GatewayServer:
+        settings = gateway_settings(registry_target, overrides.pop("kafka", kafka), **overrides)
+        server = GatewayServer(settings)
+        started.append(server)
+        await server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            await server.stop(grace_s=2)
+
+
 @pytest.fixture
 async def start_gateway(
     registry: RegistryServer, kafka_settings: KafkaSettings
 ) -> AsyncIterator[GatewayFactory]:
     """Start gateways against the test registry; all stopped after the test."""
-    started: list[GatewayServer] = []
-
-    async def start(**overrides) -> GatewayServer:
-        target = overrides.pop("registry_target", registry.target)
-        server = GatewayServer(gateway_settings(target, kafka_settings, **overrides))
-        started.append(server)
-        await server.start()
-        return server
-
-    yield start
-    for server in started:
-        await server.stop(grace_s=2)
+    async with started_gateways(kafka_settings) as start:
+        yield functools.partial(start, registry.target)
 
 
 @pytest.fixture

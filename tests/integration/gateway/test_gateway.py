@@ -19,7 +19,7 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.features import features_from_proto
 from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import KafkaSettings
+from headwater.shared.settings import KafkaSettings, RegistryClientSettings
 from tests.fixtures import eventually, free_port, read_records
 from tests.integration.gateway.conftest import (
     CODEC,
@@ -423,9 +423,8 @@ async def test_keeps_serving_while_the_registry_is_down(
 
 
 async def test_not_serving_until_the_registry_answers(start_gateway) -> None:
-    gateway = await start_gateway(
-        registry_target=f"127.0.0.1:{free_port()}", startup_timeout_s=1, registry_deadline_s=0.5
-    )
+    nobody = RegistryClientSettings(target=f"127.0.0.1:{free_port()}", deadline_s=0.5)
+    gateway = await start_gateway(registry=nobody, startup_timeout_s=1)
     assert not gateway.ready.is_set()
     async with grpc.aio.insecure_channel(gateway.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
 from headwater.cli.localstack import TansuBroker, wait_until
 from headwater.cli.localstack.broker import kafka_metadata_ok
 from headwater.cli.localstack.ports import pid_alive
+from tests.integration.localstack.conftest import assert_dies_with_parent
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +53,7 @@ def test_paused_broker_still_stops() -> None:
 
 
 def test_broker_dies_with_its_parent() -> None:
-    script = textwrap.dedent(
-        """
+    script = """
         import sys, time
         from headwater.cli.localstack import TansuBroker
         broker = TansuBroker()
@@ -67,19 +61,4 @@ def test_broker_dies_with_its_parent() -> None:
         print(broker.pid, flush=True)
         time.sleep(60)
         """
-    )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    broker_pid = None
-    try:
-        assert parent.stdout is not None
-        broker_pid = int(parent.stdout.readline())
-        assert pid_alive(broker_pid)
-        parent.kill()  # SIGKILL: the parent gets no chance to clean up
-        parent.wait(timeout=5)
-        assert wait_until(lambda: not pid_alive(broker_pid), 5.0)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(timeout=5)
-        if broker_pid is not None and pid_alive(broker_pid):
-            os.kill(broker_pid, signal.SIGKILL)
+    assert_dies_with_parent(script, timeout_s=5.0)

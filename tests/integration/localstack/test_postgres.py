@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from headwater.cli.localstack import EmbeddedPostgres, wait_until
+from headwater.cli.localstack import EmbeddedPostgres
 from headwater.cli.localstack.ports import pid_alive
 from headwater.shared.errors import InvalidInput
+from tests.integration.localstack.conftest import assert_dies_with_parent
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +94,7 @@ async def test_child_mode_serves_and_leaves_the_data_to_a_detached_restart() -> 
 
 def test_child_mode_server_dies_with_its_parent() -> None:
     root = Path(tempfile.mkdtemp(prefix="hw-pg-test-"))
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import time
         from pathlib import Path
         from headwater.cli.localstack import EmbeddedPostgres, wait_until
@@ -108,22 +103,9 @@ def test_child_mode_server_dies_with_its_parent() -> None:
         print(pg.pid, flush=True)
         time.sleep(60)
         """
-    )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    postmaster = None
     try:
-        assert parent.stdout is not None
-        postmaster = int(parent.stdout.readline())
-        assert pid_alive(postmaster)
-        parent.kill()
-        parent.wait(timeout=5)
-        assert wait_until(lambda: not pid_alive(postmaster), 10.0)
+        assert_dies_with_parent(script, timeout_s=10.0)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(timeout=5)
-        if postmaster is not None and pid_alive(postmaster):
-            os.kill(postmaster, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
 
 

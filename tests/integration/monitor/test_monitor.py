@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from headwater.services.monitor.server import MonitorServer
 from headwater.services.monitor.settings import MonitorSettings
@@ -28,7 +27,7 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, read_records, unique_name
+from tests.fixtures import eventually, prometheus_samples, read_records, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -118,14 +117,6 @@ def by_version(model_json: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {v["version"]: v for v in model_json["versions"]}
 
 
-def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return found
-
-
 async def test_counts_quality_and_metrics_match_what_was_sent(
     monitor: MonitorServer, client: Client, kafka_settings: KafkaSettings
 ) -> None:
@@ -173,7 +164,7 @@ async def test_counts_quality_and_metrics_match_what_was_sent(
 
     status, text = await client.get("/metrics")
     assert status == 200
-    got = metric_samples(text)
+    got = prometheus_samples(text)
     v1 = (("model", "churn"), ("version", "1"))
     assert got[("headwater_monitor_requests_total", v1)] == 30
     assert got[("headwater_monitor_labelled_total", v1)] == 20

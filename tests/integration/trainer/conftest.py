@@ -16,7 +16,7 @@ from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.registry_client import RegistryClient
-from headwater.shared.settings import ArtifactSettings, KafkaSettings
+from headwater.shared.settings import ArtifactSettings, KafkaSettings, RegistryClientSettings
 from tests.fixtures import unique_name
 
 SPEC = (
@@ -31,7 +31,7 @@ CODEC = ArtifactCodec.from_settings(ArtifactSettings())
 def trainer_settings(kafka: KafkaSettings, registry_target: str, **overrides) -> TrainerSettings:
     values = {
         "kafka": kafka,
-        "registry_target": registry_target,
+        "registry": RegistryClientSettings(target=registry_target),
         "app_id": unique_name("trainer"),
         "port": 0,
         "session_timeout_s": 2.0,

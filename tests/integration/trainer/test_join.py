@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from headwater.services.trainer.join.streams import JoinStreams
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.streams import JoinStreams
 from headwater.shared.bus.codec import (
     decode_event,
     encode_event,

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from headwater.services.trainer.learner import Example, Learner, Position
+from headwater.services.trainer.learn.learner import Example, Learner, Position
 from headwater.services.trainer.server import TrainerServer
 from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.dead_letter import REASON_HEADER
@@ -199,7 +199,7 @@ async def test_deploying_another_version_restarts_the_learner_from_it(
     pool = trainer.pool
 
     async def noted() -> bool:
-        active = pool.learners.get(MODEL)
+        active = pool.find(MODEL)
         applied = active is None or active.learner.base_version == fresh.version
         return pool.deployment_pending(MODEL) or applied
 
@@ -230,7 +230,7 @@ async def test_a_restarted_trainer_resumes_from_its_saved_state_and_offsets(
     assert span.last_offset - span.first_offset + 1 == 65  # every record consumed once
     assert answers(state_of(update)) == answers((await reference(client, 1, stream(0, 60))).model)
     assert second.pool is not None
-    assert second.pool.learners[MODEL].learner.progress().duplicates == 5
+    assert second.pool.find(MODEL).learner.progress().duplicates == 5
 
 
 async def test_a_restarted_trainer_dead_letters_forged_updates_and_resumes_from_the_genuine(

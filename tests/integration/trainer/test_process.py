@@ -80,7 +80,7 @@ def trainer_env(kafka: KafkaSettings, registry: RegistryServer, app_id: str, **e
         "HEADWATER_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "HEADWATER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "HEADWATER_KAFKA_PARTITIONS": str(kafka.partitions),
-        "HEADWATER_TRAINER_REGISTRY_TARGET": registry.target,
+        "HEADWATER_REGISTRY_TARGET": registry.target,
         "HEADWATER_TRAINER_APP_ID": app_id,
         "HEADWATER_TRAINER_PORT": str(free_port()),
         "HEADWATER_TRAINER_SESSION_TIMEOUT_S": "2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.updates import UpdateIndex
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.errors import Unavailable
 from headwater.shared.settings import KafkaSettings

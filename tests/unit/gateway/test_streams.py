@@ -8,10 +8,11 @@ from river import linear_model
 
 from headwater.services.gateway.live_updates import LiveUpdater, UpdatePlan
 from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion
-from headwater.services.gateway.streams import ModelUpdateHandler, Rejecter
+from headwater.services.gateway.streams import ModelUpdateHandler
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.dead_letter import REASON_HEADER, TRUNCATED_HEADER
 from headwater.shared.bus.producer import OutgoingRecord
+from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.pb import events_pb2, registry_pb2
 from tests.signed_updates import forgeries, signed_update
@@ -67,13 +68,13 @@ def cache_serving_version_1() -> ModelCache:
 
 async def test_an_oversize_bad_update_is_dead_lettered_truncated_and_the_batch_goes_on() -> None:
     producer = FlakyProducer(outages=2)
-    reject = Rejecter(producer, stopping=lambda: False)  # type: ignore[arg-type]
+    policy = RecordPolicy(producer, "gateway", stopping=lambda: False)  # type: ignore[arg-type]
     cache = cache_serving_version_1()
-    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), reject)
+    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), policy)
     oversize = events_pb2.ModelUpdate(model="m", base_version=1, sequence=3, state=b"s" * 300_000)
     await handler([record(oversize.SerializeToString(), 0), record(good_update(4), 1)])
     assert cache.get("m").versions[1].live_sequence == 4  # offered although the bad one came first
-    assert (reject.count, reject.failed, len(producer.sent)) == (1, 0, 1)
+    assert (policy.rejected, policy.failed, len(producer.sent)) == (1, 0, 1)
     sent = producer.sent[0]
     headers = dict(sent.headers)
     assert headers[TRUNCATED_HEADER] == str(oversize.ByteSize()).encode()
@@ -89,28 +90,28 @@ async def test_a_record_that_cannot_be_dead_lettered_never_aborts_its_batch() ->
         nonlocal stopping
         stopping = True
 
-    reject = Rejecter(producer, stopping=lambda: stopping)  # type: ignore[arg-type]
+    policy = RecordPolicy(producer, "gateway", stopping=lambda: stopping)  # type: ignore[arg-type]
     cache = cache_serving_version_1()
-    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), reject)
+    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), policy)
     await stop_soon()  # the gateway is stopping: retrying ends, the record is logged
     await handler([record(b"\xff not protobuf", 0), record(good_update(2), 1)])
-    assert (reject.count, reject.failed) == (1, 1)
+    assert (policy.rejected, policy.failed) == (1, 1)
     assert cache.get("m").versions[1].live_sequence == 2
 
 
 async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one() -> None:
     producer = FlakyProducer()
-    reject = Rejecter(producer, stopping=lambda: False)  # type: ignore[arg-type]
+    policy = RecordPolicy(producer, "gateway")  # type: ignore[arg-type]
     cache = cache_serving_version_1()
     updater = LiveUpdater(cache, CODEC)
-    handler = ModelUpdateHandler(updater, reject)
+    handler = ModelUpdateHandler(updater, policy)
     genuine = signed_update(CODEC, linear_model.LogisticRegression(), sequence=2)
     forged = forgeries(genuine, other_model="n")
     batch = [record(f.SerializeToString(), i) for i, (_, f) in enumerate(forged)]
     await handler([*batch, record(genuine.SerializeToString(), len(batch))])
     assert cache.get("m").versions[1].live_sequence == 2  # not 1002, and not hidden by it
     assert cache.pending("n") is None
-    assert (reject.count, updater.counts[UpdatePlan.REFUSED]) == (3, 3)
+    assert (policy.rejected, updater.counts[UpdatePlan.REFUSED]) == (3, 3)
     assert [sent.value for sent in producer.sent] == [r.value for r in batch]
     reasons = [dict(sent.headers)[REASON_HEADER].decode() for sent in producer.sent]
     assert reasons == [
@@ -125,9 +126,9 @@ async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one()
 
 async def test_an_update_of_an_older_trainer_is_dead_lettered_with_the_reason() -> None:
     producer = FlakyProducer()
-    reject = Rejecter(producer, stopping=lambda: False)  # type: ignore[arg-type]
+    policy = RecordPolicy(producer, "gateway")  # type: ignore[arg-type]
     cache = cache_serving_version_1()
-    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), reject)
+    handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), policy)
     artifact = CODEC.encode(linear_model.LogisticRegression())
     old = events_pb2.ModelUpdate(  # the state signed alone, progress in a header
         model="m", base_version=1, sequence=3, state=artifact.content,

@@ -15,8 +15,9 @@ from headwater.services.monitor.domain import (
     Severity,
     Task,
 )
-from headwater.services.monitor.metrics import LatencyHistogram, RollingQuality
+from headwater.services.monitor.statistics import LatencyHistogram
 from headwater.shared.errors import InvalidInput
+from headwater.shared.quality import RollingQuality
 
 
 def classified(model: str, version: int, label: object, prediction: object) -> ExampleObserved:
@@ -150,7 +151,7 @@ def test_a_version_keeps_its_task() -> None:
 
 def test_rolling_quality_refuses_an_empty_window() -> None:
     with pytest.raises(InvalidInput):
-        RollingQuality(Task.CLASSIFICATION, window_size=0)
+        RollingQuality(Task.CLASSIFICATION.quality_metric, window_size=0)
 
 
 def test_oldest_version_is_forgotten_beyond_the_limit() -> None:
@@ -227,7 +228,7 @@ def test_regression_drift_alert_on_absolute_error() -> None:
 
 def test_a_rejected_example_creates_no_version() -> None:
     from headwater.services.monitor.domain import ExampleObserved, MonitorConfig, MonitorState
-    from headwater.services.monitor.metrics import Task
+    from headwater.services.monitor.statistics import Task
     from headwater.shared.errors import InvalidInput
 
     state = MonitorState(MonitorConfig())

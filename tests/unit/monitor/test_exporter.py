@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from headwater.services.monitor.convert import model_to_json, snapshot_to_json
 from headwater.services.monitor.domain import (
@@ -15,6 +14,7 @@ from headwater.services.monitor.domain import (
 )
 from headwater.services.monitor.exporter import monitor_registry, render_metrics
 from headwater.shared.errors import ModelNotFound
+from tests.fixtures import prometheus_samples
 
 
 def sample_state() -> MonitorState:
@@ -31,17 +31,9 @@ def sample_state() -> MonitorState:
     return state
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return found
-
-
 def test_exposition_has_every_metric() -> None:
     text = render_metrics(monitor_registry(sample_state().snapshot)).decode()
-    got = samples(text)
+    got = prometheus_samples(text)
     churn = (("model", "churn"), ("version", "2"))
     price = (("model", "price"), ("version", "1"))
     assert got[("headwater_monitor_requests_total", churn)] == 4

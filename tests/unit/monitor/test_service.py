@@ -8,11 +8,12 @@ import pytest
 from google.protobuf.message import Message
 
 from headwater.services.monitor.domain import MonitorConfig, MonitorState
-from headwater.services.monitor.service import IncomingRecord, MonitorService
+from headwater.services.monitor.service import MonitorService
 from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.producer import OutgoingRecord
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
 from headwater.shared.features import target_to_proto
@@ -59,8 +60,8 @@ def labelled(model: str, version: int, label: object, predicted: object) -> byte
     return encode_event(event)
 
 
-def record(topic: str, value: bytes, headers: tuple[tuple[str, bytes], ...] = ()) -> IncomingRecord:
-    return IncomingRecord(topic=topic, key=b"k", value=value, headers=headers)
+def record(topic: str, value: bytes, headers: tuple[tuple[str, bytes], ...] = ()) -> ConsumedRecord:
+    return ConsumedRecord(topic, 0, 0, b"k", value, headers)
 
 
 async def test_predictions_in_protobuf_and_json_are_counted() -> None:
@@ -138,3 +139,15 @@ def test_settings_read_their_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     config = MonitorSettings().monitor_config()
     assert (config.window_size, config.alert_cooldown_s) == (25, 5.0)
     assert config.latency_buckets_ms == (1.0, 10.0)
+
+
+async def test_a_record_with_unreadable_headers_is_dead_lettered_and_counted() -> None:
+    producer = FakeProducer()
+    service = make(producer)
+    event = events_pb2.PredictionEvent(model="m", version=1, latency_ms=1.0)
+    broken = ConsumedRecord("x.predictions", 0, 0, b"k", encode_event(event), (("a", "text"),))  # type: ignore[arg-type]
+    await service.handle_prediction(broken)
+    [letter] = producer.dead_letters
+    assert dict(letter.headers)[REASON_HEADER].startswith(b"unreadable record headers: TypeError")
+    assert service.snapshot().rejected == {"predictions": 1}
+    assert service.snapshot().version("m", 1) is None

@@ -239,3 +239,24 @@ def test_every_allowed_component_round_trips(
         model.learn_one(x, y)
         loaded.learn_one(x, y)
     assert loaded.predict_one(data[0][0]) == model.predict_one(data[0][0])
+
+
+def test_headwater_components_pickle_under_the_package_path(codec: ArtifactCodec) -> None:
+    # Artifacts stored before shared/specs.py became a package name this module path.
+    import pickletools
+
+    from headwater.shared.specs import HEADWATER_COMPONENTS
+
+    spec = (
+        '{"pipeline": [{"component": "compose.Select", "params": {"keys": ["a"]}}, '
+        '{"component": "preprocessing.StatImputer"}, '
+        '{"component": "linear_model.LinearRegression"}]}'
+    )
+    artifact = codec.encode(build_model(spec))
+    modules = {
+        arg for op, arg, _ in pickletools.genops(artifact.content) if op.name == "SHORT_BINUNICODE"
+    }
+    assert "headwater.shared.specs" in modules
+    assert not any(str(m).startswith("headwater.shared.specs.") for m in modules)
+    loaded = codec.load(artifact)
+    assert {type(step) for step in loaded.steps.values()} >= set(HEADWATER_COMPONENTS)

@@ -6,8 +6,8 @@ the slots in any ``MutableMapping`` (a dict in tests, a changelog-backed Faust
 table in the trainer) and passes the current processing time in, so the state
 machine is deterministic.
 
-The state machine only reads the slots: each :class:`Outcome` carries the slot
-to write, and the caller writes it (:meth:`Outcome.store`) once it has acted on
+The state machine only reads the slots: each :class:`JoinOutcome` carries the slot
+to write, and the caller writes it (:meth:`JoinOutcome.store`) once it has acted on
 the outcome. A joined pair is emitted first and marked ``JOINED`` after, so a
 failed emit leaves the waiting side in place and a redelivery joins again (the
 example id makes a second emit a duplicate downstream) instead of finding the
@@ -24,22 +24,22 @@ Every slot lives ``ttl_s`` seconds from the moment it was written:
   sweep ran); :func:`expired` lists the slots a periodic sweep should delete.
 
 The waiting side's W3C trace headers (``traceparent``, ``tracestate``) are kept
-in its slot, so a joined :class:`Outcome` carries the trace of both sides.
+in its slot, so a joined :class:`JoinOutcome` carries the trace of both sides.
 
 >>> join = Join(ttl_s=60.0)
 >>> slots: dict[str, Slot] = {}
 >>> waiting = join.on_prediction(slots, "p1", b"prediction", now=0.0, partition=0)
 >>> waiting.kind
-<OutcomeKind.WAITING: 'waiting'>
+<JoinOutcomeKind.WAITING: 'waiting'>
 >>> waiting.store(slots, "p1")
 >>> outcome = join.on_feedback(slots, "p1", b"label", now=5.0, partition=0)
 >>> outcome.kind, outcome.prediction, outcome.feedback
-(<OutcomeKind.JOINED: 'joined'>, b'prediction', b'label')
+(<JoinOutcomeKind.JOINED: 'joined'>, b'prediction', b'label')
 >>> slots["p1"].state  # not written yet: emit the example, then store
 <SlotState.AWAITING_FEEDBACK: 1>
 >>> outcome.store(slots, "p1")
 >>> join.on_feedback(slots, "p1", b"label", now=6.0, partition=0).kind
-<OutcomeKind.DUPLICATE: 'duplicate'>
+<JoinOutcomeKind.DUPLICATE: 'duplicate'>
 >>> sorted(expired(slots, now=100.0))
 ['p1']
 """
@@ -89,7 +89,7 @@ class Slot:
         return now >= self.expires_at
 
 
-class OutcomeKind(StrEnum):
+class JoinOutcomeKind(StrEnum):
     """What an arriving event did to the join."""
 
     WAITING = "waiting"
@@ -98,7 +98,7 @@ class OutcomeKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class JoinOutcome:
     """The result of one arriving event; ``prediction``/``feedback`` are set when joined.
 
     Attributes:
@@ -112,7 +112,7 @@ class Outcome:
 
     """
 
-    kind: OutcomeKind
+    kind: JoinOutcomeKind
     prediction: bytes = b""
     feedback: bytes = b""
     replaced_expired: SlotState | None = None
@@ -151,20 +151,20 @@ class Join:
         now: float,
         partition: int,
         trace: TraceHeaders = (),
-    ) -> Outcome:
+    ) -> JoinOutcome:
         """A prediction arrived: wait for its feedback, or join with feedback already there.
 
         >>> join, slots = Join(ttl_s=10.0), {}
         >>> first = join.on_feedback(slots, "p", b"f", now=0.0, partition=1)
         >>> first.kind
-        <OutcomeKind.WAITING: 'waiting'>
+        <JoinOutcomeKind.WAITING: 'waiting'>
         >>> first.store(slots, "p")
         >>> joined = join.on_prediction(slots, "p", b"x", now=9.0, partition=1)
         >>> joined.kind
-        <OutcomeKind.JOINED: 'joined'>
+        <JoinOutcomeKind.JOINED: 'joined'>
         >>> joined.store(slots, "p")
         >>> join.on_prediction(slots, "p", b"x", now=9.5, partition=1).kind
-        <OutcomeKind.DUPLICATE: 'duplicate'>
+        <JoinOutcomeKind.DUPLICATE: 'duplicate'>
         """
         return self._arrive(
             slots,
@@ -186,7 +186,7 @@ class Join:
         now: float,
         partition: int,
         trace: TraceHeaders = (),
-    ) -> Outcome:
+    ) -> JoinOutcome:
         """Feedback arrived: join with its waiting prediction, or wait up to the TTL for it.
 
         Feedback for a prediction whose slot expired starts waiting afresh:
@@ -195,7 +195,7 @@ class Join:
         >>> join.on_prediction(slots, "p", b"x", now=0.0, partition=0).store(slots, "p")
         >>> late = join.on_feedback(slots, "p", b"f", now=10.0, partition=0)
         >>> late.kind, late.replaced_expired
-        (<OutcomeKind.WAITING: 'waiting'>, <SlotState.AWAITING_FEEDBACK: 1>)
+        (<JoinOutcomeKind.WAITING: 'waiting'>, <SlotState.AWAITING_FEEDBACK: 1>)
         >>> late.store(slots, "p")
         >>> slots["p"].state
         <SlotState.AWAITING_PREDICTION: 2>
@@ -222,24 +222,24 @@ class Join:
         trace: TraceHeaders,
         waiting_for_me: SlotState,
         waiting_for_other: SlotState,
-    ) -> Outcome:
+    ) -> JoinOutcome:
         slot = slots.get(key)
         replaced = None
         if slot is not None and slot.is_expired(now):
             replaced, slot = slot.state, None
         if slot is None:
             waiting = Slot(waiting_for_other, now + self.ttl_s, partition, payload, trace)
-            return Outcome(OutcomeKind.WAITING, replaced_expired=replaced, slot=waiting)
+            return JoinOutcome(JoinOutcomeKind.WAITING, replaced_expired=replaced, slot=waiting)
         if slot.state is not waiting_for_me:
             # The same side again (a redelivery), or the pair is already joined.
-            return Outcome(OutcomeKind.DUPLICATE)
+            return JoinOutcome(JoinOutcomeKind.DUPLICATE)
         joined = Slot(SlotState.JOINED, now + self.ttl_s, partition)
         mine, theirs = (payload, trace), (slot.payload, slot.trace)
         prediction, feedback = (
             (theirs, mine) if waiting_for_me is SlotState.AWAITING_FEEDBACK else (mine, theirs)
         )
-        return Outcome(
-            OutcomeKind.JOINED,
+        return JoinOutcome(
+            JoinOutcomeKind.JOINED,
             prediction[0],
             feedback[0],
             slot=joined,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from headwater.services.trainer.join import Join, Slot, TraceHeaders, decode_slot, encode_slot
-from headwater.services.trainer.joining import Emit, IncomingRecord, JoinService, Reject
+from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.slots import Join, Slot, TraceHeaders, decode_slot, encode_slot
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.dead_letter import dead_letter
@@ -110,12 +109,8 @@ def build_app(
     examples = app.topic(
         topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
     )
-
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        await dead_letter(producer, record.key, record.value, reason, record.topic, record.headers)
-
-    service = JoinService(Join(settings.join_ttl_s), slots, _emitter(examples), reject, time.time)
-    _add_agents(app, settings, service, reject)
+    service = JoinService(Join(settings.join_ttl_s), slots, BrokerOutlet(examples, producer))
+    _add_agents(app, settings, service)
 
     @app.timer(settings.join_sweep_interval_s)
     async def sweep() -> None:
@@ -150,38 +145,58 @@ def _faust_app(settings: TrainerSettings, partitions: int, data_dir: Path) -> fa
     )
 
 
-def _add_agents(
-    app: faust.App, settings: TrainerSettings, service: JoinService, reject: Reject
-) -> None:
+def _add_agents(app: faust.App, settings: TrainerSettings, service: JoinService) -> None:
     """One agent on ``predictions`` and one on ``feedback``, handing records to ``service``."""
-    handlers = {Topic.PREDICTIONS: service.on_prediction, Topic.FEEDBACK: service.on_feedback}
+    handlers = {
+        Topic.PREDICTIONS: service.handle_prediction,
+        Topic.FEEDBACK: service.handle_feedback,
+    }
     for topic, handle in handlers.items():
         channel = app.topic(
             topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"
         )
-        agent = _consume(handle, reject)
+        agent = _consume(handle, service.outlet.reject)
         app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(agent)
 
 
-def _emitter(examples: Any) -> Emit:
-    """Sends examples to the ``examples`` topic; a broker that cannot take one is Unavailable.
+class BrokerOutlet:
+    """The join's outlet on the broker: examples to ``examples``, dead letters to ``dead-letter``.
 
-    Unavailable makes the agent retry the record (nothing was written to the
-    join table); a second emit of the same pair is a duplicate downstream. The
-    example carries the trace context of ``trace`` (a valid ``traceparent``
-    and its ``tracestate``), none when there is none.
+    Args:
+        examples: The Faust topic ``examples``.
+        producer: Writes dead letters.
+
     """
 
-    async def emit(example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
+    def __init__(self, examples: Any, producer: EventProducer) -> None:
+        self._examples = examples
+        self._producer = producer
+
+    async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
+        """Send an example, keyed by its model, continuing the trace of ``trace``.
+
+        The example carries the trace context of ``trace`` (a valid
+        ``traceparent`` and its ``tracestate``), none when there is none.
+
+        Raises:
+            Unavailable: The broker cannot take it. The agent then retries the
+                record (nothing was written to the join table); a second emit of
+                the same pair is a duplicate downstream.
+
+        """
         headers = [protobuf_header(), *inject_trace_headers(extract_trace_context(trace))]
         try:
-            await examples.send(
+            await self._examples.send(
                 key=example.model.encode(), value=encode_event(example), headers=headers
             )
         except (KafkaError, ProducerSendError) as err:
             raise Unavailable(f"example {example.example_id!r} not sent: {err!r}") from err
 
-    return emit
+    async def reject(self, record: IncomingRecord, reason: str) -> None:
+        """Dead-letter a record with the reason (its key, value and headers unchanged)."""
+        await dead_letter(
+            self._producer, record.key, record.value, reason, record.topic, record.headers
+        )
 
 
 def _consume(handle: Any, reject: Any) -> Any:

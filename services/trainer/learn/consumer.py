@@ -17,9 +17,10 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from headwater.services.trainer.learners import TP, ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.active import TP
+from headwater.services.trainer.learn.pool import ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
 from headwater.shared.bus.dead_letter import dead_letter

@@ -1,11 +1,16 @@
 """The learners of the models this trainer owns: learn, save, commit, follow deployments.
 
-No Kafka consumer here (see :mod:`headwater.services.trainer.learning`): the
+No Kafka consumer here (see :mod:`headwater.services.trainer.learn.consumer`): the
 pool gets each example record with its position, asks the registry what to
 start from, and tells the consuming loop what to publish and what it may
 commit. One learner per model, owned by the consuming loop's task. Loading a
-learner is :mod:`headwater.services.trainer.loading`'s part, taking its
-checkpoints :mod:`headwater.services.trainer.checkpoints`'s.
+learner is :mod:`headwater.services.trainer.learn.loading`'s part, taking its
+checkpoints :mod:`headwater.services.trainer.learn.checkpoints`'s.
+
+What the pool keeps per learner is an
+:class:`~headwater.services.trainer.learn.active.ActiveLearner`, whose parts
+each have one writer. Every lookup of a learner goes through
+:meth:`LearnerPool.find`.
 
 Saving and committing fit together so that no example is lost or learned
 twice: a learner's state and positions are saved in one ModelUpdate; the
@@ -26,18 +31,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.checkpoints import Checkpointer, stop_checkpoints
-from headwater.services.trainer.convert import example_from_proto, primary_version
-from headwater.services.trainer.learner import Position, StepKind
-from headwater.services.trainer.loading import (
+from headwater.services.trainer.learn.active import TP, ActiveLearner, SaveState
+from headwater.services.trainer.learn.checkpoints import Checkpointer, drain_checkpoints
+from headwater.services.trainer.learn.convert import example_from_proto, primary_version
+from headwater.services.trainer.learn.learner import Position, StepKind
+from headwater.services.trainer.learn.loading import (
     NOT_DEPLOYED_CACHE_SIZE,
-    TP,
-    ActiveLearner,
     LearnerLoader,
     NotLearnable,
 )
+from headwater.services.trainer.learn.updates import UpdateIndex, encode_update
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex, encode_update
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.errors import InvalidInput, ModelNotFound
@@ -47,7 +51,7 @@ from headwater.shared.registry_client import RegistryClient
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
+class ExampleOutcome(StrEnum):
     """What became of one example record."""
 
     LEARNED = "learned"
@@ -69,14 +73,14 @@ class ExampleRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-Reject = Callable[[ExampleRecord, str], Awaitable[None]]
+RejectExample = Callable[[ExampleRecord, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Processed:
     """The outcome of a record, with the reason when it must be dead-lettered."""
 
-    outcome: Outcome
+    outcome: ExampleOutcome
     reason: str = ""
 
 
@@ -105,17 +109,17 @@ class LearnerPool:
         self.registry = registry
         self.codec = codec
         self.index = index
-        self.learners: dict[str, ActiveLearner] = {}
+        self._learners: dict[str, ActiveLearner] = {}
         self._clock = clock
         self._wall = wall
         self._not_deployed = NotLearnable(settings.not_deployed_recheck_s, NOT_DEPLOYED_CACHE_SIZE)
         self._pending: dict[str, registry_pb2.Deployment] = {}
-        self._loader = LearnerLoader(settings, registry, codec, index, clock)
+        self._loader = LearnerLoader(settings, registry, codec, index)
         self._checkpointer = Checkpointer(settings, registry, codec, clock)
 
     # -- examples -------------------------------------------------------------------
 
-    async def process(self, record: ExampleRecord, reject: Reject) -> Processed:
+    async def process(self, record: ExampleRecord, reject: RejectExample) -> Processed:
         """Learn one example record (test, then train) if its model is deployed.
 
         A record that cannot be learned is handed to ``reject`` (with the reason)
@@ -132,31 +136,39 @@ class LearnerPool:
                 raise InvalidInput(f"LabeledExample {message.example_id!r} names no model")
         except InvalidInput as err:
             await reject(record, str(err))
-            return Processed(Outcome.DEAD_LETTER, str(err))
+            return Processed(ExampleOutcome.DEAD_LETTER, str(err))
         active = await self.learner_for(message.model)
         if isinstance(active, str):  # no deployment, unknown model, or one we cannot learn
             await reject(record, active)
-            return self._count(message.model, Processed(Outcome.NOT_DEPLOYED, active))
+            return self._count(message.model, Processed(ExampleOutcome.NOT_DEPLOYED, active))
         at = Position(record.topic, record.partition, record.offset)
         resume_at = active.learner.next_offset(at.topic, at.partition)
         if resume_at is not None and at.offset < resume_at:
-            return self._count(message.model, Processed(Outcome.ALREADY_CONSUMED))
+            return self._count(message.model, Processed(ExampleOutcome.ALREADY_CONSUMED))
         try:
-            example = example_from_proto(message, active.learner.kind, active.schema)
+            example = example_from_proto(message, active.learner.kind, active.loaded.schema)
             step = active.learner.process(example, at)
         except Exception as err:  # bad example or River refusing it: skip, keep learning
             reason = str(err) if isinstance(err, InvalidInput) else f"model cannot learn: {err!r}"
             await reject(record, reason)
             active.learner.skip(at)
-            active.consumed(at)
-            return self._count(message.model, Processed(Outcome.DEAD_LETTER, reason))
+            active.saving.consumed(at)
+            return self._count(message.model, Processed(ExampleOutcome.DEAD_LETTER, reason))
         if step is not StepKind.ALREADY_CONSUMED:
-            active.consumed(at)
-        return self._count(message.model, Processed(Outcome(step.value)))
+            active.saving.consumed(at)
+        return self._count(message.model, Processed(ExampleOutcome(step.value)))
 
     def _count(self, model: str, processed: Processed) -> Processed:
         metrics.EXAMPLES.labels(model=model, outcome=processed.outcome.value).inc()
         return processed
+
+    def find(self, model: str) -> ActiveLearner | None:
+        """The model's learner, None when this trainer has none (the one lookup of a learner)."""
+        return self._learners.get(model)
+
+    def active(self) -> list[tuple[str, ActiveLearner]]:
+        """Every learner of this trainer with its model's name."""
+        return list(self._learners.items())
 
     async def learner_for(self, model: str) -> ActiveLearner | str:
         """The model's learner, loaded from the registry (and its last update) on first use.
@@ -170,7 +182,7 @@ class LearnerPool:
             Unavailable: The registry did not answer.
 
         """
-        active = self.learners.get(model)
+        active = self.find(model)
         if active is not None:
             return active
         remembered = self._not_deployed.get(model, self._clock())
@@ -180,8 +192,13 @@ class LearnerPool:
         if isinstance(loaded, str):
             self._not_deployed.put(model, loaded, self._clock())
             return loaded
-        self.learners[model] = loaded
-        return loaded
+        active = ActiveLearner(
+            loaded,
+            SaveState(sequence=self.index.max_sequence(model)),
+            self._checkpointer.track(loaded.learner),
+        )
+        self._learners[model] = active
+        return active
 
     # -- deployments ------------------------------------------------------------------
 
@@ -199,25 +216,21 @@ class LearnerPool:
         """Follow deployment changes: rebase onto our own checkpoint, or start over."""
         pending, self._pending = self._pending, {}
         for model, deployment in pending.items():
-            active = self.learners.get(model)
+            active = self.find(model)
             if active is None:
                 continue
             version = primary_version(deployment)
             if version == active.learner.base_version:
                 continue
-            mark = active.marks.get(version) if version is not None else None
+            mark = active.checkpoints.marks.get(version) if version is not None else None
             if version is not None and mark is not None:
                 active.learner.rebase(version, mark)
-                active.marks.clear()
-                active.checkpointed_examples = 0
-                active.dirty, active.last_sync = (
-                    True,
-                    float("-inf"),
-                )  # publish under the new base now
+                self._checkpointer.restart_after_rebase(active.checkpoints)
+                active.saving.rebased()
                 log.info("learner rebased", extra={"model": model, "base_version": version})
                 continue
             log.info("learner restarts", extra={"model": model, "base_version": version})
-            del self.learners[model]
+            del self._learners[model]
 
     # -- saving -----------------------------------------------------------------------
 
@@ -227,8 +240,8 @@ class LearnerPool:
         interval_s = self.settings.sync_interval_ms / 1000
         return [
             model
-            for model, active in self.learners.items()
-            if active.dirty and (force or now - active.last_sync >= interval_s)
+            for model, active in self.active()
+            if active.saving.dirty and (force or now - active.saving.last_sync >= interval_s)
         ]
 
     async def build_update(self, model: str) -> events_pb2.ModelUpdate:
@@ -238,10 +251,10 @@ class LearnerPool:
         only while no learner changes (the learning loop holds its lock around
         learning and saving): the snapshot is consistent with ``progress``.
         """
-        active = self.learners[model]
+        active = self._require(model)
         progress = active.learner.progress()
-        sequence = max(active.sequence, self.index.max_sequence(model)) + 1
-        active.sequence = sequence  # reserved even if the send fails: sequences never repeat
+        # reserved even if the send fails: sequences never repeat
+        sequence = active.saving.reserve_sequence(self.index.max_sequence(model))
         artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
         return await asyncio.to_thread(
             encode_update, model, artifact, progress, sequence, self.codec, self._wall()
@@ -249,14 +262,12 @@ class LearnerPool:
 
     def saved(self, model: str, update: events_pb2.ModelUpdate) -> None:
         """The update was acknowledged: the learner's consumption so far is safe."""
-        active = self.learners.get(model)
+        active = self.find(model)
         self.index.record(update)
         metrics.MODEL_UPDATES.labels(model=model).inc()
         if active is None or active.learner.base_version != update.base_version:
             return
-        active.unsaved_from.clear()
-        active.dirty = False
-        active.last_sync = self._clock()
+        active.saving.acknowledged(self._clock())
         self._export(model, active)
 
     def _export(self, model: str, active: ActiveLearner) -> None:
@@ -268,8 +279,8 @@ class LearnerPool:
     def commit_offsets(self, processed: Mapping[TP, int]) -> dict[TP, int]:
         """Per partition, the offset the group may commit: nothing unsaved lies before it."""
         offsets = dict(processed)
-        for active in self.learners.values():
-            for tp, first in active.unsaved_from.items():
+        for _, active in self.active():
+            for tp, first in active.saving.unsaved_from.items():
                 if tp in offsets:
                     offsets[tp] = min(offsets[tp], first)
         return offsets
@@ -277,36 +288,42 @@ class LearnerPool:
     def drop(self, partitions: set[TP]) -> list[str]:
         """Forget the learners that consumed from ``partitions`` (revoked); their names."""
         gone = [
-            model
-            for model, active in self.learners.items()
-            if active.learner.partitions() & partitions
+            model for model, active in self.active() if active.learner.partitions() & partitions
         ]
         for model in gone:
-            del self.learners[model]
+            del self._learners[model]
         return gone
 
     # -- checkpoints ------------------------------------------------------------------
 
     def due_checkpoints(self) -> list[str]:
         """Models whose learner has learned enough, or long enough, for a checkpoint."""
-        return self._checkpointer.due(self.learners)
+        return [
+            model
+            for model, active in self.active()
+            if self._checkpointer.is_due(active.learner, active.checkpoints)
+        ]
 
     def start_checkpoint(self, model: str) -> asyncio.Task[registry_pb2.ModelVersion | None]:
         """Snapshot the learner now and register it as a version in the background.
 
         The task's result is the new version, or None when the registry refused
         or could not be reached (``checkpoint_error`` says why; retried later).
-        Registration is idempotent: see :mod:`headwater.services.trainer.checkpoints`.
+        Registration is idempotent: see :mod:`headwater.services.trainer.learn.checkpoints`.
 
         Raises:
             ModelNotFound: This trainer has no learner for ``model``.
 
         """
-        active = self.learners.get(model)
-        if active is None:
-            raise ModelNotFound(f"this trainer has no learner for model {model!r}")
-        return self._checkpointer.start(model, active)
+        active = self._require(model)
+        return self._checkpointer.take(model, active.loaded, active.checkpoints)
 
     async def stop_checkpoints(self, timeout_s: float) -> None:
         """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
-        await stop_checkpoints(self.learners.values(), timeout_s)
+        await drain_checkpoints((a.checkpoints for _, a in self.active()), timeout_s)
+
+    def _require(self, model: str) -> ActiveLearner:
+        active = self.find(model)
+        if active is None:
+            raise ModelNotFound(f"this trainer has no learner for model {model!r}")
+        return active

@@ -1,7 +1,7 @@
 """One model's online learner: test-then-train in offset order, exactly once per example.
 
 Pure apart from the River model it drives: no I/O, no clock. The runtime
-(:mod:`headwater.services.trainer.learning`) feeds it the examples of one model
+(:mod:`headwater.services.trainer.learn.consumer`) feeds it the examples of one model
 with their ``(topic, partition, offset)`` positions; the learner
 
 * skips a position it has already consumed (at-least-once redelivery after a
@@ -13,7 +13,7 @@ with their ``(topic, partition, offset)`` positions; the learner
   its base version: the lineage that lets anyone rebuild the model by replay.
 
 Its bookkeeping (:class:`Progress`) is saved with its state in a ModelUpdate
-(:mod:`headwater.services.trainer.updates`), so a restarted learner continues
+(:mod:`headwater.services.trainer.learn.updates`), so a restarted learner continues
 where the saved one stopped.
 
 >>> from river import linear_model
@@ -35,11 +35,12 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
 from headwater.shared.errors import InvalidInput
+from headwater.shared.quality import QualityMetric, RollingQuality
 
 Value = float | int | str | bool
 LearnerKind = Literal["classifier", "regressor"]
@@ -134,35 +135,28 @@ def id_digest(example_id: str) -> bytes:
     return hashlib.blake2b(example_id.encode(), digest_size=_ID_DIGEST_BYTES).digest()
 
 
-@dataclass
 class _Score:
-    """Progressive validation: cumulative and rolling, for one kind of task."""
+    """Progressive validation: the cumulative score, and the rolling one the monitor shares."""
 
-    kind: LearnerKind
-    window_size: int
-    scored: int = 0
-    total: float = 0.0
-    window: deque[float] = field(default_factory=deque)
+    def __init__(self, kind: LearnerKind, window_size: int, saved: Progress) -> None:
+        self.name: QualityMetric = "accuracy" if kind == "classifier" else "mae"
+        self.scored = saved.scored
+        self.total = saved.score_total
+        self.rolling = RollingQuality(self.name, window_size, saved.window)
+
+    @property
+    def window(self) -> tuple[float, ...]:
+        return self.rolling.scores
 
     def add(self, y_true: Value, y_pred: Any) -> None:
-        if self.kind == "classifier":
-            score = 1.0 if y_pred == y_true else 0.0
-        else:
-            score = abs(float(y_true) - float(y_pred))
+        self.total += self.rolling.update(y_true, y_pred)
         self.scored += 1
-        self.total += score
-        self.window.append(score)
-        if len(self.window) > self.window_size:
-            self.window.popleft()
 
     def metrics(self) -> dict[str, float]:
-        name = "accuracy" if self.kind == "classifier" else "mae"
-        if not self.scored:
+        rolling = self.rolling.value
+        if not self.scored or rolling is None:
             return {}
-        return {
-            name: self.total / self.scored,
-            f"rolling_{name}": sum(self.window) / len(self.window),
-        }
+        return {self.name: self.total / self.scored, f"rolling_{self.name}": rolling}
 
 
 class Learner:
@@ -203,8 +197,7 @@ class Learner:
         self.model = model
         self._learned = saved.examples_learned
         self._duplicates = saved.duplicates
-        self._score = _Score(kind, metric_window, saved.scored, saved.score_total)
-        self._score.window.extend(saved.window[-metric_window:])
+        self._score = _Score(kind, metric_window, saved)
         self._recent: deque[bytes] = deque(saved.recent_ids[-dedupe_ids:], maxlen=dedupe_ids)
         self._recent_set = set(self._recent)
         self._spans = {(s.topic, s.partition): [s.first, s.last] for s in saved.offsets}

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState, TraceHeaders
-from headwater.services.trainer.joining import IncomingRecord, JoinService
+from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.slots import (
+    Join,
+    JoinOutcomeKind,
+    Slot,
+    SlotState,
+    TraceHeaders,
+)
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
@@ -18,7 +24,7 @@ class Harness:
         self.emitted: list[events_pb2.LabeledExample] = []
         self.traces: list[TraceHeaders] = []
         self.rejected: list[tuple[IncomingRecord, str]] = []
-        self.service = JoinService(Join(ttl), self.slots, self.emit, self.reject, lambda: self.now)
+        self.service = JoinService(Join(ttl), self.slots, self, clock=lambda: self.now)
 
     async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         self.emitted.append(example)
@@ -53,10 +59,10 @@ def feedback_record(
 
 async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
     h = Harness()
-    await h.service.on_prediction(prediction_record())
+    await h.service.handle_prediction(prediction_record())
     h.now += 3
-    outcome = await h.service.on_feedback(feedback_record(label=False))
-    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    outcome = await h.service.handle_feedback(feedback_record(label=False))
+    assert outcome is not None and outcome.kind is JoinOutcomeKind.JOINED
     [example] = h.emitted
     assert example.example_id == example.prediction_id == "p-1"
     assert (example.model, example.served_version) == ("m", 4)
@@ -71,9 +77,9 @@ async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
 async def test_redelivered_events_emit_nothing_more() -> None:
     h = Harness()
     for record in [feedback_record(), prediction_record(), prediction_record(), feedback_record()]:
-        await h.service.on_prediction(record) if record.topic.endswith(
+        await h.service.handle_prediction(record) if record.topic.endswith(
             "predictions"
-        ) else await h.service.on_feedback(record)
+        ) else await h.service.handle_feedback(record)
     assert len(h.emitted) == 1
     assert h.rejected == []
 
@@ -84,10 +90,12 @@ async def test_undecodable_or_incomplete_records_are_rejected_with_a_reason() ->
     no_label = IncomingRecord(
         "hw.feedback", 0, b"p-2", encode_event(events_pb2.FeedbackEvent(prediction_id="p-2"))
     )
-    assert await h.service.on_feedback(garbage) is None
-    assert await h.service.on_feedback(no_label) is None
-    assert await h.service.on_prediction(prediction_record(key=b"other")) is None
-    assert await h.service.on_prediction(IncomingRecord("hw.predictions", 0, None, None)) is None
+    assert await h.service.handle_feedback(garbage) is None
+    assert await h.service.handle_feedback(no_label) is None
+    assert await h.service.handle_prediction(prediction_record(key=b"other")) is None
+    assert (
+        await h.service.handle_prediction(IncomingRecord("hw.predictions", 0, None, None)) is None
+    )
     reasons = [reason for _, reason in h.rejected]
     assert reasons[0].startswith("malformed protobuf FeedbackEvent")
     assert reasons[1] == "FeedbackEvent for 'p-2' has no label"
@@ -98,9 +106,9 @@ async def test_undecodable_or_incomplete_records_are_rejected_with_a_reason() ->
 
 async def test_sweep_yields_expired_slots_only() -> None:
     h = Harness(ttl=10.0)
-    await h.service.on_prediction(prediction_record("old"))
+    await h.service.handle_prediction(prediction_record("old"))
     h.now += 6
-    await h.service.on_feedback(feedback_record("fresh"))
+    await h.service.handle_feedback(feedback_record("fresh"))
     h.now += 5
     assert [key for key, _ in h.service.sweep()] == ["old"]
 
@@ -108,7 +116,7 @@ async def test_sweep_yields_expired_slots_only() -> None:
 async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_bug(
     monkeypatch,
 ) -> None:
-    from headwater.services.trainer import streams
+    from headwater.services.trainer.join import streams
     from headwater.shared.errors import Unavailable
 
     monkeypatch.setattr(streams, "MAX_RETRY_S", 0.01)
@@ -135,7 +143,7 @@ async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_b
 
 async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> None:
     h = Harness()
-    await h.service.on_prediction(prediction_record())
+    await h.service.handle_prediction(prediction_record())
     failing = True
 
     async def emit(example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
@@ -143,17 +151,17 @@ async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> 
             raise Unavailable("examples topic unreachable")
         h.emitted.append(example)
 
-    h.service._emit = emit
+    h.emit = emit  # type: ignore[method-assign]
     with pytest.raises(Unavailable):
-        await h.service.on_feedback(feedback_record())
+        await h.service.handle_feedback(feedback_record())
     assert h.slots["p-1"].state is SlotState.AWAITING_FEEDBACK  # not marked joined
     failing = False
-    outcome = await h.service.on_feedback(feedback_record())  # the retry, or a redelivery
-    assert outcome is not None and outcome.kind is OutcomeKind.JOINED
+    outcome = await h.service.handle_feedback(feedback_record())  # the retry, or a redelivery
+    assert outcome is not None and outcome.kind is JoinOutcomeKind.JOINED
     assert [e.example_id for e in h.emitted] == ["p-1"]
     assert h.slots["p-1"].state is SlotState.JOINED
-    again = await h.service.on_feedback(feedback_record())
-    assert again is not None and again.kind is OutcomeKind.DUPLICATE
+    again = await h.service.handle_feedback(feedback_record())
+    assert again is not None and again.kind is JoinOutcomeKind.DUPLICATE
 
 
 PREDICTION_TRACE = (("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
@@ -167,8 +175,8 @@ FEEDBACK_TRACE = (
 async def test_the_example_goes_on_with_the_prediction_trace(feedback_first: bool) -> None:
     h = Harness()
     records = [
-        (h.service.on_prediction, prediction_record(headers=PREDICTION_TRACE)),
-        (h.service.on_feedback, feedback_record(headers=FEEDBACK_TRACE)),
+        (h.service.handle_prediction, prediction_record(headers=PREDICTION_TRACE)),
+        (h.service.handle_feedback, feedback_record(headers=FEEDBACK_TRACE)),
     ]
     for handle, record in reversed(records) if feedback_first else records:
         await handle(record)
@@ -178,6 +186,6 @@ async def test_the_example_goes_on_with_the_prediction_trace(feedback_first: boo
 
 async def test_without_a_prediction_trace_the_example_goes_on_with_the_feedback_trace() -> None:
     h = Harness()
-    await h.service.on_prediction(prediction_record(headers=(("x-other", b"1"),)))
-    await h.service.on_feedback(feedback_record(headers=FEEDBACK_TRACE))
+    await h.service.handle_prediction(prediction_record(headers=(("x-other", b"1"),)))
+    await h.service.handle_feedback(feedback_record(headers=FEEDBACK_TRACE))
     assert h.traces == [(("traceparent", FEEDBACK_TRACE[0][1]), ("tracestate", b"vendor=1"))]

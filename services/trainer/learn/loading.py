@@ -3,8 +3,9 @@
 :class:`LearnerLoader` asks the registry which version a model's deployment
 routes to, verifies and unpickles that artifact, and restores the learner's
 state and positions from the model's latest ModelUpdate when it was saved on
-the same base version. :class:`NotLearnable` remembers, for a while, why a
-model has no learner. :class:`ActiveLearner` is what the pool keeps per model.
+the same base version: a :class:`LoadedLearner`, which the pool keeps next to
+its own save state and the checkpointer's state. :class:`NotLearnable`
+remembers, for a while, why a model has no learner.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from headwater.services.trainer.convert import learner_kind, primary_version
-from headwater.services.trainer.learner import Learner, LearnerKind, Position, Progress
+from headwater.services.trainer.learn.convert import learner_kind, primary_version
+from headwater.services.trainer.learn.learner import Learner, LearnerKind, Progress
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import (
     ArtifactIntegrityError,
@@ -32,36 +32,29 @@ from headwater.shared.registry_client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-
 #: Most model names remembered as having no learner (the topic is open to any name).
 NOT_DEPLOYED_CACHE_SIZE = 256
 
 
-@dataclass
-class ActiveLearner:
-    """A model's learner with what the pool tracks about it."""
+@dataclass(frozen=True)
+class LoadedLearner:
+    """A model's learner as loaded, with what its base version says; written once, by the loader.
+
+    The :class:`Learner` itself then changes only through the pool (learn,
+    skip, rebase).
+
+    Attributes:
+        learner: The learner, on its base version's artifact or its saved state.
+        spec_json: The base version's spec (checkpoints carry it on).
+        seed: The base version's seed (checkpoints carry it on).
+        schema: The model's features, which every example is checked against.
+
+    """
 
     learner: Learner
     spec_json: str
     seed: int
     schema: FeatureSchema
-    sequence: int
-    unsaved_from: dict[TP, int] = field(default_factory=dict)
-    dirty: bool = False
-    last_sync: float = float("-inf")
-    checkpointed_examples: int = 0
-    last_checkpoint: float = 0.0
-    marks: dict[int, Progress] = field(default_factory=dict)
-    checkpointing: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
-    checkpoint_error: str = ""
-    checkpoint_retry_at: float = 0.0
-    unanswered: tuple[str, Progress] | None = None
-
-    def consumed(self, at: Position) -> None:
-        """Note a consumed position that the next ModelUpdate must save."""
-        self.unsaved_from.setdefault((at.topic, at.partition), at.offset)
-        self.dirty = True
 
 
 class NotLearnable:
@@ -126,7 +119,6 @@ class LearnerLoader:
         registry: Where deployments, models and artifacts come from.
         codec: Verifies artifacts and saved states.
         index: The latest ModelUpdate of each model.
-        clock: Monotonic seconds (the checkpoint cadence starts at load).
 
     """
 
@@ -136,15 +128,13 @@ class LearnerLoader:
         registry: RegistryClient,
         codec: ArtifactCodec,
         index: UpdateIndex,
-        clock: Callable[[], float],
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._codec = codec
         self._index = index
-        self._clock = clock
 
-    async def load(self, model: str) -> ActiveLearner | str:
+    async def load(self, model: str) -> LoadedLearner | str:
         """The model's learner, or why there is none (not deployed, cannot be learned).
 
         Raises:
@@ -168,14 +158,11 @@ class LearnerLoader:
             "learner started",
             extra={"model": model, "base_version": base.version, "restored": progress is not None},
         )
-        return ActiveLearner(
+        return LoadedLearner(
             learner,
             spec_json=base.found.version.spec_json,
             seed=base.found.version.lineage.seed,
             schema=FeatureSchema.from_proto(base.info),
-            sequence=self._index.max_sequence(model),
-            checkpointed_examples=learner.examples_learned,
-            last_checkpoint=self._clock(),
         )
 
     async def _fetch(self, model: str) -> _Base | str:

@@ -1,8 +1,9 @@
-"""Streaming statistics of one model version: latency, rolling quality, drift.
+"""Streaming statistics of one model version: latency, prediction error, drift.
 
 Pure and synchronous: every class here is fed one observation at a time and
 can be read at any moment. :mod:`headwater.services.monitor.domain` keeps one
-of each per model version.
+of each per model version, next to its rolling quality
+(:class:`headwater.shared.quality.RollingQuality`, shared with the trainer).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
 
-from river import drift, metrics, utils
+from river import drift
 
 from headwater.shared.errors import InvalidInput
+from headwater.shared.quality import QualityMetric
 
 #: Upper bounds (ms) of the latency histogram buckets; +Inf is implicit.
 DEFAULT_LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -31,6 +33,15 @@ class Task(StrEnum):
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+
+    @property
+    def quality_metric(self) -> QualityMetric:
+        """The rolling quality of a model of this task: accuracy or mean absolute error.
+
+        >>> Task.CLASSIFICATION.quality_metric, Task.REGRESSION.quality_metric
+        ('accuracy', 'mae')
+        """
+        return "accuracy" if self is Task.CLASSIFICATION else "mae"
 
 
 @dataclass(frozen=True)
@@ -144,56 +155,6 @@ def prediction_error(task: Task, label: Label, prediction: Label) -> float:
         if isinstance(value, bool | str) or not math.isfinite(value):
             raise InvalidInput(f"regression needs a numeric {name}, got {value!r}")
     return abs(float(label) - float(prediction))
-
-
-class RollingQuality:
-    """Accuracy (classification) or MAE (regression) over the last ``window_size`` examples.
-
-    Args:
-        task: Decides the metric.
-        window_size: How many of the most recent labelled examples count.
-
-    >>> q = RollingQuality(Task.CLASSIFICATION, window_size=3)
-    >>> for y, p in [(1, 1), (1, 0), (0, 0), (1, 1)]:
-    ...     _ = q.update(y, p)
-    >>> round(q.value, 4), q.fill  # the first (correct) example has left the window
-    (0.6667, 3)
-    >>> r = RollingQuality(Task.REGRESSION, window_size=2)
-    >>> r.value is None
-    True
-    >>> for y, p in [(1.0, 2.0), (3.0, 3.5), (0.0, 1.0)]:
-    ...     _ = r.update(y, p)
-    >>> r.value
-    0.75
-
-    """
-
-    def __init__(self, task: Task, window_size: int) -> None:
-        if window_size < 1:
-            raise InvalidInput(f"window_size must be >= 1, got {window_size}")
-        self.task = task
-        self.window_size = window_size
-        metric = metrics.Accuracy if task is Task.CLASSIFICATION else metrics.MAE
-        self._rolling = utils.Rolling(metric, window_size=window_size)
-
-    def update(self, label: Label, prediction: Label) -> float:
-        """Add one labelled prediction and return its error (see :func:`prediction_error`)."""
-        error = prediction_error(self.task, label, prediction)
-        if self.task is Task.CLASSIFICATION:
-            self._rolling.update(label, prediction)
-        else:
-            self._rolling.update(float(label), float(prediction))
-        return error
-
-    @property
-    def fill(self) -> int:
-        """How many examples are in the window now (at most ``window_size``)."""
-        return len(self._rolling.window)
-
-    @property
-    def value(self) -> float | None:
-        """The rolling metric, None while the window is empty."""
-        return float(self._rolling.obj.get()) if self.fill else None
 
 
 @dataclass(frozen=True)

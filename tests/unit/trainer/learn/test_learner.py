@@ -8,7 +8,7 @@ import pickle
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, utils
 
-from headwater.services.trainer.learner import (
+from headwater.services.trainer.learn.learner import (
     Example,
     Learner,
     OffsetSpan,
@@ -17,7 +17,7 @@ from headwater.services.trainer.learner import (
     StepKind,
     id_digest,
 )
-from headwater.services.trainer.updates import (
+from headwater.services.trainer.learn.updates import (
     encode_update,
     progress_from_update,
     progress_to_update,

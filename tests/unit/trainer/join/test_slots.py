@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from headwater.services.trainer.join import (
+from headwater.services.trainer.join.slots import (
     Join,
-    OutcomeKind,
+    JoinOutcomeKind,
     Slot,
     SlotState,
     decode_slot,
@@ -38,7 +38,7 @@ def run(events: list[tuple[str, str, float]], ttl: float = TTL) -> tuple[list, d
 def test_pair_in_either_order_joins_once_with_both_payloads(first: str) -> None:
     second = "feedback" if first == "prediction" else "prediction"
     outcomes, slots = run([(first, "p", 0.0), (second, "p", 1.0)])
-    assert [o.kind for o in outcomes] == [OutcomeKind.WAITING, OutcomeKind.JOINED]
+    assert [o.kind for o in outcomes] == [JoinOutcomeKind.WAITING, JoinOutcomeKind.JOINED]
     assert outcomes[1].prediction == b"prediction:p"
     assert outcomes[1].feedback == b"feedback:p"
     assert slots["p"].state is SlotState.JOINED
@@ -51,16 +51,16 @@ def test_every_interleaving_of_duplicated_events_joins_exactly_once() -> None:
         events = [(side, "p", float(i)) for i, side in enumerate(order)]
         outcomes, _ = run(events)
         kinds = [o.kind for o in outcomes]
-        assert kinds.count(OutcomeKind.JOINED) == 1, order
-        assert kinds[0] is OutcomeKind.WAITING
-        assert kinds.count(OutcomeKind.WAITING) == 1, order
+        assert kinds.count(JoinOutcomeKind.JOINED) == 1, order
+        assert kinds[0] is JoinOutcomeKind.WAITING
+        assert kinds.count(JoinOutcomeKind.WAITING) == 1, order
 
 
 def test_many_ids_join_independently() -> None:
     events = [("prediction", f"p{i}", float(i)) for i in range(10)]
     events += [("feedback", f"p{i}", 20.0 + i) for i in reversed(range(10))]
     outcomes, slots = run(events)
-    joined = [o for o in outcomes if o.kind is OutcomeKind.JOINED]
+    joined = [o for o in outcomes if o.kind is JoinOutcomeKind.JOINED]
     assert sorted(o.prediction for o in joined) == sorted(
         f"prediction:p{i}".encode() for i in range(10)
     )
@@ -70,9 +70,9 @@ def test_many_ids_join_independently() -> None:
 
 def test_prediction_waits_exactly_the_ttl() -> None:
     in_time, _ = run([("prediction", "p", 0.0), ("feedback", "p", TTL - 0.001)])
-    assert in_time[1].kind is OutcomeKind.JOINED
+    assert in_time[1].kind is JoinOutcomeKind.JOINED
     too_late, slots = run([("prediction", "p", 0.0), ("feedback", "p", TTL)])
-    assert too_late[1].kind is OutcomeKind.WAITING
+    assert too_late[1].kind is JoinOutcomeKind.WAITING
     assert too_late[1].replaced_expired is SlotState.AWAITING_FEEDBACK
     assert slots["p"].state is SlotState.AWAITING_PREDICTION
     assert slots["p"].expires_at == TTL + TTL
@@ -80,9 +80,9 @@ def test_prediction_waits_exactly_the_ttl() -> None:
 
 def test_feedback_first_waits_up_to_the_ttl() -> None:
     in_time, _ = run([("feedback", "p", 0.0), ("prediction", "p", TTL - 0.5)])
-    assert in_time[1].kind is OutcomeKind.JOINED
+    assert in_time[1].kind is JoinOutcomeKind.JOINED
     too_late, _ = run([("feedback", "p", 0.0), ("prediction", "p", TTL + 0.5)])
-    assert too_late[1].kind is OutcomeKind.WAITING
+    assert too_late[1].kind is JoinOutcomeKind.WAITING
     assert too_late[1].replaced_expired is SlotState.AWAITING_PREDICTION
 
 
@@ -97,10 +97,10 @@ def test_joined_id_remembered_for_the_ttl_then_forgotten() -> None:
     )
     kinds = [o.kind for o in outcomes]
     assert kinds == [
-        OutcomeKind.WAITING,
-        OutcomeKind.JOINED,
-        OutcomeKind.DUPLICATE,
-        OutcomeKind.WAITING,
+        JoinOutcomeKind.WAITING,
+        JoinOutcomeKind.JOINED,
+        JoinOutcomeKind.DUPLICATE,
+        JoinOutcomeKind.WAITING,
     ]
     assert outcomes[3].replaced_expired is SlotState.JOINED
 
@@ -109,7 +109,8 @@ def test_first_of_duplicated_waiting_events_wins() -> None:
     join, slots = Join(ttl_s=TTL), {}
     join.on_feedback(slots, "p", b"first", now=0.0, partition=0).store(slots, "p")
     assert (
-        join.on_feedback(slots, "p", b"second", now=1.0, partition=0).kind is OutcomeKind.DUPLICATE
+        join.on_feedback(slots, "p", b"second", now=1.0, partition=0).kind
+        is JoinOutcomeKind.DUPLICATE
     )
     outcome = join.on_prediction(slots, "p", b"x", now=2.0, partition=0)
     assert outcome.feedback == b"first"
@@ -188,7 +189,7 @@ def test_a_joined_outcome_carries_the_trace_of_each_side(first: str) -> None:
         outcome.store(slots, "k")
         outcomes.append(outcome)
     joined = outcomes[1]
-    assert joined.kind is OutcomeKind.JOINED
+    assert joined.kind is JoinOutcomeKind.JOINED
     assert (joined.prediction, joined.feedback) == (b"prediction", b"feedback")
     assert joined.prediction_trace == traces["prediction"]
     assert joined.feedback_trace == traces["feedback"]
@@ -200,5 +201,5 @@ def test_the_join_only_reads_the_slots_until_the_outcome_is_stored() -> None:
     join.on_prediction(slots, "p", b"x", now=0.0, partition=0).store(slots, "p")
     before = dict(slots)
     outcome = join.on_feedback(slots, "p", b"f", now=1.0, partition=0)
-    assert outcome.kind is OutcomeKind.JOINED and slots == before  # emit first, then store
+    assert outcome.kind is JoinOutcomeKind.JOINED and slots == before  # emit first, then store
     assert outcome.slot is not None and outcome.slot.state is SlotState.JOINED

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiokafka import ConsumerRecord
 from river import linear_model
 
-from headwater.services.trainer.learners import LearnerPool, Outcome
-from headwater.services.trainer.updates import UpdateIndex
+from headwater.services.trainer.learn.pool import ExampleOutcome, LearnerPool
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.shared.bus.codec import protobuf_header
 from headwater.shared.bus.dead_letter import REASON_HEADER, SOURCE_TOPIC_HEADER
 from headwater.shared.pb import events_pb2
 from tests.signed_updates import forgeries, signed_update
-from tests.unit.trainer.test_learners import (
+from tests.unit.trainer.learn.test_pool import (
     CODEC,
     DeadLetters,
     FakeRegistry,
@@ -91,8 +91,8 @@ async def test_a_restarted_pool_restores_from_the_genuine_update_not_a_forged_on
     await index.read(consumer_record(genuine.SerializeToString(), 3))
 
     restored: LearnerPool = make_pool(registry, index)
-    assert await feed(restored, range(6)) == [Outcome.ALREADY_CONSUMED] * 6
-    assert restored.learners["m"].learner.progress() == first.learners["m"].learner.progress()
-    assert await feed(restored, [6]) == [Outcome.LEARNED]
+    assert await feed(restored, range(6)) == [ExampleOutcome.ALREADY_CONSUMED] * 6
+    assert restored.find("m").learner.progress() == first.find("m").learner.progress()
+    assert await feed(restored, [6]) == [ExampleOutcome.LEARNED]
     assert (await save(restored)).sequence == genuine.sequence + 1  # not after the forged 1001
     assert len(dead_letters(index).sent) == 3

@@ -7,11 +7,11 @@ import threading
 import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
 
-from headwater.services.trainer.checkpoints import CHECKPOINT_TAG
-from headwater.services.trainer.learners import ExampleRecord, LearnerPool, Outcome
-from headwater.services.trainer.loading import NOT_DEPLOYED_CACHE_SIZE
+from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
+from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
+from headwater.services.trainer.learn.pool import ExampleOutcome, ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.services.trainer.updates import UpdateIndex
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
 from headwater.shared.bus.producer import OutgoingRecord
@@ -144,7 +144,7 @@ async def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
     return update
 
 
-async def feed(pool: LearnerPool, offsets, rejects=None) -> list[Outcome]:
+async def feed(pool: LearnerPool, offsets, rejects=None) -> list[ExampleOutcome]:
     rejects = rejects if rejects is not None else Rejects()
     return [(await pool.process(record(o), rejects)).outcome for o in offsets]
 
@@ -153,7 +153,7 @@ async def test_commit_never_passes_what_is_not_saved_yet() -> None:
     registry = FakeRegistry()
     registry.deployed = 1
     pool = make_pool(registry)
-    assert await feed(pool, range(10)) == [Outcome.LEARNED] * 10
+    assert await feed(pool, range(10)) == [ExampleOutcome.LEARNED] * 10
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 0}
     await save(pool)
     assert pool.commit_offsets({(TOPIC, 0): 10}) == {(TOPIC, 0): 10}
@@ -173,14 +173,14 @@ async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twi
 
     second = make_pool(registry, index)
     # the group resumes at the committed offset; a replay from 0 changes nothing either
-    assert await feed(second, range(0, committed)) == [Outcome.ALREADY_CONSUMED] * 10
-    assert await feed(second, range(committed, 14)) == [Outcome.LEARNED] * 4
-    assert second.learners["m"].learner.examples_learned == 14
+    assert await feed(second, range(0, committed)) == [ExampleOutcome.ALREADY_CONSUMED] * 10
+    assert await feed(second, range(committed, 14)) == [ExampleOutcome.LEARNED] * 4
+    assert second.find("m").learner.examples_learned == 14
 
     uninterrupted = make_pool(FakeRegistry(), None)
     uninterrupted.registry.deployed = 1  # type: ignore[attr-defined]
     await feed(uninterrupted, range(14))
-    assert second.learners["m"].learner.progress() == uninterrupted.learners["m"].learner.progress()
+    assert second.find("m").learner.progress() == uninterrupted.find("m").learner.progress()
 
 
 async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
@@ -198,7 +198,7 @@ async def test_examples_of_models_without_deployment_are_dead_lettered_not_dropp
     registry = FakeRegistry()
     pool = make_pool(registry)
     rejects = Rejects()
-    assert await feed(pool, range(3), rejects) == [Outcome.NOT_DEPLOYED] * 3
+    assert await feed(pool, range(3), rejects) == [ExampleOutcome.NOT_DEPLOYED] * 3
     assert rejects == [
         (o, "model 'm' is not deployed: model 'm' has no deployment") for o in range(3)
     ]
@@ -207,7 +207,7 @@ async def test_examples_of_models_without_deployment_are_dead_lettered_not_dropp
     pool.on_registry_event(
         events_pb2.RegistryEvent(model="m", kind=events_pb2.REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED)
     )
-    assert await feed(pool, [3]) == [Outcome.LEARNED]
+    assert await feed(pool, [3]) == [ExampleOutcome.LEARNED]
 
 
 async def test_registry_outage_leaves_nothing_half_done() -> None:
@@ -218,7 +218,7 @@ async def test_registry_outage_leaves_nothing_half_done() -> None:
     with pytest.raises(Unavailable):
         await pool.process(record(0), Rejects())
     registry.down = False
-    assert await feed(pool, [0]) == [Outcome.LEARNED]
+    assert await feed(pool, [0]) == [ExampleOutcome.LEARNED]
 
 
 async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
@@ -227,18 +227,18 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
     pool = make_pool(registry)
     rejects = Rejects()
     outcome = await pool.process(record(0, x="high"), rejects)
-    assert outcome.outcome is Outcome.DEAD_LETTER
+    assert outcome.outcome is ExampleOutcome.DEAD_LETTER
     assert rejects == [(0, "feature 'x' must be a float, got str 'high'")]
-    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1
+    assert pool.find("m").learner.next_offset(TOPIC, 0) == 1
 
     async def broken(record, reason):
         raise Unavailable("dead-letter topic unreachable")
 
     with pytest.raises(Unavailable):
         await pool.process(record(1, x="high"), broken)
-    assert pool.learners["m"].learner.next_offset(TOPIC, 0) == 1  # retried later
+    assert pool.find("m").learner.next_offset(TOPIC, 0) == 1  # retried later
     garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
-    assert (await pool.process(garbage, rejects)).outcome is Outcome.DEAD_LETTER
+    assert (await pool.process(garbage, rejects)).outcome is ExampleOutcome.DEAD_LETTER
 
 
 async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> None:
@@ -260,7 +260,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     deployment = registry_pb2.Deployment(model="m", routes=[route(2)])
     pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
     pool.apply_deployments()
-    learner = pool.learners["m"].learner
+    learner = pool.find("m").learner
     assert (learner.base_version, learner.examples_learned) == (2, 3)
     assert pool.due_updates() == ["m"]  # published under the new base at once
 
@@ -269,11 +269,11 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     deployment = registry_pb2.Deployment(model="m", routes=[route(3)])
     pool.on_registry_event(events_pb2.RegistryEvent(model="m", kind=changed, deployment=deployment))
     pool.apply_deployments()
-    assert "m" not in pool.learners
-    assert await feed(pool, [9]) == [Outcome.LEARNED]
+    assert pool.find("m") is None
+    assert await feed(pool, [9]) == [ExampleOutcome.LEARNED]
     assert (
-        pool.learners["m"].learner.base_version,
-        pool.learners["m"].learner.examples_learned,
+        pool.find("m").learner.base_version,
+        pool.find("m").learner.examples_learned,
     ) == (3, 1)
 
 
@@ -284,8 +284,8 @@ async def test_a_failed_checkpoint_is_retried_later() -> None:
     await feed(pool, range(3))
     registry.down = True
     assert await pool.start_checkpoint("m") is None
-    assert pool.learners["m"].checkpoint_error == "registry down"
-    assert pool.learners["m"].checkpointed_examples == 0
+    assert pool.find("m").checkpoint_error == "registry down"
+    assert pool.find("m").checkpoints.examples == 0
     with pytest.raises(ModelNotFound):
         pool.start_checkpoint("other")
 
@@ -306,7 +306,7 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
     assert latest.update.examples_learned == 6
 
     restored = make_pool(registry, index)
-    assert await feed(restored, range(6)) == [Outcome.ALREADY_CONSUMED] * 6
+    assert await feed(restored, range(6)) == [ExampleOutcome.ALREADY_CONSUMED] * 6
 
 
 async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
@@ -331,7 +331,7 @@ async def test_a_checkpoint_whose_answer_was_lost_is_adopted_not_registered_twic
     assert registry.calls.count("create_version") == 1
     assert sorted(registry.versions) == [1, 2]  # no second copy
     assert version.tags[CHECKPOINT_TAG] == "m/1/4"
-    assert set(pool.learners["m"].marks) == {2}  # deploying it rebases the learner
+    assert set(pool.find("m").checkpoints.marks) == {2}  # deploying it rebases the learner
 
 
 async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_registered() -> None:
@@ -348,8 +348,8 @@ async def test_an_unanswered_checkpoint_is_found_before_the_next_one_is_register
     newer = await pool.start_checkpoint("m")
     assert newer is not None and newer.version == 3
     assert registry.calls.count("create_version") == 2
-    assert set(pool.learners["m"].marks) == {2, 3}
-    assert pool.learners["m"].marks[2].examples_learned == 4
+    assert set(pool.find("m").checkpoints.marks) == {2, 3}
+    assert pool.find("m").checkpoints.marks[2].examples_learned == 4
 
 
 class ThreadRecordingCodec(ArtifactCodec):

@@ -1,7 +1,8 @@
 """Checkpoints: learner snapshots registered as versions, at most once, even when answers are lost.
 
 :class:`Checkpointer` decides when a learner is due, snapshots it on the event
-loop and registers the snapshot in the background.
+loop and registers the snapshot in the background. What it tracks per learner
+(:class:`CheckpointState`) is written by it alone.
 
 ``CreateVersion`` is not idempotent: when a call times out (or the registry is
 UNAVAILABLE) it may still have committed. Each checkpoint therefore carries a
@@ -20,14 +21,14 @@ import asyncio
 import dataclasses
 import logging
 import pickle
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.services.trainer import metrics
-from headwater.services.trainer.convert import offset_ranges
-from headwater.services.trainer.learner import Progress
-from headwater.services.trainer.loading import ActiveLearner
+from headwater.services.trainer.learn.convert import offset_ranges
+from headwater.services.trainer.learn.learner import Learner, Progress
+from headwater.services.trainer.learn.loading import LoadedLearner
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import PICKLE_PROTOCOL, ArtifactCodec
 from headwater.shared.errors import ResourceExhausted, Unavailable
@@ -58,6 +59,37 @@ class CheckpointRequest:
     description: str
     checkpoint_id: str
     signature: str = ""
+
+
+@dataclass
+class CheckpointState:
+    """The checkpoints of one learner; written only by its :class:`Checkpointer`.
+
+    Attributes:
+        examples: Examples learned when the last checkpoint was taken (the cadence's start).
+        taken_at: When the last checkpoint was taken, or the learner loaded (monotonic seconds).
+        marks: The progress each version registered from this learner holds (deploying
+            one of them rebases the learner instead of starting it over).
+        task: The registration in flight or last finished, if any.
+        error: Why the last registration failed; empty once one succeeds.
+        retry_at: No checkpoint is due before this (monotonic seconds), after a failure.
+        unanswered: The checkpoint id and progress of a registration left unanswered
+            (it may have committed: looked up before the next one is registered).
+
+    """
+
+    examples: int
+    taken_at: float
+    marks: dict[int, Progress] = field(default_factory=dict)
+    task: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
+    error: str = ""
+    retry_at: float = 0.0
+    unanswered: tuple[str, Progress] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a registration is in flight."""
+        return self.task is not None and not self.task.done()
 
 
 def pickled_state(codec: ArtifactCodec, model: Any) -> bytes:
@@ -156,42 +188,47 @@ class Checkpointer:
         self._codec = codec
         self._clock = clock
 
-    def due(self, learners: Mapping[str, ActiveLearner]) -> list[str]:
-        """Models whose learner has learned enough, or long enough, for a checkpoint."""
-        now = self._clock()
-        due = []
-        for model, active in learners.items():
-            busy = active.checkpointing is not None and not active.checkpointing.done()
-            if busy or now < active.checkpoint_retry_at:
-                continue
-            fresh = active.learner.examples_learned - active.checkpointed_examples
-            if fresh >= self._settings.checkpoint_every_examples or (
-                fresh > 0 and now - active.last_checkpoint >= self._settings.checkpoint_every_s
-            ):
-                due.append(model)
-        return due
+    def track(self, learner: Learner) -> CheckpointState:
+        """The checkpoint state of a learner just loaded: its cadence starts now."""
+        return CheckpointState(examples=learner.examples_learned, taken_at=self._clock())
 
-    def start(
-        self, model: str, active: ActiveLearner
+    def is_due(self, learner: Learner, state: CheckpointState) -> bool:
+        """Whether the learner has learned enough, or long enough, for a checkpoint."""
+        now = self._clock()
+        if state.busy or now < state.retry_at:
+            return False
+        fresh = learner.examples_learned - state.examples
+        return fresh >= self._settings.checkpoint_every_examples or (
+            fresh > 0 and now - state.taken_at >= self._settings.checkpoint_every_s
+        )
+
+    def take(
+        self, model: str, loaded: LoadedLearner, state: CheckpointState
     ) -> asyncio.Task[registry_pb2.ModelVersion | None]:
         """Snapshot the learner now and register it as a version in the background.
 
         The task's result is the new version, or None when the registry refused
-        or could not be reached (``checkpoint_error`` says why; retried later).
+        or could not be reached (``state.error`` says why; retried later).
         """
-        if active.checkpointing is not None and not active.checkpointing.done():
-            return active.checkpointing
-        request, progress = self._snapshot(model, active)
-        previous = active.checkpointed_examples
-        active.checkpointed_examples = progress.examples_learned
-        active.last_checkpoint = self._clock()
-        active.checkpointing = asyncio.create_task(
-            self._register(active, request, progress, previous), name=f"checkpoint-{model}"
+        if state.task is not None and state.busy:
+            return state.task
+        request, progress = self._snapshot(model, loaded)
+        previous = state.examples
+        state.examples = progress.examples_learned
+        state.taken_at = self._clock()
+        state.task = asyncio.create_task(
+            self._register(loaded.learner, state, request, progress, previous),
+            name=f"checkpoint-{model}",
         )
-        return active.checkpointing
+        return state.task
 
-    def _snapshot(self, model: str, active: ActiveLearner) -> tuple[CheckpointRequest, Progress]:
-        learner = active.learner
+    def restart_after_rebase(self, state: CheckpointState) -> None:
+        """The learner was rebased onto one of its checkpoints: its cadence restarts from it."""
+        state.marks.clear()
+        state.examples = 0
+
+    def _snapshot(self, model: str, loaded: LoadedLearner) -> tuple[CheckpointRequest, Progress]:
+        learner = loaded.learner
         progress = learner.progress()
         content = pickled_state(self._codec, learner.model)  # the consistency point
         version_lineage = lineage(
@@ -200,11 +237,11 @@ class Checkpointer:
             offsets=offset_ranges(progress.offsets),
             example_count=progress.examples_learned,
             metrics=learner.metrics(),
-            seed=active.seed,
+            seed=loaded.seed,
         )
         request = CheckpointRequest(
             model=model,
-            spec_json=active.spec_json,
+            spec_json=loaded.spec_json,
             lineage=version_lineage,
             content=content,
             description=f"online snapshot of v{progress.base_version} after "
@@ -215,7 +252,8 @@ class Checkpointer:
 
     async def _register(
         self,
-        active: ActiveLearner,
+        learner: Learner,
+        state: CheckpointState,
         request: CheckpointRequest,
         progress: Progress,
         previous: int,
@@ -225,26 +263,26 @@ class Checkpointer:
             if not request.signature:  # HMAC of a large state: off the event loop
                 signature = await asyncio.to_thread(self._codec.sign, request.content)
                 request = dataclasses.replace(request, signature=signature)
-            version = await self._confirm_unanswered(model, active, request.checkpoint_id)
+            version = await self._confirm_unanswered(model, learner, state, request.checkpoint_id)
             if version is None:
                 version = await register(self._registry, request, self._settings.registry_retry_s)
         except Exception as err:
             metrics.CHECKPOINTS.labels(model=model, outcome="failed").inc()
-            active.checkpointed_examples = previous
-            active.checkpoint_error = str(err) or repr(err)
-            active.checkpoint_retry_at = self._clock() + 5 * self._settings.registry_retry_s
+            state.examples = previous
+            state.error = str(err) or repr(err)
+            state.retry_at = self._clock() + 5 * self._settings.registry_retry_s
             if isinstance(err, Unavailable):  # it may have committed: look for it first next time
-                active.unanswered = (request.checkpoint_id, progress)
+                state.unanswered = (request.checkpoint_id, progress)
             log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
             return None
-        active.checkpoint_error = ""
-        _mark(active, version, progress)
+        state.error = ""
+        _mark(learner, state, version, progress)
         metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
         log.info("checkpoint registered", extra={"model": model, "version": version.version})
         return version
 
     async def _confirm_unanswered(
-        self, model: str, active: ActiveLearner, checkpoint: str
+        self, model: str, learner: Learner, state: CheckpointState, checkpoint: str
     ) -> registry_pb2.ModelVersion | None:
         """Adopt the version an unanswered earlier checkpoint committed, if any.
 
@@ -255,33 +293,34 @@ class Checkpointer:
             Unavailable: The registry did not answer (the earlier one stays unconfirmed).
 
         """
-        unanswered = active.unanswered
+        unanswered = state.unanswered
         if unanswered is None:
             return None
         found = await find_checkpoint(self._registry, model, unanswered[0])
-        active.unanswered = None
+        state.unanswered = None
         if found is None:
             return None
         log.info("unanswered checkpoint adopted", extra={"model": model, "version": found.version})
         if unanswered[0] == checkpoint:
             return found
-        _mark(active, found, unanswered[1])
+        _mark(learner, state, found, unanswered[1])
         return None
 
 
-def _mark(active: ActiveLearner, version: registry_pb2.ModelVersion, progress: Progress) -> None:
+def _mark(
+    learner: Learner,
+    state: CheckpointState,
+    version: registry_pb2.ModelVersion,
+    progress: Progress,
+) -> None:
     """Remember what a checkpoint holds, so deploying it rebases the learner."""
-    if active.learner.base_version == progress.base_version:
-        active.marks[version.version] = progress
+    if learner.base_version == progress.base_version:
+        state.marks[version.version] = progress
 
 
-async def stop_checkpoints(learners: Iterable[ActiveLearner], timeout_s: float) -> None:
+async def drain_checkpoints(states: Iterable[CheckpointState], timeout_s: float) -> None:
     """Let checkpoints in flight finish within ``timeout_s``, then cancel them."""
-    tasks = [
-        a.checkpointing
-        for a in learners
-        if a.checkpointing is not None and not a.checkpointing.done()
-    ]
+    tasks = [s.task for s in states if s.task is not None and s.busy]
     if not tasks:
         return
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from headwater.services.trainer.join import Join, OutcomeKind, Slot, SlotState
-from headwater.services.trainer.joining import IncomingRecord, JoinService
-from headwater.services.trainer.streams import _consume, _emitter, _handle_safely
+from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.slots import Join, JoinOutcomeKind, Slot, SlotState
+from headwater.services.trainer.join.streams import BrokerOutlet, _consume, _handle_safely
 from headwater.shared.bus.codec import header, protobuf_header
-from tests.unit.trainer.test_joining import (
+from tests.unit.trainer.join.test_service import (
     FEEDBACK_TRACE,
     PREDICTION_TRACE,
     feedback_record,
@@ -87,6 +87,14 @@ class FlakyExamplesTopic:
         self.headers.append(headers)
 
 
+class Outlet(BrokerOutlet):
+    """The broker outlet on a fake examples topic, dead letters handed to ``reject``."""
+
+    def __init__(self, examples: FlakyExamplesTopic, reject: Any) -> None:
+        super().__init__(examples, producer=None)  # type: ignore[arg-type]
+        self.reject = reject  # type: ignore[method-assign]
+
+
 async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_the_label() -> None:
     topic = FlakyExamplesTopic(failures=2)
     slots: dict[str, Slot] = {}
@@ -95,15 +103,15 @@ async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_t
     async def reject(record: IncomingRecord, reason: str) -> None:
         rejected.append(reason)
 
-    service = JoinService(Join(60.0), slots, _emitter(topic), reject, lambda: 1000.0)
-    await service.on_prediction(prediction_record())
-    await _handle_safely(service.on_feedback, reject, feedback_record())
+    service = JoinService(Join(60.0), slots, Outlet(topic, reject), clock=lambda: 1000.0)
+    await service.handle_prediction(prediction_record())
+    await _handle_safely(service.handle_feedback, reject, feedback_record())
 
     assert rejected == []  # not dead-lettered as poison
     assert topic.sent == [b"m"]  # emitted once the broker took it
     assert slots["p-1"].state is SlotState.JOINED
-    again = await service.on_feedback(feedback_record())  # a redelivery now is a duplicate
-    assert again is not None and again.kind is OutcomeKind.DUPLICATE
+    again = await service.handle_feedback(feedback_record())  # a redelivery now is a duplicate
+    assert again is not None and again.kind is JoinOutcomeKind.DUPLICATE
 
 
 async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
@@ -112,11 +120,11 @@ async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
     async def reject(record: IncomingRecord, reason: str) -> None:
         raise AssertionError(reason)
 
-    service = JoinService(Join(60.0), {}, _emitter(topic), reject, lambda: 1000.0)
-    await service.on_feedback(feedback_record(headers=FEEDBACK_TRACE))
-    await service.on_prediction(prediction_record(headers=PREDICTION_TRACE))
-    await service.on_prediction(prediction_record(pid="p-2"))
-    await service.on_feedback(feedback_record(pid="p-2"))
+    service = JoinService(Join(60.0), {}, Outlet(topic, reject), clock=lambda: 1000.0)
+    await service.handle_feedback(feedback_record(headers=FEEDBACK_TRACE))
+    await service.handle_prediction(prediction_record(headers=PREDICTION_TRACE))
+    await service.handle_prediction(prediction_record(pid="p-2"))
+    await service.handle_feedback(feedback_record(pid="p-2"))
 
     traced, untraced = topic.headers
     assert header(traced, "content-type") == protobuf_header()[1]

@@ -30,13 +30,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from headwater.services.trainer.convert import (
-    offset_ranges,
-    seconds,
-    spans_from_ranges,
-    timestamp,
-)
-from headwater.services.trainer.learner import Position, Progress
+from headwater.services.trainer.learn.convert import offset_ranges, spans_from_ranges
+from headwater.services.trainer.learn.learner import Position, Progress
+from headwater.services.trainer.timestamps import seconds, timestamp
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
 from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
@@ -54,7 +50,7 @@ log = logging.getLogger(__name__)
 def progress_to_update(progress: Progress) -> events_pb2.ModelUpdate:
     """The fields of a ModelUpdate that save ``progress`` (model, sequence and state unset).
 
-    >>> from headwater.services.trainer.learner import OffsetSpan, id_digest
+    >>> from headwater.services.trainer.learn.learner import OffsetSpan, id_digest
     >>> p = Progress(base_version=2, examples_learned=3, duplicates=1, scored=3,
     ...              score_total=2.0, window=(1.0, 0.0, 1.0), recent_ids=(id_digest("a"),),
     ...              offsets=(OffsetSpan("ex", 1, 4, 9),), positions=(Position("ex", 1, 9),),
