@@ -9,12 +9,13 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
-from headwater.services.trainer.learn.pool import ExampleOutcome, ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.pool import ExampleOutcome, LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
 from headwater.shared.bus.producer import OutgoingRecord
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import ModelNotFound, Unavailable
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2, registry_pb2
@@ -94,18 +95,18 @@ class FakeRegistry:
         return list(self.versions.values())
 
 
-def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ExampleRecord:
+def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ConsumedRecord:
     example = events_pb2.LabeledExample(example_id=example_id or f"e{offset}", model="m")
     if isinstance(x, str):
         example.features["x"].string_value = x
     else:
         example.features["x"].CopyFrom(features_to_proto({"x": x * (offset % 3 - 1)})["x"])
     example.label.CopyFrom(target_to_proto(offset % 3 == 2))
-    return ExampleRecord(TOPIC, 0, offset, b"m", encode_event(example))
+    return ConsumedRecord(TOPIC, 0, offset, b"m", encode_event(example))
 
 
 class Rejects(list):
-    async def __call__(self, record: ExampleRecord, reason: str) -> None:
+    async def __call__(self, record: ConsumedRecord, reason: str) -> None:
         self.append((record.offset, reason))
 
 
@@ -237,7 +238,7 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
     with pytest.raises(Unavailable):
         await pool.process(record(1, x="high"), broken)
     assert pool.find("m").learner.next_offset(TOPIC, 0) == 1  # retried later
-    garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
+    garbage = ConsumedRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
     assert (await pool.process(garbage, rejects)).outcome is ExampleOutcome.DEAD_LETTER
 
 
@@ -315,7 +316,7 @@ async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
     rejects = Rejects()
     for i in range(NOT_DEPLOYED_CACHE_SIZE + 50):
         example = events_pb2.LabeledExample(example_id=f"e{i}", model=f"junk-{i}")
-        await pool.process(ExampleRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
+        await pool.process(ConsumedRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
     assert len(rejects) == NOT_DEPLOYED_CACHE_SIZE + 50
     assert len(pool._not_deployed) == NOT_DEPLOYED_CACHE_SIZE  # bounded
 
