@@ -34,12 +34,12 @@ from headwater.services.trainer.learn.convert import offset_ranges, spans_from_r
 from headwater.services.trainer.learn.learner import Position, Progress
 from headwater.services.trainer.timestamps import seconds, timestamp
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
-from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
-from headwater.shared.bus.dead_letter import dead_letter_reliably
 from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import ArtifactIntegrityError, InvalidInput, Unavailable
+from headwater.shared.errors import ArtifactIntegrityError, Unavailable
 from headwater.shared.model_updates import sign_update, verify_update
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
@@ -153,7 +153,7 @@ class UpdateIndex:
         self._kafka = kafka
         self._client_id = client_id
         self._codec = codec
-        self._producer = producer
+        self._policy = RecordPolicy(producer, "trainer")
         self._latest: dict[str, SavedUpdate] = {}
         self._sequences: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -214,26 +214,26 @@ class UpdateIndex:
             self._moved.clear()
 
     async def read(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Note one record of the topic if it verifies, else dead-letter it (never raises)."""
+        """Note one record of the topic if it verifies, else dead-letter it (never raises).
+
+        The record goes through a :class:`RecordPolicy`, as every consumer's does:
+        one that cannot be decoded, or hits a bug, is dead-lettered like one that
+        does not verify, and the index reads on.
+        """
         if record.value is None:
             return  # a tombstone of the compacted topic
+        await self._policy.handle(record, self._note_verified)
+
+    async def _note_verified(self, record: ConsumedRecord) -> None:
+        update = record.decode(events_pb2.ModelUpdate)
         try:
-            update = decode_event(events_pb2.ModelUpdate, record.value, record.headers)
             await asyncio.to_thread(verify_update, self._codec, update)
-        except (InvalidInput, ArtifactIntegrityError) as err:
-            await self._reject(record, str(err))
+        except ArtifactIntegrityError as err:
+            log.error("model update refused", extra={"offset": record.offset, "reason": str(err)})
+            await self._policy.reject(record, str(err))
             return
         if update.model:
             self.record(update)
-
-    async def _reject(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        log.error("model update refused", extra={"offset": record.offset, "reason": reason})
-        try:
-            await dead_letter_reliably(
-                self._producer, record.key, record.value, reason, record.topic, record.headers
-            )
-        except Exception as err:  # one record must never stop the index
-            log.error("could not dead-letter a model update", extra={"error": repr(err)})
 
     async def caught_up(self, timeout_s: float) -> None:
         """Wait until every update published before the call has been read.

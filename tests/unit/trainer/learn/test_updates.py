@@ -33,7 +33,7 @@ def consumer_record(value: bytes | None, offset: int, key: bytes = b"m") -> Cons
 
 
 def dead_letters(index: UpdateIndex) -> DeadLetters:
-    return index._producer  # type: ignore[return-value]
+    return index._policy.producer  # type: ignore[return-value]
 
 
 async def test_forged_updates_are_dead_lettered_and_nothing_of_them_is_noted() -> None:
