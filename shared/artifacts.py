@@ -122,18 +122,32 @@ class ArtifactCodec:
             ArtifactIntegrityError: naming which check failed.
 
         """
-        if len(content) > self.max_bytes:
+        if sha256 is not None:
+            self.verify_digest(content, sha256)
+        elif len(content) > self.max_bytes:
             raise ArtifactIntegrityError(
                 f"artifact is {len(content)} bytes, over the limit of {self.max_bytes}"
-            )
-        if sha256 is not None and not _same(content_sha256(content), sha256):
-            raise ArtifactIntegrityError(
-                f"artifact sha256 mismatch: expected {sha256[:80]!r}, "
-                f"content hashes to {content_sha256(content)!r}"
             )
         if not _same(self.sign(content), signature):
             raise ArtifactIntegrityError(
                 "artifact signature does not verify: wrong signing key or tampered content"
+            )
+
+    def verify_digest(self, content: bytes, sha256: str) -> None:
+        """Check size and digest, in constant time (not the signature: see :meth:`verify`).
+
+        Raises:
+            ArtifactIntegrityError: naming which check failed.
+
+        """
+        if len(content) > self.max_bytes:
+            raise ArtifactIntegrityError(
+                f"artifact is {len(content)} bytes, over the limit of {self.max_bytes}"
+            )
+        if not _same(content_sha256(content), sha256):
+            raise ArtifactIntegrityError(
+                f"artifact sha256 mismatch: expected {sha256[:80]!r}, "
+                f"content hashes to {content_sha256(content)!r}"
             )
 
     def decode(self, content: bytes, signature: str, sha256: str | None = None) -> Any:
@@ -145,6 +159,21 @@ class ArtifactCodec:
 
         """
         self.verify(content, signature, sha256)
+        return restricted_loads(content)
+
+    def decode_addressed(self, content: bytes, sha256: str) -> Any:
+        """Check size and digest, then unpickle content a signed envelope addresses.
+
+        For content whose ``sha256`` is covered by a signature the caller has
+        already verified, such as the state of a ModelUpdate
+        (:mod:`headwater.shared.model_updates`); a digest nobody signed proves nothing.
+
+        Raises:
+            ArtifactIntegrityError: the content does not match ``sha256``, or
+                does not unpickle into a River estimator.
+
+        """
+        self.verify_digest(content, sha256)
         return restricted_loads(content)
 
     def load(self, artifact: SignedArtifact) -> Any:

@@ -3,10 +3,8 @@
 The trainer and the monitor are services first (HTTP, producers, SIGTERM);
 their Faust apps are parts of them, not workers run by the ``faust`` CLI. This
 starts an app in the background (a group join takes seconds), reports when it
-consumes, and stops it within a grace.
-
->>> faust_brokers("a:9092, b:9093")
-['kafka://a:9092', 'kafka://b:9093']
+consumes, and stops it within a grace. The apps themselves come from
+:func:`~headwater.shared.bus.faust_app.faust_app`.
 """
 
 from __future__ import annotations
@@ -19,11 +17,6 @@ import faust
 from headwater.shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
-
-
-def faust_brokers(bootstrap: str) -> list[str]:
-    """Faust's broker URLs for a comma-separated ``host:port`` list."""
-    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
 class FaustRunner:

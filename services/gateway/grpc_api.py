@@ -19,6 +19,7 @@ from opentelemetry import propagate
 
 from headwater.services.gateway.metadata import model_metadata
 from headwater.services.gateway.service import InferenceService
+from headwater.services.gateway.tensors import parse_version
 from headwater.shared.errors import InvalidInput
 from headwater.shared.grpc_errors import abort_with, grpc_errors
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc
@@ -126,9 +127,10 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: oip_pb2.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> oip_pb2.ModelReadyResponse:
         """The model (and the version, when given) is deployed and loaded."""
-        return oip_pb2.ModelReadyResponse(
-            ready=self.service.cache.ready(request.name, request.version)
-        )
+        cache, version = self.service.cache, None
+        if request.version and cache.find(request.name) is not None:  # else NOT_FOUND or False
+            version = parse_version(request.version, "version")
+        return oip_pb2.ModelReadyResponse(ready=cache.ready(request.name, version))
 
     @grpc_errors
     async def ServerMetadata(

@@ -21,13 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from headwater.services.gateway import metrics
-from headwater.services.gateway.model_cache import (
-    LiveUpdater,
-    ModelCache,
-    ModelEntry,
-    ServedVersion,
-    is_live,
-)
+from headwater.services.gateway.live_updates import LiveUpdater
+from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion, is_live
 from headwater.services.gateway.routing import Route, RouteTable
 from headwater.shared.artifacts import FORMAT, ArtifactCodec
 from headwater.shared.errors import ArtifactIntegrityError, InvalidInput, NotFound

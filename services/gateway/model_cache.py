@@ -7,23 +7,16 @@ one, never half of each. River's ``predict_one`` is synchronous and fast, so
 requests call it inline; the expensive part of a swap (unpickling) happens
 before the assignment, off the event loop.
 
-Live mode: a deployed version's learner publishes :class:`ModelUpdate`
-messages (signed state, ``base_version``, increasing ``sequence``). An update is
-swapped in when its base version is deployed and its sequence is newer than the
-one served. The newest verified update of each model is remembered (one per
-model: a model has one learner, whose sequences keep increasing when it rebases
-onto a new version), so an update that arrives before its deployment is applied
-when that deployment is installed. Installing a deployment forgets a remembered
-update whose base version it no longer routes (one newer than every routed
-version is kept: its deployment may still be on its way). An update whose
-signature does not verify is refused, logged and counted.
+Live updates are verified and planned by
+:mod:`headwater.services.gateway.live_updates`; the cache keeps the newest
+verified update of each model for a deployment still on its way. Installing a
+deployment forgets a remembered update whose base version it no longer routes
+(one newer than every routed version is kept: its deployment may still be on
+its way).
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -31,17 +24,9 @@ from typing import Any
 
 from headwater.services.gateway.outputs import predict_datatype
 from headwater.services.gateway.routing import Route, RouteTable
-from headwater.shared.artifacts import ArtifactCodec, restricted_loads
-from headwater.shared.errors import (
-    ArtifactIntegrityError,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-)
+from headwater.shared.errors import ModelNotFound, ModelNotReady
 from headwater.shared.features import FeatureSchema
 from headwater.shared.pb import events_pb2, registry_pb2
-
-log = logging.getLogger(__name__)
 
 CLASSIFIER_TASKS = frozenset({registry_pb2.TASK_BINARY, registry_pb2.TASK_MULTICLASS})
 
@@ -139,36 +124,6 @@ def is_live(deployment: registry_pb2.Deployment) -> bool:
     return deployment.mode != registry_pb2.SERVING_MODE_PINNED
 
 
-def parse_version(text: str, field: str = "model_version") -> int:
-    """A version number given as text (OIP carries versions as strings).
-
-    >>> parse_version("3")
-    3
-    >>> parse_version("latest")
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.InvalidInput: model_version must be a version number, got 'latest'
-
-    Raises:
-        InvalidInput: ``text`` is not an integer (the message names ``field``).
-
-    """
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a version number, got {text!r}") from None
-
-
-class UpdatePlan(enum.Enum):
-    """What to do with a live update."""
-
-    APPLY = "apply"
-    STALE = "stale"  # not newer than the one served
-    NOT_DEPLOYED = "not_deployed"  # model or base version not served (kept for later)
-    PINNED = "pinned"  # the deployment is pinned to its artifact
-    REFUSED = "refused"  # does not verify
-
-
 @dataclass
 class ModelCache:
     """The models a gateway serves (see the module docstring)."""
@@ -196,12 +151,11 @@ class ModelCache:
         """The deployed entry of ``name``, or None."""
         return self._entries.get(name)
 
-    def ready(self, name: str, version: str = "") -> bool:
+    def ready(self, name: str, version: int | None = None) -> bool:
         """OIP ModelReady: the model has a live route and, when given, ``version`` is loaded.
 
         Raises:
             ModelNotFound: No model of that name is known.
-            InvalidInput: ``version`` is not a version number.
 
         """
         entry = self._entries.get(name)
@@ -209,7 +163,7 @@ class ModelCache:
             if name not in self._known:
                 raise ModelNotFound(f"model '{name}' not found")
             return False
-        if version and parse_version(version, "version") not in entry.versions:
+        if version is not None and version not in entry.versions:
             return False
         return bool(entry.routes.live)
 
@@ -262,17 +216,6 @@ class ModelCache:
             return None
         return served
 
-    def plan(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
-        """Decide what to do with a (verified) update, without applying it."""
-        entry = self._entries.get(update.model)
-        if entry is None or update.base_version not in entry.versions:
-            return UpdatePlan.NOT_DEPLOYED
-        if not entry.live:
-            return UpdatePlan.PINNED
-        if update.sequence <= entry.versions[update.base_version].live_sequence:
-            return UpdatePlan.STALE
-        return UpdatePlan.APPLY
-
     def remember(self, update: events_pb2.ModelUpdate) -> None:
         """Keep a verified update for later installs if it is the model's newest."""
         kept = self._pending.get(update.model)
@@ -283,15 +226,15 @@ class ModelCache:
         """The remembered (newest) update of a model, or None."""
         return self._pending.get(name)
 
-    def swap_live(self, update: events_pb2.ModelUpdate, estimator: Any) -> bool:
-        """Serve ``estimator`` for the update's base version if the update still applies."""
-        if self.plan(update) is not UpdatePlan.APPLY:
-            return False
-        entry = self._entries[update.model]
-        served = ServedVersion(update.base_version, estimator, update.sequence)
-        versions = {**entry.versions, update.base_version: served}
-        self._entries[update.model] = replace(entry, versions=MappingProxyType(versions))
-        return True
+    def swap_version(self, name: str, served: ServedVersion) -> None:
+        """Serve ``served`` (a live state) for its version of ``name``, a served model.
+
+        The caller checked that the update it comes from applies
+        (:func:`~headwater.services.gateway.live_updates.plan_update`).
+        """
+        entry = self._entries[name]
+        versions = {**entry.versions, served.version: served}
+        self._entries[name] = replace(entry, versions=MappingProxyType(versions))
 
 
 def _obsolete(base_version: int, routed: tuple[int, ...]) -> bool:
@@ -301,82 +244,3 @@ def _obsolete(base_version: int, routed: tuple[int, ...]) -> bool:
     (True, False, False, False)
     """
     return bool(routed) and base_version not in routed and base_version < max(routed)
-
-
-class LiveUpdater:
-    """Verifies live updates, then decodes and swaps them into a :class:`ModelCache`.
-
-    Args:
-        cache: The cache to update.
-        codec: Verifies signatures and decodes model state.
-
-    Attributes:
-        counts: How many updates ended in each :class:`UpdatePlan`.
-
-    """
-
-    def __init__(self, cache: ModelCache, codec: ArtifactCodec) -> None:
-        self.cache = cache
-        self.codec = codec
-        self.counts: dict[UpdatePlan, int] = dict.fromkeys(UpdatePlan, 0)
-
-    async def offer(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
-        """Verify an update (once, off the event loop), remember it, swap it in if it applies.
-
-        The digest and HMAC of the state are checked in a worker thread, which
-        also unpickles the state when the update applies now; a remembered
-        update is not verified again when it is applied later.
-        """
-        decode_now = self.cache.plan(update) is UpdatePlan.APPLY
-        try:
-            estimator = await asyncio.to_thread(self._verify, update, decode_now)
-        except ArtifactIntegrityError as error:
-            log.error(
-                "live update refused",
-                extra={"model": update.model, "sequence": update.sequence, "reason": str(error)},
-            )
-            return self._count(UpdatePlan.REFUSED)
-        self.cache.remember(update)
-        if estimator is None:  # not applicable when offered (or the plan changed meanwhile)
-            return await self._apply(update)
-        return self._swap(update, estimator)
-
-    async def apply_pending(self, name: str) -> None:
-        """Apply the remembered update of a model (after its deployment is installed)."""
-        update = self.cache.pending(name)
-        if update is not None:
-            await self._apply(update)
-
-    def _verify(self, update: events_pb2.ModelUpdate, decode: bool) -> Any:
-        """Runs in a worker thread: check digest and signature, then unpickle if asked."""
-        self.codec.verify(update.state, update.signature, update.sha256 or None)
-        return restricted_loads(update.state) if decode else None
-
-    async def _apply(self, update: events_pb2.ModelUpdate) -> UpdatePlan:
-        """Swap in an already verified update if it applies now."""
-        plan = self.cache.plan(update)
-        if plan is not UpdatePlan.APPLY:
-            return self._count(plan)
-        try:
-            estimator = await asyncio.to_thread(restricted_loads, update.state)
-        except ArtifactIntegrityError as error:
-            log.error("live update refused", extra={"model": update.model, "reason": str(error)})
-            return self._count(UpdatePlan.REFUSED)
-        return self._swap(update, estimator)
-
-    def _swap(self, update: events_pb2.ModelUpdate, estimator: Any) -> UpdatePlan:
-        if not self.cache.swap_live(update, estimator):
-            return self._count(self.cache.plan(update))
-        log.info(
-            "live update swapped in",
-            extra={
-                "model": update.model,
-                "base_version": update.base_version,
-                "sequence": update.sequence,
-            },
-        )
-        return self._count(UpdatePlan.APPLY)
-
-    def _count(self, plan: UpdatePlan) -> UpdatePlan:
-        self.counts[plan] += 1
-        return plan

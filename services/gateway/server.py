@@ -29,8 +29,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer, add_to_server
+from headwater.services.gateway.live_updates import LiveUpdater
 from headwater.services.gateway.loader import ModelLoader
-from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
+from headwater.services.gateway.model_cache import ModelCache
 from headwater.services.gateway.service import InferenceService
 from headwater.services.gateway.settings import GatewaySettings
 from headwater.services.gateway.streams import (

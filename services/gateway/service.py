@@ -26,15 +26,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from headwater.services.gateway import metrics
-from headwater.services.gateway.model_cache import (
-    ModelCache,
-    ModelEntry,
-    ServedVersion,
-    parse_version,
-)
+from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion
 from headwater.services.gateway.outputs import Prediction, encode_outputs, select_outputs
 from headwater.services.gateway.routing import Route, RouteChoice
-from headwater.services.gateway.tensors import Row, decode_rows
+from headwater.services.gateway.tensors import Row, decode_rows, parse_version
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import (
     InvalidInput,

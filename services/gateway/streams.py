@@ -31,8 +31,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from headwater.services.gateway import metrics
+from headwater.services.gateway.live_updates import LiveUpdater, OnRefused
 from headwater.services.gateway.loader import ModelLoader
-from headwater.services.gateway.model_cache import LiveUpdater, ModelCache
+from headwater.services.gateway.model_cache import ModelCache
 from headwater.shared.bus.consumer import fetch_batch, make_consumer
 from headwater.shared.bus.record_policy import RecordPolicy, Step
 from headwater.shared.bus.records import ConsumedRecord
@@ -197,24 +198,38 @@ class ModelUpdateHandler:
         self.policy = policy
 
     async def __call__(self, records: list[ConsumerRecord]) -> None:
-        """Handle one batch: decode, keep the newest per (model, base version), offer."""
-        newest: dict[tuple[str, int], events_pb2.ModelUpdate] = {}
+        """Handle one batch: decode, then offer every update, the newest first.
 
-        async def keep_newest(record: ConsumedRecord) -> None:
-            update = _valid_update(record.decode(events_pb2.ModelUpdate))
-            key = (update.model, update.base_version)
-            if key not in newest or update.sequence > newest[key].sequence:
-                newest[key] = update
+        Each update is verified on its own (a forged one must not hide a genuine
+        one) and dead-lettered through the policy if it does not verify; offered
+        newest first, the older ones of a model are then stale and never unpickled.
+        """
+        decoded: list[tuple[ConsumedRecord, events_pb2.ModelUpdate]] = []
+
+        async def decode(record: ConsumedRecord) -> None:
+            decoded.append((record, _valid_update(record.decode(events_pb2.ModelUpdate))))
 
         # a tombstone of the compacted topic is no update and no error
-        await _handle_each(self.policy, [r for r in records if r.value is not None], keep_newest)
-        for update in newest.values():
+        await _handle_each(self.policy, [r for r in records if r.value is not None], decode)
+        decoded.sort(key=lambda pair: -pair[1].sequence)
+        for record, update in decoded:
             try:
-                outcome = await self.updater.offer(update)
+                on_refused = _dead_letter_refused(self.policy, record)
+                outcome = await self.updater.offer(update, on_refused)
             except Exception:  # a bug with one update must not starve the others
                 log.exception("live update failed", extra={"model": update.model})
                 continue
             metrics.LIVE_UPDATES.labels(model=update.model, outcome=outcome.value).inc()
+
+
+def _dead_letter_refused(policy: RecordPolicy, record: ConsumedRecord) -> OnRefused:
+    """What dead-letters ``record`` when its update is refused (never raises, like a step)."""
+
+    async def dead_letter(reason: str) -> None:
+        with contextlib.suppress(Unavailable):  # the gateway is stopping; logged and counted
+            await policy.reject(record, reason)
+
+    return dead_letter
 
 
 def _valid_update(update: events_pb2.ModelUpdate) -> events_pb2.ModelUpdate:

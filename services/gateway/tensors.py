@@ -1,4 +1,4 @@
-"""Decoding OIP v2 input tensors into feature rows (pure, no I/O).
+"""Decoding OIP v2 requests into feature rows and version numbers (pure, no I/O).
 
 Two layouts are accepted:
 
@@ -342,3 +342,23 @@ def _check_finite(tensor: str, values: np.ndarray, columns: int = 0) -> None:
 
 def _show(value: float) -> str:
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def parse_version(text: str, field: str = "model_version") -> int:
+    """A version number given as text (OIP carries versions as strings).
+
+    >>> parse_version("3")
+    3
+    >>> parse_version("latest")
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: model_version must be a version number, got 'latest'
+
+    Raises:
+        InvalidInput: ``text`` is not an integer (the message names ``field``).
+
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a version number, got {text!r}") from None

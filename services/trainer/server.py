@@ -98,9 +98,11 @@ class TrainerServer:
             settings.registry.target, settings.registry.deadline_s, actor="trainer"
         )
         await self._start_http()
-        self._index = UpdateIndex(settings.kafka, client_id=f"{settings.app_id}-model-updates")
-        await self._index.start()
         codec = ArtifactCodec.from_settings(settings.artifacts)
+        self._index = UpdateIndex(
+            settings.kafka, f"{settings.app_id}-model-updates", codec, self._producer
+        )
+        await self._index.start()
         self.pool = LearnerPool(settings, self._registry, codec, self._index)
         self._events = RegistryEventsTail(settings, self.pool)
         await self._events.start()

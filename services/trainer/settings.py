@@ -83,8 +83,8 @@ class TrainerSettings(ServiceSettings):
         ge=0,
         description="Recent example ids each learner remembers to drop duplicates: an "
         "example whose id came more than this many examples earlier is learned again. The "
-        "ids travel in every ModelUpdate (about 11 bytes each: 1000 ids add 11 KB, 100000 "
-        "would add 1.07 MB per update).",
+        "ids travel in every ModelUpdate (10 bytes each: 1000 ids add 10 KB, 100000 "
+        "would add 1 MB per update).",
     )
     metric_window: int = Field(
         1_000, ge=1, description="Examples in the learner's rolling metric window."

@@ -23,8 +23,16 @@ from typing import Any
 
 import faust
 
-from headwater.shared.faust_runner import faust_brokers
 from headwater.shared.settings import KafkaSettings
+
+
+def faust_brokers(bootstrap: str) -> list[str]:
+    """Faust's broker URLs for a comma-separated ``host:port`` list.
+
+    >>> faust_brokers("a:9092, b:9093")
+    ['kafka://a:9092', 'kafka://b:9093']
+    """
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
 def faust_app(

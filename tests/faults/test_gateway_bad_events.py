@@ -28,6 +28,7 @@ from tests.integration.gateway.conftest import (
     infer_request,
     trained,
 )
+from tests.signed_updates import forgeries, signed_update
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -90,19 +91,32 @@ def bad_records() -> list[BadRecord]:
         BadRecord(mu, encode_event(events_pb2.ModelUpdate(model=MODEL, base_version=1, sequence=3,
                                                           state=b"x")), PROTOBUF,
                   "ModelUpdate for 'churn' has no signature"),
+        *refused_updates(),  # last: a batch dead-letters what does not verify after the rest
+    ]  # fmt: skip
+
+
+def refused_updates() -> list[BadRecord]:
+    """Well-formed updates that do not verify: forged, or an older trainer's, newest first."""
+    genuine = model_update(3, positive=False)
+    artifact = CODEC.encode(trained(False))
+    old = events_pb2.ModelUpdate(  # its state signed alone, its progress in a record header
+        model=MODEL, base_version=1, sequence=2, state=artifact.content,
+        sha256=artifact.sha256, signature=artifact.signature,
+    )  # fmt: skip
+    mu = Topic.MODEL_UPDATES
+    return [
+        *(
+            BadRecord(mu, encode_event(u), PROTOBUF,
+                      f"ModelUpdate for {u.model!r} (sequence {u.sequence}) does not verify")
+            for _, u in forgeries(genuine, other_model="other")
+        ),
+        BadRecord(mu, encode_event(old), PROTOBUF,
+                  "ModelUpdate for 'churn' (sequence 2) has no embedded progress"),
     ]  # fmt: skip
 
 
 def model_update(sequence: int, positive: bool) -> events_pb2.ModelUpdate:
-    artifact = CODEC.encode(trained(positive))
-    return events_pb2.ModelUpdate(
-        model=MODEL,
-        base_version=1,
-        sequence=sequence,
-        state=artifact.content,
-        sha256=artifact.sha256,
-        signature=artifact.signature,
-    )
+    return signed_update(CODEC, trained(positive), MODEL, 1, sequence)
 
 
 async def test_malformed_events_are_dead_lettered_and_the_good_ones_after_them_applied(

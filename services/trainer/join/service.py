@@ -10,7 +10,8 @@ A record of ``predictions`` or ``feedback`` takes one path, :meth:`JoinService._
 4. write the slot the join asked for, and count.
 
 No Kafka here: the Faust agents in :mod:`headwater.services.trainer.join.streams`
-hand each record over as an :class:`IncomingRecord`, give the slots as a
+hand each record over (through the bus's record policy) as a
+:class:`~headwater.shared.bus.records.ConsumedRecord`, give the slots as a
 mapping (a changelog-backed table), and one :class:`JoinOutlet` through which
 examples and dead letters leave.
 """
@@ -33,7 +34,8 @@ from headwater.services.trainer.join.slots import (
     TraceHeaders,
     expired,
 )
-from headwater.shared.bus.codec import decode_event, encode_event
+from headwater.shared.bus.codec import encode_event
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.tracing import TRACE_HEADERS
 from headwater.shared.errors import InvalidInput
 from headwater.shared.pb import events_pb2
@@ -50,33 +52,21 @@ _SIDE_OF_STATE = {
 }
 
 
-@dataclass(frozen=True)
-class IncomingRecord:
-    """One record of ``predictions`` or ``feedback``, as read from the broker."""
+def record_trace(record: ConsumedRecord) -> TraceHeaders:
+    """The W3C trace headers (``traceparent``, ``tracestate``) a record carries.
 
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
+    Names are lower-cased; a header without a value, or one longer than
+    :data:`MAX_TRACE_HEADER_BYTES`, is left out.
 
-    @property
-    def valued_headers(self) -> tuple[tuple[str, bytes], ...]:
-        """The headers that have a value (a header may be sent with a null one)."""
-        return tuple((k, v) for k, v in self.headers if v is not None)
-
-    @property
-    def trace(self) -> TraceHeaders:
-        """The W3C trace headers (``traceparent``, ``tracestate``) the record carries.
-
-        >>> IncomingRecord("t", 0, None, None, (("TraceParent", b"00-1"), ("x", b"y"))).trace
-        (('traceparent', b'00-1'),)
-        """
-        return tuple(
-            (name.lower(), value)
-            for name, value in self.valued_headers
-            if name.lower() in TRACE_HEADERS and len(value) <= MAX_TRACE_HEADER_BYTES
-        )
+    >>> headers = (("TraceParent", b"00-1"), ("x", b"y"), ("tracestate", None))
+    >>> record_trace(ConsumedRecord("t", 0, 0, None, None, headers))
+    (('traceparent', b'00-1'),)
+    """
+    return tuple(
+        (name.lower(), value)
+        for name, value in record.valued_headers
+        if name.lower() in TRACE_HEADERS and len(value) <= MAX_TRACE_HEADER_BYTES
+    )
 
 
 class JoinOutlet(Protocol):
@@ -91,7 +81,7 @@ class JoinOutlet(Protocol):
 
         """
 
-    async def reject(self, record: IncomingRecord, reason: str) -> None:
+    async def reject(self, record: ConsumedRecord, reason: str) -> None:
         """Dead-letter a record with the reason."""
 
 
@@ -132,22 +122,22 @@ class JoinService:
         self.outlet = outlet
         self._clock = clock
 
-    async def handle_prediction(self, record: IncomingRecord) -> JoinOutcome | None:
+    async def handle_prediction(self, record: ConsumedRecord) -> JoinOutcome | None:
         """Handle one prediction record; None when it was dead-lettered."""
         return await self._join_record(record, _PREDICTIONS)
 
-    async def handle_feedback(self, record: IncomingRecord) -> JoinOutcome | None:
+    async def handle_feedback(self, record: ConsumedRecord) -> JoinOutcome | None:
         """Handle one feedback record; None when it was dead-lettered."""
         return await self._join_record(record, _FEEDBACK)
 
-    async def _join_record(self, record: IncomingRecord, side: _Side[E]) -> JoinOutcome | None:
+    async def _join_record(self, record: ConsumedRecord, side: _Side[E]) -> JoinOutcome | None:
         """Decode and check, pair, emit a joined pair's example, then write the slot, count.
 
         If emitting raises, nothing is written: the waiting side stays, and the
         record, retried or redelivered, joins again.
         """
         try:
-            event = side.check(decode_event(side.event_type, record.value, record.valued_headers))
+            event = side.check(record.decode(side.event_type))
             key = _checked_key(record, event.prediction_id)
         except InvalidInput as err:
             await self.outlet.reject(record, str(err))
@@ -160,7 +150,7 @@ class JoinService:
             encode_event(event),
             now=self._clock(),
             partition=record.partition,
-            trace=record.trace,
+            trace=record_trace(record),
         )
         if outcome.kind is JoinOutcomeKind.JOINED:
             await self._emit(outcome)
@@ -189,7 +179,7 @@ class JoinService:
             yield key, slot
 
 
-def _checked_key(record: IncomingRecord, prediction_id: str) -> str:
+def _checked_key(record: ConsumedRecord, prediction_id: str) -> str:
     """The record key, which must be the prediction id (the join is partition-local)."""
     key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
     if key != prediction_id:

@@ -6,18 +6,23 @@ slots is partitioned like them and its changelog topic too, so a restarted (or
 rebalanced) worker recovers exactly the slots of its partitions.
 
 The app runs inside the trainer process (no ``faust worker``), built in the
-running loop and stopped within a bounded grace. On Tansu it is configured so
-that Faust never creates a topic itself: the trainer creates the changelog
-topic (compacted, with the source topics' partition count) before the app
-starts, because Faust's co-partitioning check compares their counts and Tansu
-would otherwise auto-create it with its own default. No leader topic, no Faust
-web server (the trainer serves its own HTTP), and one record per producer
-batch (see ``join_producer_max_batch_bytes``).
+running loop and stopped within a bounded grace. It is a
+:func:`~headwater.shared.bus.faust_app.faust_app`, so Faust never creates a
+topic itself: the trainer creates the changelog topic (compacted, with the
+source topics' partition count) before the app starts, because Faust's
+co-partitioning check compares their counts and Tansu would otherwise
+auto-create it with its own default. One record per producer batch (see
+``join_producer_max_batch_bytes``).
+
+Every record goes through one :class:`~headwater.shared.bus.record_policy.RecordPolicy`
+(:func:`join_policy`): a record that cannot be decoded or makes no sense is
+dead-lettered with the reason, one that hits a bug as ``trainer failed:
+<ExceptionType>``, and one that meets a broker outage (``examples`` or
+``dead-letter`` unreachable) is tried again in place until it goes through.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -27,22 +32,25 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.service import JoinService
 from headwater.services.trainer.join.slots import Join, Slot, TraceHeaders, decode_slot, encode_slot
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
-from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.faust_app import faust_app
 from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy, Step
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic, ensure_topic, topic_name
 from headwater.shared.bus.tracing import extract_trace_context, inject_trace_headers
 from headwater.shared.errors import InvalidInput, Unavailable
-from headwater.shared.faust_runner import FaustRunner, faust_brokers
+from headwater.shared.faust_runner import FaustRunner
 from headwater.shared.pb import events_pb2
+from headwater.shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-#: Longest pause between two attempts at a record while the broker is unreachable.
-MAX_RETRY_S = 5.0
+#: Pauses between attempts at a record while the broker is unreachable (it is never skipped).
+RETRY = Backoff(initial_s=0.1, max_s=5.0)
 
 
 class SlotTable(MutableMapping[str, Slot]):
@@ -103,14 +111,23 @@ def build_app(
     settings: TrainerSettings, partitions: int, data_dir: Path, producer: EventProducer
 ) -> tuple[faust.App, JoinService]:
     """The Faust app with its table, two agents and the sweep timer (call inside the loop)."""
-    app = _faust_app(settings, partitions, data_dir)
+    app = faust_app(
+        settings.group_id("join"),
+        settings.kafka,
+        data_dir,
+        session_timeout_s=settings.session_timeout_s,
+        from_beginning=settings.from_beginning,
+        table_partitions=partitions,
+        producer_max_batch_bytes=settings.join_producer_max_batch_bytes,
+    )
     table = app.Table(JOIN_TABLE, key_type=str, value_type=bytes, partitions=partitions)
     slots = SlotTable(table)
     examples = app.topic(
         topic_name(settings.kafka, Topic.EXAMPLES), key_serializer="raw", value_serializer="raw"
     )
-    service = JoinService(Join(settings.join_ttl_s), slots, BrokerOutlet(examples, producer))
-    _add_agents(app, settings, service)
+    policy = join_policy(producer)
+    service = JoinService(Join(settings.join_ttl_s), slots, BrokerOutlet(examples, policy))
+    _add_agents(app, settings, service, policy)
 
     @app.timer(settings.join_sweep_interval_s)
     async def sweep() -> None:
@@ -120,33 +137,20 @@ def build_app(
     return app, service
 
 
-def _faust_app(settings: TrainerSettings, partitions: int, data_dir: Path) -> faust.App:
-    """A Faust app that declares no topic, has no leader topic and no web server."""
-    session_s = settings.session_timeout_s
-    return faust.App(
-        settings.group_id("join"),
-        broker=faust_brokers(settings.kafka.bootstrap),
-        datadir=str(data_dir),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=0,
-        consumer_auto_offset_reset="earliest" if settings.from_beginning else "latest",
-        broker_session_timeout=session_s,
-        broker_rebalance_timeout=session_s,
-        broker_heartbeat_interval=max(0.1, session_s / 10),
-        broker_request_timeout=max(session_s + 5, settings.kafka.request_timeout_ms / 1000),
-        producer_acks=-1,
-        producer_max_batch_size=settings.join_producer_max_batch_bytes,
-    )
+def join_policy(producer: EventProducer) -> RecordPolicy:
+    """The agents' record policy: a record waits out broker outages (:data:`RETRY`), in place.
+
+    A record that hits a bug is dead-lettered as ``trainer failed: <ExceptionType>``.
+    No ``stopping``: stopping the app cancels an agent mid-retry, and the record,
+    not committed, is read again after the restart.
+    """
+    return RecordPolicy(producer, "trainer", retry=RETRY)
 
 
-def _add_agents(app: faust.App, settings: TrainerSettings, service: JoinService) -> None:
-    """One agent on ``predictions`` and one on ``feedback``, handing records to ``service``."""
+def _add_agents(
+    app: faust.App, settings: TrainerSettings, service: JoinService, policy: RecordPolicy
+) -> None:
+    """One agent on ``predictions`` and one on ``feedback``, each record through ``policy``."""
     handlers = {
         Topic.PREDICTIONS: service.handle_prediction,
         Topic.FEEDBACK: service.handle_feedback,
@@ -155,7 +159,7 @@ def _add_agents(app: faust.App, settings: TrainerSettings, service: JoinService)
         channel = app.topic(
             topic_name(settings.kafka, topic), key_serializer="raw", value_serializer="raw"
         )
-        agent = _consume(handle, service.outlet.reject)
+        agent = _agent(policy, handle)
         app.agent(channel, name=f"{settings.app_id}.join.{topic.value}")(agent)
 
 
@@ -164,13 +168,13 @@ class BrokerOutlet:
 
     Args:
         examples: The Faust topic ``examples``.
-        producer: Writes dead letters.
+        policy: The agents' record policy, which writes the dead letters.
 
     """
 
-    def __init__(self, examples: Any, producer: EventProducer) -> None:
+    def __init__(self, examples: Any, policy: RecordPolicy) -> None:
         self._examples = examples
-        self._producer = producer
+        self._policy = policy
 
     async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         """Send an example, keyed by its model, continuing the trace of ``trace``.
@@ -192,80 +196,23 @@ class BrokerOutlet:
         except (KafkaError, ProducerSendError) as err:
             raise Unavailable(f"example {example.example_id!r} not sent: {err!r}") from err
 
-    async def reject(self, record: IncomingRecord, reason: str) -> None:
-        """Dead-letter a record with the reason (its key, value and headers unchanged)."""
-        await dead_letter(
-            self._producer, record.key, record.value, reason, record.topic, record.headers
-        )
+    async def reject(self, record: ConsumedRecord, reason: str) -> None:
+        """Dead-letter a record with the reason (its key, value and headers unchanged).
+
+        Through the agents' :class:`RecordPolicy`: retried until the broker
+        acknowledges it, so the agent moves past the record only once it is safe.
+        """
+        await self._policy.reject(record, reason)
 
 
-def _consume(handle: Any, reject: Any) -> Any:
+def _agent(policy: RecordPolicy, handle: Step) -> Any:
+    """The agent that hands every message of its stream to ``handle`` through ``policy``."""
+
     async def consume(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            await _handle_message(handle, reject, event.message)
+            await policy.handle(event.message, handle)
 
     return consume
-
-
-async def _handle_message(handle: Any, reject: Any, message: Any) -> None:
-    """Handle one consumed message; nothing about it may stop the agent."""
-    try:
-        record = _record(message, _headers(message.headers))
-    except Exception as err:  # headers no client should send: keep the bytes, say why
-        log.exception("unreadable record headers", extra={"topic": message.topic})
-        reason = f"unreadable record headers: {type(err).__name__}: {err}"
-
-        async def dead_letter_it(record: IncomingRecord) -> None:
-            await reject(record, reason)
-
-        await _handle_safely(dead_letter_it, reject, _record(message, ()))
-        return
-    await _handle_safely(handle, reject, record)
-
-
-def _record(message: Any, headers: tuple[tuple[str, bytes | None], ...]) -> IncomingRecord:
-    return IncomingRecord(
-        topic=message.topic,
-        partition=message.partition,
-        key=message.key,
-        value=message.value,
-        headers=headers,
-    )
-
-
-async def _handle_safely(handle: Any, reject: Any, record: IncomingRecord) -> None:
-    """Handle a record; wait out broker outages, dead-letter a record that hits a bug."""
-    delay_s, failed = 0.1, ""
-    while True:
-        try:
-            await (reject(record, failed) if failed else handle(record))
-            return
-        except Unavailable as err:  # the dead-letter topic is unreachable: try again
-            log.warning("join paused", extra={"error": str(err), "retry_in_s": delay_s})
-        except Exception as err:
-            log.exception("join failed on a record", extra={"topic": record.topic})
-            if failed:
-                return  # even dead-lettering fails: logged above, nothing else to do
-            failed = f"trainer failed: {type(err).__name__}"
-            continue
-        await asyncio.sleep(delay_s)
-        delay_s = min(2 * delay_s, MAX_RETRY_S)
-
-
-def _headers(raw: Any) -> tuple[tuple[str, bytes | None], ...]:
-    """Record headers as aiokafka gives them; a null value (``kcat -H name``) stays None.
-
-    >>> _headers([("content-type", b"application/json"), ("flag", None)])
-    (('content-type', b'application/json'), ('flag', None))
-
-    Raises:
-        TypeError: A header is not a (name, bytes or None) pair.
-
-    """
-    if not raw:
-        return ()
-    items = raw.items() if hasattr(raw, "items") else raw
-    return tuple((str(k), None if v is None else bytes(v)) for k, v in items)
 
 
 class JoinStreams:

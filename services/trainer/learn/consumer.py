@@ -18,14 +18,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from headwater.services.trainer.learn.active import TP
-from headwater.services.trainer.learn.pool import ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
-from headwater.shared.bus.dead_letter import dead_letter
+from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch, make_consumer
 from headwater.shared.bus.producer import EventProducer
-from headwater.shared.bus.topics import Topic, topic_name
+from headwater.shared.bus.record_policy import RecordPolicy
+from headwater.shared.bus.records import ConsumedRecord
+from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
 from headwater.shared.pb import events_pb2
 
@@ -59,6 +60,12 @@ class LearningLoop:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stopping = False
+        self._revoking = False
+        # A dead letter is retried until acknowledged, but never past a stop or a
+        # rebalance: the loop then seeks back and lets go of its lock.
+        self._policy = RecordPolicy(
+            producer, "trainer", stopping=lambda: self._stopping or self._revoking
+        )
         self._processed: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
 
@@ -70,20 +77,16 @@ class LearningLoop:
     async def start(self) -> None:
         """Join the group (in the background) and start the loop."""
         settings = self.settings
-        session_ms = int(settings.session_timeout_s * 1000)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap,
-            client_id=f"{settings.app_id}-learners",
-            group_id=settings.group_id("learners"),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if settings.from_beginning else "latest",
-            session_timeout_ms=session_ms,
-            rebalance_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(100, session_ms // 10),
-            request_timeout_ms=max(settings.kafka.request_timeout_ms, session_ms + 5_000),
+        consumer = make_consumer(
+            settings.kafka,
+            [Topic.EXAMPLES],
+            settings.group_id("learners"),
+            f"{settings.app_id}-learners",
+            from_beginning=settings.from_beginning,
             max_poll_records=settings.max_poll_records,
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            listener=_Rebalance(self),
         )
-        consumer.subscribe([topic_name(settings.kafka, Topic.EXAMPLES)], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(consumer), name="trainer-learning")
@@ -104,21 +107,19 @@ class LearningLoop:
                 await asyncio.sleep(self.settings.registry_retry_s)
 
     async def _learn(self, consumer: AIOKafkaConsumer, batch: dict) -> bool:
-        """Learn a batch; False, or True when some partition must be retried."""
+        """Learn a batch; False, or True when some partition must be retried.
+
+        Every record goes through the loop's :class:`RecordPolicy`: one the pool
+        cannot learn, or that hits a bug (``trainer failed: <ExceptionType>``), is
+        dead-lettered; when the registry or the dead-letter topic is unreachable the
+        partition is sought back to the record, to be retried after a pause.
+        """
         self.pool.apply_deployments()
         retry = False
         for tp, records in batch.items():
             for record in records:
-                example = ExampleRecord(
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.key,
-                    record.value,
-                    tuple(record.headers or ()),
-                )
                 try:
-                    await self._process(example)
+                    await self._policy.handle(record, self._learn_record)
                 except Unavailable as err:
                     log.warning("examples paused", extra={"error": str(err), "partition": tp})
                     consumer.seek(tp, record.offset)
@@ -127,31 +128,19 @@ class LearningLoop:
                 self._processed[(tp.topic, tp.partition)] = record.offset + 1
         return retry
 
-    async def _process(self, example: ExampleRecord) -> None:
-        """Learn one record; a bug while doing so dead-letters it instead of stopping the loop."""
-        try:
-            await self.pool.process(example, self._reject)
-        except Unavailable:
-            raise
-        except Exception as err:
-            log.exception("learning failed on a record", extra={"offset": example.offset})
-            await self._reject(example, f"trainer failed: {type(err).__name__}")
-
-    async def _reject(self, record: ExampleRecord, reason: str) -> None:
-        await dead_letter(
-            self.producer, record.key, record.value, reason, record.topic, record.headers
-        )
+    async def _learn_record(self, record: ConsumedRecord) -> None:
+        await self.pool.process(record, self._policy.reject)
 
     async def _sync(self, force: bool = False) -> None:
         """Publish the due ModelUpdates, one acknowledged record at a time."""
         for model in self.pool.due_updates(force):
-            update, headers = await self.pool.build_update(model)
+            update = await self.pool.build_update(model)
             try:
-                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update, headers)
+                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update)
             except (Unavailable, ResourceExhausted) as err:
                 log.warning("model update not published", extra={"model": model, "error": str(err)})
                 continue
-            self.pool.saved(model, update, headers)
+            self.pool.saved(model, update)
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = self.pool.commit_offsets(self._processed)
@@ -166,16 +155,25 @@ class LearningLoop:
         self._committed.update(changed)
 
     async def revoked(self, partitions: set[TP]) -> None:
-        """Save and commit, then forget the learners of revoked partitions."""
-        async with self._lock:
-            if self._consumer is not None:
-                await self._sync(force=True)
-                await self._commit(self._consumer)
-            for model in self.pool.drop(partitions):
-                log.info("learner handed over", extra={"model": model})
-            for tp in partitions:
-                self._processed.pop(tp, None)
-                self._committed.pop(tp, None)
+        """Save and commit, then forget the learners of revoked partitions.
+
+        A dead letter the loop is retrying gives up first (the loop seeks back
+        to its record), so an outage of the dead-letter topic cannot hold the
+        lock through the rebalance.
+        """
+        self._revoking = True
+        try:
+            async with self._lock:
+                if self._consumer is not None:
+                    await self._sync(force=True)
+                    await self._commit(self._consumer)
+                for model in self.pool.drop(partitions):
+                    log.info("learner handed over", extra={"model": model})
+                for tp in partitions:
+                    self._processed.pop(tp, None)
+                    self._committed.pop(tp, None)
+        finally:
+            self._revoking = False
 
     async def stop(self, grace_s: float) -> None:
         """Finish the batch, save every learner, commit, leave the group; within ``grace_s``."""

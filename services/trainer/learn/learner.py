@@ -12,8 +12,9 @@ with their ``(topic, partition, offset)`` positions; the learner
 * records, per topic-partition, the inclusive range of offsets it consumed since
   its base version: the lineage that lets anyone rebuild the model by replay.
 
-Its bookkeeping (:class:`Progress`) round-trips through :func:`encode_progress`
-so a restarted learner continues where the saved one stopped.
+Its bookkeeping (:class:`Progress`) is saved with its state in a ModelUpdate
+(:mod:`headwater.services.trainer.learn.updates`), so a restarted learner continues
+where the saved one stopped.
 
 >>> from river import linear_model
 >>> learner = Learner("m", "classifier", base_version=1, model=linear_model.LogisticRegression())
@@ -31,10 +32,7 @@ so a restarted learner continues where the saved one stopped.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -327,65 +325,3 @@ class Learner:
             positions=tuple(Position(t, p, o) for (t, p), o in sorted(self._positions.items())),
             newest_label_at=self._newest_label_at,
         )
-
-
-def encode_progress(progress: Progress) -> bytes:
-    """Serialise progress as compact JSON (the id digests in base64).
-
-    >>> p = Progress(base_version=2, examples_learned=3, recent_ids=(id_digest("a"),),
-    ...              offsets=(OffsetSpan("ex", 1, 4, 9),), window=(1.0, 0.0))
-    >>> decode_progress(encode_progress(p)) == p
-    True
-    """
-    body = {
-        "base_version": progress.base_version,
-        "examples_learned": progress.examples_learned,
-        "duplicates": progress.duplicates,
-        "scored": progress.scored,
-        "score_total": progress.score_total,
-        "window": list(progress.window),
-        "recent_ids": base64.b64encode(b"".join(progress.recent_ids)).decode("ascii"),
-        "offsets": [[s.topic, s.partition, s.first, s.last] for s in progress.offsets],
-        "positions": [[p.topic, p.partition, p.offset] for p in progress.positions],
-        "newest_label_at": progress.newest_label_at,
-    }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-
-
-def decode_progress(data: bytes) -> Progress:
-    """Parse what :func:`encode_progress` wrote.
-
-    Raises:
-        InvalidInput: The bytes are not encoded progress.
-
-    >>> decode_progress(b"{}")
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.InvalidInput: malformed learner progress: 'base_version'
-
-    """
-    try:
-        body = json.loads(data)
-        base_version = int(body["base_version"])
-        ids = base64.b64decode(body["recent_ids"], validate=True)
-        size = _ID_DIGEST_BYTES
-        newest = body["newest_label_at"]
-        window = tuple(float(x) for x in body["window"])
-        if not all(math.isfinite(x) for x in window):
-            raise ValueError("non-finite score in window")
-        return Progress(
-            base_version=base_version,
-            examples_learned=int(body["examples_learned"]),
-            duplicates=int(body["duplicates"]),
-            scored=int(body["scored"]),
-            score_total=float(body["score_total"]),
-            window=window,
-            recent_ids=tuple(ids[i : i + size] for i in range(0, len(ids), size)),
-            offsets=tuple(
-                OffsetSpan(str(t), int(p), int(f), int(last)) for t, p, f, last in body["offsets"]
-            ),
-            positions=tuple(Position(str(t), int(p), int(o)) for t, p, o in body["positions"]),
-            newest_label_at=None if newest is None else float(newest),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InvalidInput(f"malformed learner progress: {err}") from None

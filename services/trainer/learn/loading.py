@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from headwater.services.trainer.learn.convert import learner_kind, primary_version
 from headwater.services.trainer.learn.learner import Learner, LearnerKind, Progress
-from headwater.services.trainer.learn.updates import UpdateIndex, saved_progress
+from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import (
@@ -188,16 +188,21 @@ class LearnerLoader:
     async def restore(
         self, model: str, version: int, base: object
     ) -> tuple[object, Progress | None]:
-        """The saved state and progress when the latest update is on ``version``, else ``base``."""
+        """The saved state and progress when the latest update is on ``version``, else ``base``.
+
+        The index holds only verified updates (one signature over state digest,
+        offsets, counts and progress): the state is checked against its digest
+        again and unpickled in a worker thread, the progress taken as saved.
+        """
         saved = self._index.latest(model)
         if saved is None or saved.update.base_version != version:
             return base, None
         update = saved.update
         try:
             state = await asyncio.to_thread(
-                self._codec.decode, update.state, update.signature, update.sha256
+                self._codec.decode_addressed, update.state, update.sha256
             )
         except ArtifactIntegrityError as err:
             log.error("saved learner state refused", extra={"model": model, "error": str(err)})
             return base, None
-        return state, saved_progress(update, saved.headers, self._codec)
+        return state, saved.progress

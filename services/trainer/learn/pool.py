@@ -43,7 +43,7 @@ from headwater.services.trainer.learn.loading import (
 from headwater.services.trainer.learn.updates import UpdateIndex, encode_update
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
-from headwater.shared.bus.codec import decode_event
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import InvalidInput, ModelNotFound
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient
@@ -61,19 +61,8 @@ class ExampleOutcome(StrEnum):
     DEAD_LETTER = "dead_lettered"
 
 
-@dataclass(frozen=True)
-class ExampleRecord:
-    """One record of ``examples`` with its position."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-RejectExample = Callable[[ExampleRecord, str], Awaitable[None]]
+#: Dead-letters a record with the reason (the examples loop's ``RecordPolicy.reject``).
+RejectExample = Callable[[ConsumedRecord, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -119,7 +108,7 @@ class LearnerPool:
 
     # -- examples -------------------------------------------------------------------
 
-    async def process(self, record: ExampleRecord, reject: RejectExample) -> Processed:
+    async def process(self, record: ConsumedRecord, reject: RejectExample) -> Processed:
         """Learn one example record (test, then train) if its model is deployed.
 
         A record that cannot be learned is handed to ``reject`` (with the reason)
@@ -131,7 +120,7 @@ class LearnerPool:
 
         """
         try:
-            message = decode_event(events_pb2.LabeledExample, record.value, record.headers)
+            message = record.decode(events_pb2.LabeledExample)
             if not message.model:
                 raise InvalidInput(f"LabeledExample {message.example_id!r} names no model")
         except InvalidInput as err:
@@ -244,13 +233,11 @@ class LearnerPool:
             if active.saving.dirty and (force or now - active.saving.last_sync >= interval_s)
         ]
 
-    async def build_update(
-        self, model: str
-    ) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
-        """Encode the learner's state and progress as its next ModelUpdate.
+    async def build_update(self, model: str) -> events_pb2.ModelUpdate:
+        """Encode the learner's state and progress as its next (signed) ModelUpdate.
 
-        The state is pickled and signed in a worker thread, so call this only
-        while no learner changes (the learning loop holds its lock around
+        The state is pickled, hashed and signed in worker threads, so call this
+        only while no learner changes (the learning loop holds its lock around
         learning and saving): the snapshot is consistent with ``progress``.
         """
         active = self._require(model)
@@ -258,12 +245,14 @@ class LearnerPool:
         # reserved even if the send fails: sequences never repeat
         sequence = active.saving.reserve_sequence(self.index.max_sequence(model))
         artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
-        return encode_update(model, artifact, progress, sequence, self.codec, self._wall())
+        return await asyncio.to_thread(
+            encode_update, model, artifact, progress, sequence, self.codec, self._wall()
+        )
 
-    def saved(self, model: str, update: events_pb2.ModelUpdate, headers: list) -> None:
+    def saved(self, model: str, update: events_pb2.ModelUpdate) -> None:
         """The update was acknowledged: the learner's consumption so far is safe."""
         active = self.find(model)
-        self.index.record(update, headers)
+        self.index.record(update)
         metrics.MODEL_UPDATES.labels(model=model).inc()
         if active is None or active.learner.base_version != update.base_version:
             return

@@ -1,21 +1,22 @@
 """Live-sync ModelUpdates: what a learner saves, and the index of the latest one per model.
 
 A ModelUpdate on the compacted ``model-updates`` topic is the learner's save
-point: the signed model state (what gateways in live mode swap in), its base
-version, sequence and the offsets it learned. The learner's own bookkeeping
-(de-duplication ids, metric, consumed positions: :class:`Progress`) travels in
-the same record as a header, signed together with the state's digest, so state
-and offsets are saved in one write and a restarted learner resumes from both.
+point: the model state (what gateways in live mode swap in), its base version,
+sequence, the offsets it learned and the rest of its bookkeeping
+(de-duplication ids, metric, consumed positions: :class:`Progress`, as the
+embedded ``LearnerProgress``), all under one signature
+(:mod:`headwater.shared.model_updates`). State and offsets are saved in one
+write, and a restarted learner resumes from both.
 
 >>> from river import linear_model
->>> from headwater.services.trainer.learn.learner import Progress
 >>> codec = ArtifactCodec("key")
 >>> artifact = codec.encode(linear_model.LinearRegression())
->>> update, headers = encode_update(
+>>> update = encode_update(
 ...     "m", artifact, Progress(base_version=2, examples_learned=5), 7, codec, now=10.0)
 >>> update.base_version, update.sequence, update.examples_learned
 (2, 7, 5)
->>> saved_progress(update, headers, codec).examples_learned
+>>> verify_update(codec, update)
+>>> progress_from_update(update).examples_learned
 5
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,31 +31,69 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from headwater.services.trainer.learn.convert import offset_ranges, spans_from_ranges
-from headwater.services.trainer.learn.learner import (
-    Position,
-    Progress,
-    decode_progress,
-    encode_progress,
-)
-from headwater.services.trainer.timestamps import timestamp
+from headwater.services.trainer.learn.learner import Position, Progress
+from headwater.services.trainer.timestamps import seconds, timestamp
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
-from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
+from headwater.shared.bus.producer import EventProducer
+from headwater.shared.bus.record_policy import RecordPolicy
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.errors import ArtifactIntegrityError, Unavailable
+from headwater.shared.model_updates import sign_update, verify_update
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-PROGRESS_HEADER = "x-headwater-learner-progress"
-PROGRESS_SIGNATURE_HEADER = "x-headwater-learner-progress-signature"
 
-Headers = Iterable[tuple[str, bytes]]
+def progress_to_update(progress: Progress) -> events_pb2.ModelUpdate:
+    """The fields of a ModelUpdate that save ``progress`` (model, sequence and state unset).
+
+    >>> from headwater.services.trainer.learn.learner import OffsetSpan, id_digest
+    >>> p = Progress(base_version=2, examples_learned=3, duplicates=1, scored=3,
+    ...              score_total=2.0, window=(1.0, 0.0, 1.0), recent_ids=(id_digest("a"),),
+    ...              offsets=(OffsetSpan("ex", 1, 4, 9),), positions=(Position("ex", 1, 9),),
+    ...              newest_label_at=1.5)
+    >>> progress_from_update(progress_to_update(p)) == p
+    True
+    """
+    update = events_pb2.ModelUpdate(
+        base_version=progress.base_version,
+        offsets=offset_ranges(progress.offsets),
+        examples_learned=progress.examples_learned,
+        progress=events_pb2.LearnerProgress(
+            duplicates=progress.duplicates,
+            scored=progress.scored,
+            score_total=progress.score_total,
+            window=progress.window,
+            recent_ids=progress.recent_ids,
+            positions=[
+                events_pb2.ConsumedPosition(topic=p.topic, partition=p.partition, offset=p.offset)
+                for p in progress.positions
+            ],
+        ),
+    )
+    if progress.newest_label_at is not None:
+        update.newest_label_at.CopyFrom(timestamp(progress.newest_label_at))
+    return update
 
 
-def _progress_signature(codec: ArtifactCodec, sha256: str, progress: bytes) -> str:
-    return codec.sign(sha256.encode() + b"\n" + progress)
+def progress_from_update(update: events_pb2.ModelUpdate) -> Progress:
+    """The learner progress a (verified) ModelUpdate saved."""
+    saved = update.progress
+    return Progress(
+        base_version=update.base_version,
+        examples_learned=update.examples_learned,
+        duplicates=saved.duplicates,
+        scored=saved.scored,
+        score_total=saved.score_total,
+        window=tuple(saved.window),
+        recent_ids=tuple(saved.recent_ids),
+        offsets=spans_from_ranges(update.offsets),
+        positions=tuple(Position(p.topic, p.partition, p.offset) for p in saved.positions),
+        newest_label_at=seconds(update.newest_label_at),
+    )
 
 
 def encode_update(
@@ -65,79 +103,57 @@ def encode_update(
     sequence: int,
     codec: ArtifactCodec,
     now: float,
-) -> tuple[events_pb2.ModelUpdate, list[tuple[str, bytes]]]:
-    """The ModelUpdate and the progress headers that save a learner."""
-    update = events_pb2.ModelUpdate(
-        model=model,
-        base_version=progress.base_version,
-        sequence=sequence,
-        state=artifact.content,
-        sha256=artifact.sha256,
-        signature=artifact.signature,
-        offsets=offset_ranges(progress.offsets),
-        examples_learned=progress.examples_learned,
-    )
-    update.published_at.CopyFrom(timestamp(now))
-    if progress.newest_label_at is not None:
-        update.newest_label_at.CopyFrom(timestamp(progress.newest_label_at))
-    body = encode_progress(progress)
-    signature = _progress_signature(codec, artifact.sha256, body)
-    return update, [(PROGRESS_HEADER, body), (PROGRESS_SIGNATURE_HEADER, signature.encode())]
+) -> events_pb2.ModelUpdate:
+    """The signed ModelUpdate that saves a learner: its state (``artifact``) and ``progress``.
 
-
-def saved_progress(
-    update: events_pb2.ModelUpdate, headers: Headers, codec: ArtifactCodec
-) -> Progress:
-    """The learner progress saved with ``update``.
-
-    Falls back to what the update itself says (base version, count, offsets)
-    when the progress header is absent or does not verify.
+    Hashes and signs: call it off the event loop.
     """
-    headers = list(headers)
-    body = header(headers, PROGRESS_HEADER)
-    signature = header(headers, PROGRESS_SIGNATURE_HEADER)
-    if body is not None and signature is not None:
-        expected = _progress_signature(codec, update.sha256, body)
-        if expected == signature.decode("ascii", errors="replace"):
-            try:
-                progress = decode_progress(body)
-                if progress.base_version == update.base_version:
-                    return progress
-            except InvalidInput as err:
-                log.warning("saved learner progress unreadable", extra={"error": str(err)})
-        else:
-            log.warning("saved learner progress does not verify", extra={"model": update.model})
-    spans = spans_from_ranges(update.offsets)
-    return Progress(
-        base_version=update.base_version,
-        examples_learned=update.examples_learned,
-        offsets=spans,
-        positions=tuple(Position(s.topic, s.partition, s.last) for s in spans),
-    )
+    update = progress_to_update(progress)
+    update.model = model
+    update.sequence = sequence
+    update.state = artifact.content
+    update.sha256 = artifact.sha256
+    update.published_at.CopyFrom(timestamp(now))
+    return sign_update(codec, update)
 
 
 @dataclass(frozen=True)
 class SavedUpdate:
-    """The latest ModelUpdate of a model with its record headers."""
+    """The latest verified ModelUpdate of a model, with the progress it saved."""
 
     update: events_pb2.ModelUpdate
-    headers: tuple[tuple[str, bytes], ...]
+    progress: Progress
 
 
 class UpdateIndex:
     """Reads ``model-updates`` from the beginning and keeps the latest update per model.
 
     Group-less: every trainer reads every partition (the topic is compacted and small).
+    Every update read is verified (:func:`~headwater.shared.model_updates.verify_update`,
+    in a worker thread) before any field of it is noted; one that cannot be decoded
+    or does not verify is dead-lettered with the reason, so a forged update can
+    neither be restored from, nor hide the genuine latest one, nor push up the
+    sequences this trainer publishes.
 
     Args:
         kafka: Broker and topic prefix.
         client_id: Names the consumer on the broker.
+        codec: Verifies updates (the platform's signing key).
+        producer: Writes the dead letters.
 
     """
 
-    def __init__(self, kafka: KafkaSettings, client_id: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        client_id: str,
+        codec: ArtifactCodec,
+        producer: EventProducer,
+    ) -> None:
         self._kafka = kafka
         self._client_id = client_id
+        self._codec = codec
+        self._policy = RecordPolicy(producer, "trainer")
         self._latest: dict[str, SavedUpdate] = {}
         self._sequences: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -153,22 +169,24 @@ class UpdateIndex:
         """The highest sequence any update of ``model`` carried (0 if none)."""
         return self._sequences.get(model, 0)
 
-    def record(self, update: events_pb2.ModelUpdate, headers: Headers) -> None:
-        """Take note of an update (read from the topic, or just published).
+    def record(self, update: events_pb2.ModelUpdate) -> None:
+        """Take note of a verified update (read from the topic, or just published).
 
         An update older than the latest one noted (a lower sequence: the topic
         read back after :meth:`LearnerPool.saved` noted a newer one) is ignored,
         so a restore never goes back to an older state.
 
-        >>> index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "doc")
-        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=5), [])
-        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=4), [])
+        >>> index = UpdateIndex(
+        ...     KafkaSettings(bootstrap="127.0.0.1:1"), "doc", ArtifactCodec("key"),
+        ...     EventProducer(KafkaSettings(bootstrap="127.0.0.1:1"), "doc"))
+        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=5))
+        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=4))
         >>> index.latest("m").update.sequence, index.max_sequence("m")
         (5, 5)
         """
         current = self._latest.get(update.model)
         if current is None or update.sequence >= current.update.sequence:
-            self._latest[update.model] = SavedUpdate(update, tuple(headers))
+            self._latest[update.model] = SavedUpdate(update, progress_from_update(update))
         self._sequences[update.model] = max(self.max_sequence(update.model), update.sequence)
 
     async def start(self) -> None:
@@ -190,19 +208,32 @@ class UpdateIndex:
             batch = await fetch_batch(consumer, 500, "model-updates")
             for tp, records in batch.items():
                 for record in records:
-                    self._read(record)
+                    await self.read(record)
                     self._positions[tp] = record.offset + 1
             self._moved.set()
             self._moved.clear()
 
-    def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def read(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Note one record of the topic if it verifies, else dead-letter it (never raises).
+
+        The record goes through a :class:`RecordPolicy`, as every consumer's does:
+        one that cannot be decoded, or hits a bug, is dead-lettered like one that
+        does not verify, and the index reads on.
+        """
+        if record.value is None:
+            return  # a tombstone of the compacted topic
+        await self._policy.handle(record, self._note_verified)
+
+    async def _note_verified(self, record: ConsumedRecord) -> None:
+        update = record.decode(events_pb2.ModelUpdate)
         try:
-            update = decode_event(events_pb2.ModelUpdate, record.value, record.headers)
-        except InvalidInput as err:
-            log.warning("unreadable model update ignored", extra={"error": str(err)})
+            await asyncio.to_thread(verify_update, self._codec, update)
+        except ArtifactIntegrityError as err:
+            log.error("model update refused", extra={"offset": record.offset, "reason": str(err)})
+            await self._policy.reject(record, str(err))
             return
         if update.model:
-            self.record(update, record.headers)
+            self.record(update)
 
     async def caught_up(self, timeout_s: float) -> None:
         """Wait until every update published before the call has been read.

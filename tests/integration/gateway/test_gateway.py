@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from headwater.services.gateway.model_cache import UpdatePlan
+from headwater.services.gateway.live_updates import UpdatePlan
 from headwater.services.gateway.server import GatewayServer, model_health_name
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.dead_letter import REASON_HEADER
@@ -23,11 +23,13 @@ from headwater.shared.settings import KafkaSettings, RegistryClientSettings
 from tests.fixtures import eventually, free_port, read_records
 from tests.integration.gateway.conftest import (
     CODEC,
+    FEATURES,
     MODEL,
     create_version,
     infer_request,
     trained,
 )
+from tests.signed_updates import forgeries, signed_update
 
 pytestmark = pytest.mark.integration
 
@@ -272,15 +274,7 @@ async def test_model_deployed_after_start_is_served(
 def model_update(
     sequence: int, positive: bool, codec: ArtifactCodec = CODEC
 ) -> events_pb2.ModelUpdate:
-    artifact = codec.encode(trained(positive))
-    return events_pb2.ModelUpdate(
-        model=MODEL,
-        base_version=1,
-        sequence=sequence,
-        state=artifact.content,
-        sha256=artifact.sha256,
-        signature=artifact.signature,
-    )
+    return signed_update(codec, trained(positive), MODEL, 1, sequence)
 
 
 async def test_live_update_is_swapped_in_and_a_tampered_one_refused(
@@ -326,6 +320,51 @@ async def test_live_update_published_before_start_is_served_at_start(
         await producer.stop(grace_s=2)
     gateway = await start_gateway()
     assert gateway.cache.get(MODEL).versions[1].live_sequence == 3
+
+
+async def test_forged_live_updates_are_dead_lettered_and_never_served(
+    gateway: GatewayServer,
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    client: RegistryClient,
+    kafka_settings: KafkaSettings,
+) -> None:
+    await client.create_model("other", "binary", FEATURES)  # the same schema as MODEL
+    await create_version(client, model="other", estimator=trained(True))
+    await client.deploy("other", 1)
+
+    async def other_served() -> bool:
+        return _served_sequence(gateway, "other", 1) is not None
+
+    await eventually(other_served, timeout_s=15, what="other model served")
+    genuine = model_update(1, positive=False)
+    forged = forgeries(genuine, other_model="other")
+    producer = EventProducer(kafka_settings, client_id="test-forger")
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, genuine)
+        for _, update in forged:  # same key as the genuine one: read after it, in order
+            await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, update)
+        letters = await read_records(kafka_settings, Topic.DEAD_LETTER, len(forged))
+    finally:
+        await producer.stop(grace_s=2)
+    reasons = [dict(r.headers)[REASON_HEADER].decode() for r in letters]
+    assert reasons == [
+        f"ModelUpdate for {u.model!r} (sequence {u.sequence}) does not verify: artifact "
+        "signature does not verify: wrong signing key or tampered content"
+        for _, u in forged
+    ]
+    assert [r.value for r in letters] == [u.SerializeToString() for _, u in forged]
+    assert gateway.updater.counts[UpdatePlan.REFUSED] == len(forged)
+    assert _served_sequence(gateway, MODEL, 1) == 1  # the genuine one, not the raised 1001
+    assert _served_sequence(gateway, "other", 1) == 0  # the replay was not swapped in
+    response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+    assert response.parameters["live_sequence"].int64_param == 1
+
+
+def _served_sequence(gateway: GatewayServer, model: str, version: int) -> int | None:
+    entry = gateway.cache.find(model)
+    served = entry.versions.get(version) if entry is not None else None
+    return None if served is None else served.live_sequence
 
 
 async def test_malformed_events_are_dead_lettered_and_consumers_go_on(

@@ -13,8 +13,10 @@ from headwater.services.trainer.learn.learner import Example, Learner, Position
 from headwater.services.trainer.server import TrainerServer
 from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.dead_letter import REASON_HEADER
+from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.features import features_from_proto, target_from_proto
+from headwater.shared.model_updates import verify_update
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
@@ -27,6 +29,7 @@ from tests.integration.trainer.conftest import (
     produce_examples,
     stream,
 )
+from tests.signed_updates import forgeries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -89,7 +92,8 @@ def answers(model) -> list:
 
 
 def state_of(update: events_pb2.ModelUpdate):
-    return CODEC.decode(update.state, update.signature, update.sha256)
+    verify_update(CODEC, update)
+    return CODEC.decode_addressed(update.state, update.sha256)
 
 
 async def test_examples_become_model_updates_within_the_sync_interval(
@@ -227,6 +231,46 @@ async def test_a_restarted_trainer_resumes_from_its_saved_state_and_offsets(
     assert answers(state_of(update)) == answers((await reference(client, 1, stream(0, 60))).model)
     assert second.pool is not None
     assert second.pool.find(MODEL).learner.progress().duplicates == 5
+
+
+async def test_a_restarted_trainer_dead_letters_forged_updates_and_resumes_from_the_genuine(
+    deployed: int, start_trainer: TrainerFactory, kafka_settings: KafkaSettings, client
+) -> None:
+    first = await start_trainer()
+    await produce_examples(kafka_settings, stream(0, 20))
+    await update_with(kafka_settings, model=MODEL, examples_learned=20)
+    await first.stop(grace_s=3)
+    genuine = max(
+        (u for u in await read_updates(kafka_settings) if u.model == MODEL),
+        key=lambda u: u.sequence,
+    )
+    forged = forgeries(genuine, other_model="other")
+    producer = EventProducer(kafka_settings, client_id="test-forger")
+    await producer.start()
+    try:
+        for _, update in forged:
+            await producer.send_and_wait(Topic.MODEL_UPDATES, MODEL, update)
+    finally:
+        await producer.stop(grace_s=2)
+
+    second = await start_trainer(app_id=first.settings.app_id)
+    letters = await read_records(kafka_settings, Topic.DEAD_LETTER, count=len(forged))
+    assert [header(r.headers, REASON_HEADER).decode() for r in letters] == [
+        f"ModelUpdate for {u.model!r} (sequence {u.sequence}) does not verify: artifact "
+        "signature does not verify: wrong signing key or tampered content"
+        for _, u in forged
+    ]
+    assert [r.value for r in letters] == [u.SerializeToString() for _, u in forged]
+    assert second.pool is not None
+    assert second.pool.index.max_sequence(MODEL) == genuine.sequence  # not the raised one
+    assert second.pool.index.latest("other") is None
+
+    await produce_examples(kafka_settings, stream(20, 25))
+    update = await update_with(kafka_settings, model=MODEL, examples_learned=25)
+    assert genuine.sequence < update.sequence < genuine.sequence + 1_000
+    [span] = update.offsets
+    assert span.last_offset - span.first_offset + 1 == 25  # the genuine offsets, then five more
+    assert answers(state_of(update)) == answers((await reference(client, 1, stream(0, 25))).model)
 
 
 async def test_examples_that_do_not_fit_the_model_are_dead_lettered(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.service import JoinService
 from headwater.services.trainer.join.slots import (
     Join,
     JoinOutcomeKind,
@@ -13,8 +13,11 @@ from headwater.services.trainer.join.slots import (
     TraceHeaders,
 )
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
+from headwater.shared.bus.dead_letter import REASON_HEADER
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
+from tests.unit.shared.test_record_policy import FAST, FakeProducer
 
 
 class Harness:
@@ -23,38 +26,38 @@ class Harness:
         self.slots: dict[str, Slot] = {}
         self.emitted: list[events_pb2.LabeledExample] = []
         self.traces: list[TraceHeaders] = []
-        self.rejected: list[tuple[IncomingRecord, str]] = []
+        self.rejected: list[tuple[ConsumedRecord, str]] = []
         self.service = JoinService(Join(ttl), self.slots, self, clock=lambda: self.now)
 
     async def emit(self, example: events_pb2.LabeledExample, trace: TraceHeaders) -> None:
         self.emitted.append(example)
         self.traces.append(trace)
 
-    async def reject(self, record: IncomingRecord, reason: str) -> None:
+    async def reject(self, record: ConsumedRecord, reason: str) -> None:
         self.rejected.append((record, reason))
 
 
 def prediction_record(
     pid: str = "p-1", key: bytes | None = None, headers: tuple = ()
-) -> IncomingRecord:
+) -> ConsumedRecord:
     event = events_pb2.PredictionEvent(prediction_id=pid, model="m", version=4)
     event.features["a"].float_value = 2.0
     event.proba["True"] = 0.8
     event.prediction.bool_label = True
     event.predicted_at.seconds = 900
-    return IncomingRecord("hw.predictions", 1, key or pid.encode(), encode_event(event), headers)
+    return ConsumedRecord("hw.predictions", 1, 0, key or pid.encode(), encode_event(event), headers)
 
 
 def feedback_record(
     pid: str = "p-1", label: bool = False, as_json: bool = True, headers: tuple = ()
-) -> IncomingRecord:
+) -> ConsumedRecord:
     event = events_pb2.FeedbackEvent(prediction_id=pid)
     event.label.bool_label = label
     if as_json:
-        return IncomingRecord(
-            "hw.feedback", 1, pid.encode(), encode_event_json(event), (json_header(), *headers)
+        return ConsumedRecord(
+            "hw.feedback", 1, 0, pid.encode(), encode_event_json(event), (json_header(), *headers)
         )
-    return IncomingRecord("hw.feedback", 1, pid.encode(), encode_event(event), headers)
+    return ConsumedRecord("hw.feedback", 1, 0, pid.encode(), encode_event(event), headers)
 
 
 async def test_pair_becomes_one_example_with_the_prediction_context() -> None:
@@ -86,16 +89,15 @@ async def test_redelivered_events_emit_nothing_more() -> None:
 
 async def test_undecodable_or_incomplete_records_are_rejected_with_a_reason() -> None:
     h = Harness()
-    garbage = IncomingRecord("hw.feedback", 0, b"k", b"\xff\xff")
-    no_label = IncomingRecord(
-        "hw.feedback", 0, b"p-2", encode_event(events_pb2.FeedbackEvent(prediction_id="p-2"))
+    garbage = ConsumedRecord("hw.feedback", 0, 0, b"k", b"\xff\xff")
+    no_label = ConsumedRecord(
+        "hw.feedback", 0, 0, b"p-2", encode_event(events_pb2.FeedbackEvent(prediction_id="p-2"))
     )
     assert await h.service.handle_feedback(garbage) is None
     assert await h.service.handle_feedback(no_label) is None
     assert await h.service.handle_prediction(prediction_record(key=b"other")) is None
-    assert (
-        await h.service.handle_prediction(IncomingRecord("hw.predictions", 0, None, None)) is None
-    )
+    no_value = ConsumedRecord("hw.predictions", 0, 0, None, None)
+    assert await h.service.handle_prediction(no_value) is None
     reasons = [reason for _, reason in h.rejected]
     assert reasons[0].startswith("malformed protobuf FeedbackEvent")
     assert reasons[1] == "FeedbackEvent for 'p-2' has no label"
@@ -119,26 +121,27 @@ async def test_agent_waits_out_an_outage_and_dead_letters_a_record_that_hits_a_b
     from headwater.services.trainer.join import streams
     from headwater.shared.errors import Unavailable
 
-    monkeypatch.setattr(streams, "MAX_RETRY_S", 0.01)
+    monkeypatch.setattr(streams, "RETRY", FAST)
     record = prediction_record()
     calls: list[str] = []
-    rejected: list[str] = []
+    producer = FakeProducer()
+    policy = streams.join_policy(producer)  # type: ignore[arg-type]
 
-    async def flaky(r: IncomingRecord) -> None:
+    async def flaky(r: ConsumedRecord) -> None:
         calls.append("handle")
         if len(calls) < 3:
             raise Unavailable("dead-letter topic unreachable")
 
-    async def buggy(r: IncomingRecord) -> None:
+    async def buggy(r: ConsumedRecord) -> None:
         raise KeyError("oops")
 
-    async def reject(r: IncomingRecord, reason: str) -> None:
-        rejected.append(reason)
+    def rejected() -> list[str]:
+        return [dict(sent.headers)[REASON_HEADER].decode() for sent in producer.sent]
 
-    await streams._handle_safely(flaky, reject, record)
-    assert calls == ["handle"] * 3 and rejected == []
-    await streams._handle_safely(buggy, reject, record)
-    assert rejected == ["trainer failed: KeyError"]
+    await policy.handle(record, flaky)
+    assert calls == ["handle"] * 3 and rejected() == []
+    await policy.handle(record, buggy)
+    assert rejected() == ["trainer failed: KeyError"]
 
 
 async def test_a_failed_emit_leaves_the_pair_waiting_so_the_retry_joins_it() -> None:

@@ -1,4 +1,4 @@
-"""The join agents' record handling: headers as aiokafka gives them, failures while emitting."""
+"""The join agents' records through the record policy: headers as given, failures while emitting."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from headwater.services.trainer.join.service import IncomingRecord, JoinService
+from headwater.services.trainer.join.service import JoinService
 from headwater.services.trainer.join.slots import Join, JoinOutcomeKind, Slot, SlotState
-from headwater.services.trainer.join.streams import BrokerOutlet, _consume, _handle_safely
+from headwater.services.trainer.join.streams import BrokerOutlet, _agent, join_policy
 from headwater.shared.bus.codec import header, protobuf_header
+from headwater.shared.bus.dead_letter import REASON_HEADER
+from headwater.shared.bus.record_policy import RecordPolicy
+from headwater.shared.bus.records import ConsumedRecord
+from tests.unit.shared.test_record_policy import FakeProducer
 from tests.unit.trainer.join.test_service import (
     FEEDBACK_TRACE,
     PREDICTION_TRACE,
@@ -31,24 +35,32 @@ class Stream:
             yield SimpleNamespace(message=message)
 
 
-def message(headers: Any, key: bytes = b"p-1") -> SimpleNamespace:
+def message(headers: Any, key: bytes = b"p-1", offset: int = 0) -> SimpleNamespace:
     return SimpleNamespace(
-        topic="hw.feedback", partition=0, key=key, value=b'{"predictionId": "p-1"}', headers=headers
+        topic="hw.feedback",
+        partition=0,
+        offset=offset,
+        key=key,
+        value=b'{"predictionId": "p-1"}',
+        headers=headers,
     )
 
 
-async def test_a_header_with_a_null_value_reaches_the_handler_and_the_agent_carries_on() -> None:
-    handled: list[IncomingRecord] = []
-    rejected: list[tuple[IncomingRecord, str]] = []
+def reasons(producer: FakeProducer) -> list[str]:
+    """The reasons of the dead letters ``producer`` was sent."""
+    return [dict(sent.headers)[REASON_HEADER].decode() for sent in producer.sent]
 
-    async def handle(record: IncomingRecord) -> None:
+
+async def test_a_header_with_a_null_value_reaches_the_handler_and_the_agent_carries_on() -> None:
+    handled: list[ConsumedRecord] = []
+    rejected: list[ConsumedRecord] = []
+    policy = RecordPolicy(FakeProducer(), "trainer", on_reject=rejected.append)  # type: ignore[arg-type]
+
+    async def handle(record: ConsumedRecord) -> None:
         handled.append(record)
 
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        rejected.append((record, reason))
-
     null_header = [("x-flag", None), ("content-type", b"application/json")]
-    await _consume(handle, reject)(Stream(message(null_header), message([], key=b"p-2")))
+    await _agent(policy, handle)(Stream(message(null_header), message([], key=b"p-2", offset=1)))
 
     assert [r.key for r in handled] == [b"p-1", b"p-2"]
     assert handled[0].headers == (("x-flag", None), ("content-type", b"application/json"))
@@ -56,18 +68,17 @@ async def test_a_header_with_a_null_value_reaches_the_handler_and_the_agent_carr
 
 
 async def test_headers_that_cannot_be_read_dead_letter_the_record_instead_of_crashing() -> None:
-    rejected: list[tuple[IncomingRecord, str]] = []
+    rejected: list[ConsumedRecord] = []
+    producer = FakeProducer()
+    policy = RecordPolicy(producer, "trainer", on_reject=rejected.append)  # type: ignore[arg-type]
 
-    async def handle(record: IncomingRecord) -> None:
+    async def handle(record: ConsumedRecord) -> None:
         raise AssertionError("never handled")
 
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        rejected.append((record, reason))
+    await _agent(policy, handle)(Stream(message([("x", "text")]), message(object(), offset=1)))
 
-    await _consume(handle, reject)(Stream(message([("x", "text")]), message(object())))
-
-    assert [(r.key, r.headers) for r, _ in rejected] == [(b"p-1", ()), (b"p-1", ())]
-    assert all(reason.startswith("unreadable record headers") for _, reason in rejected)
+    assert [(r.key, r.headers) for r in rejected] == [(b"p-1", ()), (b"p-1", ())]
+    assert all(reason.startswith("unreadable record headers") for reason in reasons(producer))
 
 
 class FlakyExamplesTopic:
@@ -87,27 +98,17 @@ class FlakyExamplesTopic:
         self.headers.append(headers)
 
 
-class Outlet(BrokerOutlet):
-    """The broker outlet on a fake examples topic, dead letters handed to ``reject``."""
-
-    def __init__(self, examples: FlakyExamplesTopic, reject: Any) -> None:
-        super().__init__(examples, producer=None)  # type: ignore[arg-type]
-        self.reject = reject  # type: ignore[method-assign]
-
-
 async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_the_label() -> None:
     topic = FlakyExamplesTopic(failures=2)
     slots: dict[str, Slot] = {}
-    rejected: list[str] = []
+    producer = FakeProducer()
+    policy = join_policy(producer)  # type: ignore[arg-type]
 
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        rejected.append(reason)
-
-    service = JoinService(Join(60.0), slots, Outlet(topic, reject), clock=lambda: 1000.0)
+    service = JoinService(Join(60.0), slots, BrokerOutlet(topic, policy), clock=lambda: 1000.0)
     await service.handle_prediction(prediction_record())
-    await _handle_safely(service.handle_feedback, reject, feedback_record())
+    await policy.handle(feedback_record(), service.handle_feedback)
 
-    assert rejected == []  # not dead-lettered as poison
+    assert reasons(producer) == []  # not dead-lettered as poison
     assert topic.sent == [b"m"]  # emitted once the broker took it
     assert slots["p-1"].state is SlotState.JOINED
     again = await service.handle_feedback(feedback_record())  # a redelivery now is a duplicate
@@ -116,11 +117,10 @@ async def test_a_stalled_examples_topic_retries_the_feedback_instead_of_losing_t
 
 async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
     topic = FlakyExamplesTopic(failures=0)
+    producer = FakeProducer()
+    outlet = BrokerOutlet(topic, join_policy(producer))  # type: ignore[arg-type]
 
-    async def reject(record: IncomingRecord, reason: str) -> None:
-        raise AssertionError(reason)
-
-    service = JoinService(Join(60.0), {}, Outlet(topic, reject), clock=lambda: 1000.0)
+    service = JoinService(Join(60.0), {}, outlet, clock=lambda: 1000.0)
     await service.handle_feedback(feedback_record(headers=FEEDBACK_TRACE))
     await service.handle_prediction(prediction_record(headers=PREDICTION_TRACE))
     await service.handle_prediction(prediction_record(pid="p-2"))
@@ -131,3 +131,4 @@ async def test_the_emitted_example_carries_the_prediction_traceparent() -> None:
     assert header(traced, "traceparent") == PREDICTION_TRACE[0][1]
     assert header(traced, "tracestate") is None  # the prediction's trace has no tracestate
     assert untraced == [protobuf_header()]  # no trace on either side: none invented
+    assert reasons(producer) == []  # nothing was dead-lettered

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import pickle
 
@@ -16,11 +15,18 @@ from headwater.services.trainer.learn.learner import (
     Position,
     Progress,
     StepKind,
-    decode_progress,
-    encode_progress,
     id_digest,
 )
-from headwater.shared.errors import InvalidInput
+from headwater.services.trainer.learn.updates import (
+    encode_update,
+    progress_from_update,
+    progress_to_update,
+)
+from headwater.shared.artifacts import ArtifactCodec
+from headwater.shared.bus.codec import decode_event, protobuf_header
+from headwater.shared.errors import ArtifactIntegrityError, InvalidInput
+from headwater.shared.model_updates import verify_update
+from headwater.shared.pb import events_pb2
 
 TOPIC = "hw.examples"
 
@@ -142,14 +148,14 @@ def test_save_and_restore_continues_exactly_like_an_uninterrupted_learner():
     first = Learner("m", "classifier", base_version=3, model=classifier())
     feed(first, stream[:170])
     saved_model = pickle.dumps(first.model)
-    saved_progress = encode_progress(first.progress())
+    saved_progress = progress_to_update(first.progress()).SerializeToString()
 
     restored = Learner(
         "m",
         "classifier",
         base_version=3,
         model=pickle.loads(saved_model),
-        progress=decode_progress(saved_progress),
+        progress=progress_from_update(events_pb2.ModelUpdate.FromString(saved_progress)),
     )
     probe = sea(30, seed=5)
     assert [restored.model.predict_one(x) for x, _ in probe] == [
@@ -193,13 +199,16 @@ def test_progress_round_trips_and_rejects_garbage():
     learner = Learner("m", "regressor", base_version=1, model=regressor())
     feed(learner, friedman(50))
     progress = learner.progress()
-    assert decode_progress(encode_progress(progress)) == progress
+    saved = progress_to_update(progress).SerializeToString()
+    assert progress_from_update(events_pb2.ModelUpdate.FromString(saved)) == progress
     assert id_digest("e0") in progress.recent_ids
     with pytest.raises(InvalidInput):
-        decode_progress(b"not json")
-    broken = copy.deepcopy(encode_progress(progress)).replace(b'"window":[', b'"window":["x",')
-    with pytest.raises(InvalidInput):
-        decode_progress(broken)
+        decode_event(events_pb2.ModelUpdate, b"not json", [protobuf_header()])
+    codec = ArtifactCodec("unit-key")
+    broken = encode_update("m", codec.encode(learner.model), progress, 1, codec, now=0.0)
+    broken.progress.window[0] = 1e9  # saved progress changed after signing
+    with pytest.raises(ArtifactIntegrityError):
+        verify_update(codec, broken)
 
 
 def test_rebase_onto_a_checkpoint_keeps_the_model_and_restarts_the_lineage():

@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 
 import pytest
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
-from headwater.services.trainer.learn.pool import ExampleOutcome, ExampleRecord, LearnerPool
+from headwater.services.trainer.learn.pool import ExampleOutcome, LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
+from headwater.shared.bus.producer import OutgoingRecord
+from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import ModelNotFound, Unavailable
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2, registry_pb2
@@ -92,19 +95,36 @@ class FakeRegistry:
         return list(self.versions.values())
 
 
-def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ExampleRecord:
+def record(offset: int, example_id: str | None = None, x: float | str = 1.0) -> ConsumedRecord:
     example = events_pb2.LabeledExample(example_id=example_id or f"e{offset}", model="m")
     if isinstance(x, str):
         example.features["x"].string_value = x
     else:
         example.features["x"].CopyFrom(features_to_proto({"x": x * (offset % 3 - 1)})["x"])
     example.label.CopyFrom(target_to_proto(offset % 3 == 2))
-    return ExampleRecord(TOPIC, 0, offset, b"m", encode_event(example))
+    return ConsumedRecord(TOPIC, 0, offset, b"m", encode_event(example))
 
 
 class Rejects(list):
-    async def __call__(self, record: ExampleRecord, reason: str) -> None:
+    async def __call__(self, record: ConsumedRecord, reason: str) -> None:
         self.append((record.offset, reason))
+
+
+class DeadLetters:
+    """A producer that keeps the dead letters it is sent."""
+
+    max_request_size = 1_048_576
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingRecord] = []
+
+    async def send_raw_and_wait(self, record: OutgoingRecord) -> RecordMetadata:
+        self.sent.append(record)
+        return RecordMetadata("dead-letter", 0, TopicPartition("dead-letter", 0), 0, 0, 0, 0)
+
+
+def new_index(codec: ArtifactCodec = CODEC) -> UpdateIndex:
+    return UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test", codec, DeadLetters())  # type: ignore[arg-type]
 
 
 def make_pool(registry: FakeRegistry, index: UpdateIndex | None = None, **settings) -> LearnerPool:
@@ -113,15 +133,15 @@ def make_pool(registry: FakeRegistry, index: UpdateIndex | None = None, **settin
         TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"), **values),
         registry,  # type: ignore[arg-type]
         CODEC,
-        index or UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test"),
+        index or new_index(),
         clock=lambda: 0.0,
     )
 
 
 async def save(pool: LearnerPool) -> events_pb2.ModelUpdate:
     [model] = pool.due_updates(force=True)
-    update, headers = await pool.build_update(model)
-    pool.saved(model, update, headers)
+    update = await pool.build_update(model)
+    pool.saved(model, update)
     return update
 
 
@@ -145,7 +165,7 @@ async def test_commit_never_passes_what_is_not_saved_yet() -> None:
 async def test_a_crashed_pool_resumes_from_the_saved_update_without_learning_twice() -> None:
     registry = FakeRegistry()
     registry.deployed = 1
-    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    index = new_index()
     first = make_pool(registry, index)
     await feed(first, range(10))
     await save(first)
@@ -169,7 +189,7 @@ async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
     registry.deployed = 1
     pool = make_pool(registry)
     await feed(pool, range(3))
-    lost, _ = await pool.build_update("m")  # never acknowledged
+    lost = await pool.build_update("m")  # never acknowledged
     update = await save(pool)
     assert update.sequence == lost.sequence + 1
     assert pool.due_updates(force=True) == []
@@ -218,7 +238,7 @@ async def test_bad_examples_are_rejected_before_the_learner_moves_on() -> None:
     with pytest.raises(Unavailable):
         await pool.process(record(1, x="high"), broken)
     assert pool.find("m").learner.next_offset(TOPIC, 0) == 1  # retried later
-    garbage = ExampleRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
+    garbage = ConsumedRecord(TOPIC, 0, 2, b"m", b"\xff\xff")
     assert (await pool.process(garbage, rejects)).outcome is ExampleOutcome.DEAD_LETTER
 
 
@@ -274,14 +294,14 @@ async def test_a_failed_checkpoint_is_retried_later() -> None:
 async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer_one() -> None:
     registry = FakeRegistry()
     registry.deployed = 1
-    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    index = new_index()
     pool = make_pool(registry, index)
     await feed(pool, range(3))
-    older, older_headers = await pool.build_update("m")
-    index.record(older, older_headers)
+    older = await pool.build_update("m")
+    index.record(older)
     await feed(pool, range(3, 6))
     newer = await save(pool)
-    index.record(older, older_headers)  # the index's reader catches up with the topic
+    index.record(older)  # the index's reader catches up with the topic
     latest = index.latest("m")
     assert latest is not None and latest.update.sequence == newer.sequence
     assert latest.update.examples_learned == 6
@@ -296,7 +316,7 @@ async def test_the_models_remembered_as_not_deployed_are_bounded() -> None:
     rejects = Rejects()
     for i in range(NOT_DEPLOYED_CACHE_SIZE + 50):
         example = events_pb2.LabeledExample(example_id=f"e{i}", model=f"junk-{i}")
-        await pool.process(ExampleRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
+        await pool.process(ConsumedRecord(TOPIC, 0, i, None, encode_event(example)), rejects)
     assert len(rejects) == NOT_DEPLOYED_CACHE_SIZE + 50
     assert len(pool._not_deployed) == NOT_DEPLOYED_CACHE_SIZE  # bounded
 
@@ -355,6 +375,10 @@ class ThreadRecordingCodec(ArtifactCodec):
         self._note("decode")
         return super().decode(content, signature, sha256)
 
+    def decode_addressed(self, content, sha256):  # a saved state: its update is signed
+        self._note("decode")
+        return super().decode_addressed(content, sha256)
+
     def sign(self, content):
         self._note("sign")
         main = threading.current_thread() is threading.main_thread()
@@ -366,12 +390,12 @@ async def test_model_state_is_decoded_encoded_and_signed_off_the_event_loop() ->
     registry = FakeRegistry()
     registry.deployed = 1
     codec = ThreadRecordingCodec()
-    index = UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test")
+    index = new_index()
     settings = TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"))
     pool = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(pool, range(5))
-    update, headers = await pool.build_update("m")
-    pool.saved("m", update, headers)
+    update = await pool.build_update("m")
+    pool.saved("m", update)
     restored = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(restored, [5])  # loads the base version and restores the saved state
     version = await restored.start_checkpoint("m")

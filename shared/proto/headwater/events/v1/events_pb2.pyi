@@ -365,7 +365,14 @@ Global___LabeledExample: _TypeAlias = LabeledExample  # noqa: Y015
 
 @_typing.final
 class ModelUpdate(_message.Message):
-    """A learner's state. Topic: model-updates (compacted), key: model name."""
+    """A learner's save point. Topic: model-updates (compacted), key: model name.
+
+    One signature covers everything a receiver acts on: `signature` is the
+    HMAC-SHA256 (the platform's artifact signing key) of this message's
+    deterministic serialization with `state` and `signature` cleared, and the
+    state is bound to it by its digest `sha256`. A receiver verifies both before
+    it uses any field (see headwater/shared/model_updates.py).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -379,23 +386,33 @@ class ModelUpdate(_message.Message):
     EXAMPLES_LEARNED_FIELD_NUMBER: _builtins.int
     PUBLISHED_AT_FIELD_NUMBER: _builtins.int
     NEWEST_LABEL_AT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     base_version: _builtins.int
     """The registry version the learner started from."""
     sequence: _builtins.int
     """Increases with every update the learner publishes."""
     state: _builtins.bytes
-    """The encoded model (format "river-pickle/v1") and its signature."""
+    """The encoded model (format "river-pickle/v1") and its lowercase hex SHA-256."""
     sha256: _builtins.str
     signature: _builtins.str
+    """The update's signature (lowercase hex), see above."""
     examples_learned: _builtins.int
     @_builtins.property
-    def offsets(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.OffsetRange]: ...
+    def offsets(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.OffsetRange]:
+        """Offset ranges learned since the base version (the lineage)."""
+
     @_builtins.property
     def published_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def newest_label_at(self) -> _timestamp_pb2.Timestamp:
         """Timestamp of the newest label the state has learned."""
+
+    @_builtins.property
+    def progress(self) -> Global___LearnerProgress:
+        """The rest of the learner's bookkeeping; always set (an update without it
+        comes from an older trainer and is refused).
+        """
 
     def __init__(
         self,
@@ -410,14 +427,95 @@ class ModelUpdate(_message.Message):
         examples_learned: _builtins.int = ...,
         published_at: _timestamp_pb2.Timestamp | None = ...,
         newest_label_at: _timestamp_pb2.Timestamp | None = ...,
+        progress: Global___LearnerProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["newest_label_at", b"newest_label_at", "published_at", b"published_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["newest_label_at", b"newest_label_at", "progress", b"progress", "published_at", b"published_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "examples_learned", b"examples_learned", "model", b"model", "newest_label_at", b"newest_label_at", "offsets", b"offsets", "published_at", b"published_at", "sequence", b"sequence", "sha256", b"sha256", "signature", b"signature", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "examples_learned", b"examples_learned", "model", b"model", "newest_label_at", b"newest_label_at", "offsets", b"offsets", "progress", b"progress", "published_at", b"published_at", "sequence", b"sequence", "sha256", b"sha256", "signature", b"signature", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelUpdate: _TypeAlias = ModelUpdate  # noqa: Y015
+
+@_typing.final
+class LearnerProgress(_message.Message):
+    """What a restarted learner needs besides its state and the ModelUpdate's own
+    fields (base version, count, offsets, newest label) to continue exactly.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    SCORED_FIELD_NUMBER: _builtins.int
+    SCORE_TOTAL_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    RECENT_IDS_FIELD_NUMBER: _builtins.int
+    POSITIONS_FIELD_NUMBER: _builtins.int
+    duplicates: _builtins.int
+    """Examples skipped because their id was recently learned."""
+    scored: _builtins.int
+    """Predictions scored by the progressive metric, and the sum of their scores
+    (1 or 0 for correct, or the absolute error).
+    """
+    score_total: _builtins.float
+    @_builtins.property
+    def window(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The last per-example scores (the rolling metric), oldest first."""
+
+    @_builtins.property
+    def recent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Digests of the most recently learned example ids, oldest first."""
+
+    @_builtins.property
+    def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumedPosition]:
+        """Last consumed offset per topic-partition (where to resume); may run ahead
+        of `offsets` after a rebase onto a checkpoint.
+        """
+
+    def __init__(
+        self,
+        *,
+        duplicates: _builtins.int = ...,
+        scored: _builtins.int = ...,
+        score_total: _builtins.float = ...,
+        window: _abc.Iterable[_builtins.float] | None = ...,
+        recent_ids: _abc.Iterable[_builtins.bytes] | None = ...,
+        positions: _abc.Iterable[Global___ConsumedPosition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "positions", b"positions", "recent_ids", b"recent_ids", "score_total", b"score_total", "scored", b"scored", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LearnerProgress: _TypeAlias = LearnerProgress  # noqa: Y015
+
+@_typing.final
+class ConsumedPosition(_message.Message):
+    """The last offset a learner consumed of one topic-partition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    partition: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        partition: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "partition", b"partition", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsumedPosition: _TypeAlias = ConsumedPosition  # noqa: Y015
 
 @_typing.final
 class RegistryEvent(_message.Message):
