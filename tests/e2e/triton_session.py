@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
 
 ROW = {"x0": 1.0, "x1": 2.0}
 
@@ -40,10 +41,24 @@ def infer(client: triton.InferenceServerClient, model: str) -> dict[str, object]
     }
 
 
+def _ready(client: triton.InferenceServerClient, model: str) -> bool:
+    """Whether the gateway serves ``model``; NOT_FOUND until its registry events arrive.
+
+    The registry answers the deploy once committed; the gateway hears of the new
+    model through the outbox relay and ``registry-events`` a moment later.
+    """
+    try:
+        return bool(client.is_model_ready(model))
+    except InferenceServerException as error:
+        if error.status() != "StatusCode.NOT_FOUND":
+            raise
+        return False
+
+
 def main(url: str, model: str, timeout_s: float) -> int:
     client = triton.InferenceServerClient(url)
     deadline = time.monotonic() + timeout_s
-    while not client.is_model_ready(model):
+    while not _ready(client, model):
         if time.monotonic() > deadline:
             return 2
         time.sleep(0.2)
