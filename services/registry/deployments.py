@@ -63,7 +63,8 @@ def validate_routes(
     >>> validate_routes([Route(1, 0.5, "primary")], "m", {1})
     Traceback (most recent call last):
     ...
-    headwater.shared.errors.InvalidInput: weights of primary and canary routes must sum to 1, got 0.5
+    headwater.shared.errors.InvalidInput: weights of primary and canary routes must sum to 1, \
+got 0.5
     >>> validate_routes([Route(3, 1.0, "primary")], "m", {1})
     Traceback (most recent call last):
     ...
