@@ -41,7 +41,7 @@ def test_valid_routes(routes: list[Route]) -> None:
         ([Route(1, 1.0, "leader")], "unknown role 'leader'"),
         ([Route(1, 1.0, "primary"), Route(1, 0.0, "canary")], "one route only"),
         ([Route(1, 0.5, "primary"), Route(2, 0.5, "challenger")], "challenger serves no traffic"),
-        ([Route(1, 1.0, "challenger")], "exactly one primary route, got 0"),
+        ([Route(1, 0.0, "challenger")], "exactly one primary route, got 0"),
     ],
 )
 def test_invalid_routes(routes: list[Route], message: str) -> None:
