@@ -1,4 +1,4 @@
-"""A rollout's policy and the inputs of its transitions: their rules (pure, no I/O).
+"""A rollout's policy and the requests that start and move rollouts: their rules (pure).
 
 The policy says how a rollout moves (its canary steps) and how its controller
 judges it (interval, sample size, margin, test level, latency budget, bandit
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from headwater.services.registry.domain import validate_text
 from headwater.shared.errors import InvalidInput
@@ -130,3 +130,36 @@ def validate_evidence(evidence: Mapping[str, float]) -> dict[str, float]:
 def validate_reason(reason: str) -> str:
     """Check the reason given for a transition (free text, at most 1024 characters)."""
     return validate_text("reason", reason, MAX_REASON_CHARS)
+
+
+@dataclass(frozen=True)
+class NewRollout:
+    """A rollout as a caller asks to start it (the baseline is the deployed primary)."""
+
+    model: str
+    candidate_version: int
+    strategy: str
+    policy: RolloutPolicy = field(default_factory=RolloutPolicy)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutChange:
+    """A transition as a caller asks for it.
+
+    Attributes:
+        model: Whose active rollout moves.
+        action: pause, resume, advance, promote, rollback or abort.
+        reason: Why, in words.
+        evidence: What the decision rests on (metric name -> value).
+        expected_revision: The rollout's revision the caller saw; 0 accepts any.
+        rollout_id: The rollout the caller means; empty accepts the active one.
+
+    """
+
+    model: str
+    action: str
+    reason: str = ""
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    expected_revision: int = 0
+    rollout_id: str = ""

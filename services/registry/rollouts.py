@@ -123,14 +123,7 @@ instead (headwater deploy churn 2)
     headwater.shared.errors.FailedPrecondition: version 2 is already the primary of 'churn': \
 nothing to roll out
     """
-    validate_model_name(model)
-    validate_choice("strategy", strategy, STRATEGIES)
-    if strategy == "direct":
-        raise InvalidInput(
-            f"strategy 'direct' needs no rollout: set the deployment instead "
-            f"(headwater deploy {model} {candidate_version})"
-        )
-    validate_policy(policy)
+    validate_start(model, strategy, candidate_version, policy)
     if candidate_version == baseline_version:
         raise FailedPrecondition(
             f"version {candidate_version} is already the primary of {model!r}: nothing to roll out"
@@ -138,6 +131,22 @@ nothing to roll out
     state = "pending" if strategy in SWITCHING_STRATEGIES else "progressing"
     rollout = Rollout(model, strategy, baseline_version, candidate_version, policy, state)
     return Move(rollout, routes_at(rollout))
+
+
+def validate_start(
+    model: str, strategy: str, candidate_version: int, policy: RolloutPolicy
+) -> None:
+    """Check what a rollout start asks for that needs no database."""
+    validate_model_name(model)
+    validate_choice("strategy", strategy, STRATEGIES)
+    if strategy == "direct":
+        raise InvalidInput(
+            f"strategy 'direct' needs no rollout: set the deployment instead "
+            f"(headwater deploy {model} {candidate_version})"
+        )
+    if candidate_version <= 0:
+        raise InvalidInput(f"candidate_version must be >= 1, got {candidate_version}")
+    validate_policy(policy)
 
 
 def apply(rollout: Rollout, action: str, evidence: Mapping[str, float] | None = None) -> Move:
