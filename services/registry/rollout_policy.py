@@ -61,6 +61,7 @@ _POLICY_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
     ("max_latency_ratio", lambda v: 1 <= v < math.inf, "finite and >= 1"),
 )
 
+
 def validate_policy(policy: RolloutPolicy) -> RolloutPolicy:
     """Check a rollout policy; return it.
 

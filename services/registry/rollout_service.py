@@ -69,15 +69,13 @@ class RolloutService:
                 draft.model, draft.strategy, baseline, draft.candidate_version, draft.policy
             )
             row = await rollout_repo.insert_rollout(conn, _new_row(move.rollout, actor))
-            written = await self._write(
+            written = await _write_move(
                 conn, row, "", "start", actor, draft.reason, {}, deployment, move.routes
             )
         self._committed("start")
         return written
 
-    async def transition_rollout(
-        self, change: RolloutChange, actor: str
-    ) -> registry_pb2.Rollout:
+    async def transition_rollout(self, change: RolloutChange, actor: str) -> registry_pb2.Rollout:
         """Move the model's active rollout by one action (the routes follow)."""
         domain.validate_model_name(change.model)
         domain.validate_choice("action", change.action, rollouts.ACTIONS)
@@ -103,7 +101,7 @@ class RolloutService:
                 move.rollout.step,
                 new_step_clock=change.action in _NEW_STEP_CLOCK,
             )
-            written = await self._write(
+            written = await _write_move(
                 conn, row, current.state, change.action, actor, change.reason, evidence,
                 deployment, move.routes,
             )  # fmt: skip
@@ -138,48 +136,48 @@ class RolloutService:
             for row in rows
         ]
 
-    async def _write(
-        self,
-        conn: asyncpg.Connection,
-        row: repo.Row,
-        from_state: str,
-        action: str,
-        actor: str,
-        reason: str,
-        evidence: dict[str, float],
-        deployment: repo.Row,
-        routes: tuple[deployments.Route, ...] | None,
-    ) -> registry_pb2.Rollout:
-        """Write the transition, the routes (when they change), the audit entry and the events."""
-        await rollout_repo.insert_transition(
-            conn,
-            rollout_repo.TransitionRow(
-                rollout_id=row["id"], from_state=from_state, to_state=row["state"],
-                action=action, step=row["step"], revision=row["revision"], actor=actor,
-                reason=reason, evidence=evidence,
-            ),
-        )  # fmt: skip
-        rollout = convert.rollout_message(row)
-        detail: dict[str, Any] = {
-            "rollout_id": row["id"], "strategy": row["strategy"], "from_state": from_state,
-            "to_state": row["state"], "step": row["step"], "revision": row["revision"],
-            "reason": reason, "evidence": evidence,
-        }  # fmt: skip
-        events = []
-        if routes is not None:
-            changed = await _write_routes(conn, row, deployment, routes)
-            detail.update(deployment_revision=changed.revision, routes=convert.routes_json(routes))
-            events.append(events_pb2.RegistryEvent(kind=DEPLOYMENT_CHANGED, deployment=changed))
-        candidate = row["candidate_version"]
-        events.append(
-            events_pb2.RegistryEvent(kind=ROLLOUT_CHANGED, version=candidate, rollout=rollout)
-        )
-        await record_change(conn, actor, f"rollout.{action}", row["model"], detail, *events)
-        return rollout
-
     def _committed(self, action: str) -> None:
         metrics.CHANGES.labels(f"rollout.{action}").inc()
         self._on_commit()
+
+
+async def _write_move(
+    conn: asyncpg.Connection,
+    row: repo.Row,
+    from_state: str,
+    action: str,
+    actor: str,
+    reason: str,
+    evidence: dict[str, float],
+    deployment: repo.Row,
+    routes: tuple[deployments.Route, ...] | None,
+) -> registry_pb2.Rollout:
+    """Write the transition, the routes (when they change), the audit entry and the events."""
+    await rollout_repo.insert_transition(
+        conn,
+        rollout_repo.TransitionRow(
+            rollout_id=row["id"], from_state=from_state, to_state=row["state"],
+            action=action, step=row["step"], revision=row["revision"], actor=actor,
+            reason=reason, evidence=evidence,
+        ),
+    )  # fmt: skip
+    rollout = convert.rollout_message(row)
+    detail: dict[str, Any] = {
+        "rollout_id": row["id"], "strategy": row["strategy"], "from_state": from_state,
+        "to_state": row["state"], "step": row["step"], "revision": row["revision"],
+        "reason": reason, "evidence": evidence,
+    }  # fmt: skip
+    events = []
+    if routes is not None:
+        changed = await _write_routes(conn, row, deployment, routes)
+        detail.update(deployment_revision=changed.revision, routes=convert.routes_json(routes))
+        events.append(events_pb2.RegistryEvent(kind=DEPLOYMENT_CHANGED, deployment=changed))
+    candidate = row["candidate_version"]
+    events.append(
+        events_pb2.RegistryEvent(kind=ROLLOUT_CHANGED, version=candidate, rollout=rollout)
+    )
+    await record_change(conn, actor, f"rollout.{action}", row["model"], detail, *events)
+    return rollout
 
 
 async def _locked_deployment(conn: asyncpg.Connection, model: str) -> repo.Row | None:
