@@ -1,4 +1,4 @@
-"""``headwater models|versions|alias|deploy|predict|feedback``: clients of the services."""
+"""``headwater models|versions|alias|predict|feedback|checkpoint``: clients of the services."""
 
 from __future__ import annotations
 
@@ -244,22 +244,6 @@ async def alias_delete(model: str, name: str, registry: str = RegistryOption) ->
     async with RegistryClient(registry, actor="cli") as client:
         await client.delete_alias(model, name)
     console.print(f"{model}@{name} deleted")
-
-
-@registry_call
-async def deploy(
-    model: str,
-    version: int,
-    mode: str = typer.Option("live", help="live (swap in the learner's updates) or pinned."),
-    output: Output = OutputOption,
-    registry: str = RegistryOption,
-) -> None:
-    """Send all of a model's traffic to one version."""
-    async with RegistryClient(registry, actor="cli") as client:
-        deployment = await client.deploy(model, version, mode=mode)
-    routes = ", ".join(f"v{r.version} {r.weight:.0%}" for r in deployment.routes)
-    _show(deployment, output, f"deployment of {model}",
-          {"routes": routes, "mode": mode, "revision": deployment.revision})
 
 
 @registry_call

@@ -36,10 +36,36 @@ ROLES: Mapping[int, str] = {
     registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
     registry_pb2.ROUTE_ROLE_CANARY: "canary",
     registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
+    registry_pb2.ROUTE_ROLE_CHALLENGER: "challenger",
 }
 MODES: Mapping[int, str] = {
     registry_pb2.SERVING_MODE_LIVE: "live",
     registry_pb2.SERVING_MODE_PINNED: "pinned",
+}
+STRATEGIES: Mapping[int, str] = {
+    registry_pb2.ROLLOUT_STRATEGY_DIRECT: "direct",
+    registry_pb2.ROLLOUT_STRATEGY_BLUE_GREEN: "blue-green",
+    registry_pb2.ROLLOUT_STRATEGY_CANARY: "canary",
+    registry_pb2.ROLLOUT_STRATEGY_ROLLING: "rolling",
+    registry_pb2.ROLLOUT_STRATEGY_SHADOW: "shadow",
+    registry_pb2.ROLLOUT_STRATEGY_BANDIT: "bandit",
+}
+ROLLOUT_STATES: Mapping[int, str] = {
+    registry_pb2.ROLLOUT_STATE_PENDING: "pending",
+    registry_pb2.ROLLOUT_STATE_PROGRESSING: "progressing",
+    registry_pb2.ROLLOUT_STATE_PAUSED: "paused",
+    registry_pb2.ROLLOUT_STATE_PROMOTED: "promoted",
+    registry_pb2.ROLLOUT_STATE_ROLLED_BACK: "rolled_back",
+    registry_pb2.ROLLOUT_STATE_ABORTED: "aborted",
+}
+ROLLOUT_ACTIONS: Mapping[int, str] = {
+    registry_pb2.ROLLOUT_ACTION_PAUSE: "pause",
+    registry_pb2.ROLLOUT_ACTION_RESUME: "resume",
+    registry_pb2.ROLLOUT_ACTION_ADVANCE: "advance",
+    registry_pb2.ROLLOUT_ACTION_PROMOTE: "promote",
+    registry_pb2.ROLLOUT_ACTION_ROLLBACK: "rollback",
+    registry_pb2.ROLLOUT_ACTION_ABORT: "abort",
+    registry_pb2.ROLLOUT_ACTION_START: "start",
 }
 
 

@@ -12,6 +12,8 @@ DATA_LOSS :class:`ArtifactIntegrityError`, UNAVAILABLE and DEADLINE_EXCEEDED
         await registry.create_model("churn", "binary", [("age", "int"), ("plan", "str")])
         version = await registry.create_version("churn", spec_json)
         await registry.deploy("churn", version.version)
+        rollout = await registry.start_rollout("churn", 2, "canary", rollout_policy(interval_s=30))
+        await registry.transition_rollout("churn", "pause", reason="holiday freeze")
 
 >>> error_for(grpc.StatusCode.NOT_FOUND, "no model named 'x'")
 ModelNotFound("no model named 'x'")
@@ -20,6 +22,8 @@ version: 2
 weight: 0.1
 role: ROUTE_ROLE_CANARY
 <BLANKLINE>
+>>> rollout_policy(step_percents=[10, 100], max_drop=0.0).HasField("max_drop")
+True
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ _FEATURE_TYPES = {name: value for value, name in enums.FEATURE_TYPES.items()}
 _ROLES = {name: value for value, name in enums.ROLES.items()}
 _MODES = {name: value for value, name in enums.MODES.items()}
 _SOURCES = {name: value for value, name in enums.SOURCES.items()}
+_STRATEGIES = {name: value for value, name in enums.STRATEGIES.items()}
+_ACTIONS = {name: value for value, name in enums.ROLLOUT_ACTIONS.items()}
 
 FeatureArg: TypeAlias = registry_pb2.Feature | tuple[str, str] | tuple[str, str, bool]
 RouteArg: TypeAlias = registry_pb2.Route | tuple[int, float, str]
@@ -72,7 +78,7 @@ def feature(name: str, type: str | int, required: bool = True) -> registry_pb2.F
 
 
 def route(version: int, weight: float = 1.0, role: str | int = "primary") -> registry_pb2.Route:
-    """A Route message; ``role`` is primary, canary or shadow (or the enum value)."""
+    """A Route message; ``role`` is primary, canary, shadow or challenger (or the enum value)."""
     return registry_pb2.Route(
         version=version, weight=weight, role=_enum("route role", role, _ROLES)
     )
@@ -94,6 +100,29 @@ def lineage(
         example_count=example_count,
         metrics=dict(metrics or {}),
         seed=seed,
+    )
+
+
+def rollout_policy(
+    step_percents: Iterable[float] = (),
+    *,
+    interval_s: float | None = None,
+    min_samples: int | None = None,
+    max_drop: float | None = None,
+    alpha: float | None = None,
+    shadow_percent: float | None = None,
+    bandit_floor_weight: float | None = None,
+    max_latency_ratio: float | None = None,
+) -> registry_pb2.RolloutPolicy:
+    """A RolloutPolicy message; what is left out (None, no steps) takes the registry's default."""
+    given = {
+        "interval_s": interval_s, "min_samples": min_samples, "max_drop": max_drop,
+        "alpha": alpha, "shadow_percent": shadow_percent,
+        "bandit_floor_weight": bandit_floor_weight, "max_latency_ratio": max_latency_ratio,
+    }  # fmt: skip
+    return registry_pb2.RolloutPolicy(
+        step_percents=list(step_percents),
+        **{name: value for name, value in given.items() if value is not None},
     )
 
 
@@ -303,6 +332,67 @@ class RegistryClient:
         """Every deployment, by model."""
         request = registry_pb2.ListDeploymentsRequest()
         return list((await self._read(self._stub.ListDeployments, request)).deployments)
+
+    # --- rollouts -----------------------------------------------------------------
+
+    async def start_rollout(
+        self,
+        model: str,
+        candidate_version: int,
+        strategy: str | int = "canary",
+        policy: registry_pb2.RolloutPolicy | None = None,
+        *,
+        reason: str = "",
+    ) -> registry_pb2.Rollout:
+        """Start rolling a version out over the deployed primary.
+
+        ``strategy`` is blue-green, canary, rolling, shadow or bandit (or the
+        enum value); ``policy`` from :func:`rollout_policy` (None: the defaults).
+        """
+        request = registry_pb2.StartRolloutRequest(
+            model=model,
+            candidate_version=candidate_version,
+            strategy=_enum("rollout strategy", strategy, _STRATEGIES),
+            policy=policy,
+            reason=reason,
+        )
+        return await self._write(self._stub.StartRollout, request)
+
+    async def get_rollout(self, model: str) -> registry_pb2.Rollout:
+        """The model's active rollout, else its latest (ModelNotFound when it never had one)."""
+        request = registry_pb2.GetRolloutRequest(model=model)
+        return await self._read(self._stub.GetRollout, request)
+
+    async def list_rollouts(self, model: str, limit: int = 20) -> list[registry_pb2.RolloutHistory]:
+        """The model's rollouts, newest first, each with its transitions (oldest first)."""
+        request = registry_pb2.ListRolloutsRequest(model=model, limit=limit)
+        return list((await self._read(self._stub.ListRollouts, request)).rollouts)
+
+    async def transition_rollout(
+        self,
+        model: str,
+        action: str | int,
+        *,
+        reason: str = "",
+        evidence: Mapping[str, float] | None = None,
+        expected_revision: int = 0,
+        rollout_id: str = "",
+    ) -> registry_pb2.Rollout:
+        """Move the model's active rollout: pause, resume, advance, promote, rollback or abort.
+
+        A controller passes the ``expected_revision`` (and ``rollout_id``) it decided
+        on: when the rollout moved meanwhile, the call fails with FailedPrecondition
+        and changes nothing. Never retried (a write).
+        """
+        request = registry_pb2.TransitionRolloutRequest(
+            model=model,
+            action=_enum("rollout action", action, _ACTIONS),
+            reason=reason,
+            evidence=dict(evidence or {}),
+            expected_revision=expected_revision,
+            rollout_id=rollout_id,
+        )
+        return await self._write(self._stub.TransitionRollout, request)
 
     # --- audit --------------------------------------------------------------------
 

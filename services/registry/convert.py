@@ -10,10 +10,15 @@ an enum: :mod:`.domain` owns the rules.
 ''
 >>> registry_pb2.RouteRole.Name(role_to_proto("canary"))
 'ROUTE_ROLE_CANARY'
+>>> rollout_policy(registry_pb2.RolloutPolicy(max_drop=0.0)).max_drop  # set, even to 0
+0.0
+>>> rollout_policy(registry_pb2.RolloutPolicy()).step_percents  # unset: the defaults
+(5.0, 25.0, 50.0, 100.0)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -21,7 +26,8 @@ from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headwater.services.registry import deployments, domain
+from headwater.services.registry import deployments, domain, rollouts
+from headwater.services.registry.rollout_policy import NewRollout, RolloutChange, RolloutPolicy
 from headwater.shared import enums
 from headwater.shared.pb import registry_pb2
 
@@ -30,6 +36,13 @@ _FEATURE_TYPES = enums.FEATURE_TYPES
 _SOURCES = enums.SOURCES
 _ROLES = enums.ROLES
 _MODES = enums.MODES
+_STRATEGIES = enums.STRATEGIES
+_STATES = enums.ROLLOUT_STATES
+_ACTIONS = enums.ROLLOUT_ACTIONS
+#: The RolloutPolicy fields with presence (proto3 ``optional``): unset takes the default.
+_POLICY_SCALARS = tuple(
+    f.name for f in registry_pb2.RolloutPolicy.DESCRIPTOR.fields if f.name != "step_percents"
+)
 
 
 E = TypeVar("E", bound=int)
@@ -44,6 +57,9 @@ _FEATURE_TYPES_BACK = _invert(_FEATURE_TYPES)
 _SOURCES_BACK = _invert(_SOURCES)
 _ROLES_BACK = _invert(_ROLES)
 _MODES_BACK = _invert(_MODES)
+_STRATEGIES_BACK = _invert(_STRATEGIES)
+_STATES_BACK = _invert(_STATES)
+_ACTIONS_BACK = _invert(_ACTIONS)
 
 
 def task_from_proto(task: registry_pb2.Task.ValueType) -> str:
@@ -117,6 +133,39 @@ def new_deployment(request: registry_pb2.SetDeploymentRequest) -> deployments.Ne
         ),
         mode=_MODES.get(request.mode, "live"),
         strategy=request.strategy or deployments.DEFAULT_STRATEGY,
+    )
+
+
+def rollout_policy(message: registry_pb2.RolloutPolicy) -> RolloutPolicy:
+    """The policy a request asks for: every field left unset takes its default."""
+    given: dict[str, Any] = {
+        name: getattr(message, name) for name in _POLICY_SCALARS if message.HasField(name)
+    }
+    if message.step_percents:
+        given["step_percents"] = tuple(message.step_percents)
+    return RolloutPolicy(**given)
+
+
+def new_rollout(request: registry_pb2.StartRolloutRequest) -> NewRollout:
+    """The rollout a StartRollout request asks for (an unknown strategy becomes '')."""
+    return NewRollout(
+        model=request.model,
+        candidate_version=request.candidate_version,
+        strategy=_STRATEGIES.get(request.strategy, ""),
+        policy=rollout_policy(request.policy),
+        reason=request.reason,
+    )
+
+
+def rollout_change(request: registry_pb2.TransitionRolloutRequest) -> RolloutChange:
+    """The transition a TransitionRollout request asks for (an unknown action becomes '')."""
+    return RolloutChange(
+        model=request.model,
+        action=_ACTIONS.get(request.action, ""),
+        reason=request.reason,
+        evidence=dict(request.evidence),
+        expected_revision=request.expected_revision,
+        rollout_id=request.rollout_id,
     )
 
 
@@ -197,6 +246,55 @@ def deployment_message(row: Mapping[str, Any]) -> registry_pb2.Deployment:
     )
 
 
+def rollout_of_row(row: Mapping[str, Any]) -> rollouts.Rollout:
+    """Where the rollout of a rollouts row stands (the pure core's value)."""
+    return rollouts.Rollout(
+        model=row["model"],
+        strategy=row["strategy"],
+        baseline_version=row["baseline_version"],
+        candidate_version=row["candidate_version"],
+        policy=policy_of_json(row["policy"]),
+        state=row["state"],
+        step=row["step"],
+    )
+
+
+def rollout_message(row: Mapping[str, Any]) -> registry_pb2.Rollout:
+    """A Rollout message of a rollouts row."""
+    policy = policy_of_json(row["policy"])
+    return registry_pb2.Rollout(
+        id=row["id"],
+        model=row["model"],
+        strategy=_STRATEGIES_BACK[row["strategy"]],
+        state=_STATES_BACK[row["state"]],
+        baseline_version=row["baseline_version"],
+        candidate_version=row["candidate_version"],
+        step=row["step"],
+        policy=registry_pb2.RolloutPolicy(**policy_json(policy)),
+        revision=row["revision"],
+        created_at=timestamp(row["created_at"]),
+        updated_at=timestamp(row["updated_at"]),
+        actor=row["actor"],
+        step_started_at=timestamp(row["step_started_at"]),
+    )
+
+
+def transition_message(row: Mapping[str, Any]) -> registry_pb2.RolloutTransition:
+    """A RolloutTransition message of a rollout_transitions row ('' from_state: the start)."""
+    return registry_pb2.RolloutTransition(
+        rollout_id=row["rollout_id"],
+        from_state=_STATES_BACK.get(row["from_state"], registry_pb2.ROLLOUT_STATE_UNSPECIFIED),
+        to_state=_STATES_BACK[row["to_state"]],
+        action=_ACTIONS_BACK[row["action"]],
+        step=row["step"],
+        actor=row["actor"],
+        reason=row["reason"],
+        evidence=row["evidence"],
+        at=timestamp(row["at"]),
+        revision=row["revision"],
+    )
+
+
 def audit_message(row: Mapping[str, Any]) -> registry_pb2.AuditEntry:
     """An AuditEntry message of an audit_log row."""
     return registry_pb2.AuditEntry(
@@ -233,3 +331,23 @@ def offsets_json(offsets: tuple[domain.OffsetRange, ...]) -> list[dict[str, Any]
 def routes_json(routes: tuple[deployments.Route, ...]) -> list[dict[str, Any]]:
     """The routes column of a deployment."""
     return [{"version": r.version, "weight": r.weight, "role": r.role} for r in routes]
+
+
+def policy_json(policy: RolloutPolicy) -> dict[str, Any]:
+    """The policy column of a rollout (every field set).
+
+    >>> policy_json(RolloutPolicy())["step_percents"]
+    [5.0, 25.0, 50.0, 100.0]
+    """
+    plain = dataclasses.asdict(policy)
+    plain["step_percents"] = list(policy.step_percents)
+    return plain
+
+
+def policy_of_json(plain: Mapping[str, Any]) -> RolloutPolicy:
+    """The policy of a rollout's policy column (fields it lacks take today's defaults)."""
+    known = {f.name for f in dataclasses.fields(RolloutPolicy)}
+    given = {name: value for name, value in plain.items() if name in known}
+    if "step_percents" in given:
+        given["step_percents"] = tuple(float(p) for p in given["step_percents"])
+    return RolloutPolicy(**given)

@@ -1,7 +1,8 @@
 """The rules of a deployment: its routes, their roles and weights, its mode (pure, no I/O).
 
 A deployment sends a model's traffic to its versions: exactly one primary,
-canaries that share the answers with it, shadows that get a mirrored share.
+canaries that share the answers with it, shadows that get a mirrored share,
+challengers that are loaded and learn but serve nothing.
 Every check raises one of headwater's errors naming the problem, like
 :mod:`.domain`, whose name rules it reuses.
 """
@@ -21,6 +22,8 @@ ROLES = enums.names(enums.ROLES)
 MODES = enums.names(enums.MODES)
 DEFAULT_STRATEGY = "direct"
 WEIGHT_TOLERANCE = 1e-9
+#: Roles whose routes answer requests: their weights split the traffic.
+ANSWERING_ROLES = frozenset({"primary", "canary"})
 
 _STRATEGY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -51,19 +54,28 @@ def validate_routes(
 
     There must be at least one route and exactly one primary; every version
     exists and appears once; weights lie in [0, 1]; the weights of the
-    routes that serve answers (every role but shadow) sum to 1. A shadow
-    route's weight is the share of traffic mirrored to it.
+    routes that serve answers (primary and canaries) sum to 1. A shadow
+    route's weight is the share of traffic mirrored to it; a challenger
+    serves no traffic, so its weight is 0.
 
     >>> validate_routes([Route(1, 0.9, "primary"), Route(2, 0.1, "canary")], "m", {1, 2})[1]
     Route(version=2, weight=0.1, role='canary')
     >>> validate_routes([Route(1, 0.5, "primary")], "m", {1})
     Traceback (most recent call last):
     ...
-    headwater.shared.errors.InvalidInput: weights of non-shadow routes must sum to 1, got 0.5
+    headwater.shared.errors.InvalidInput: weights of primary and canary routes must sum to 1, \
+got 0.5
     >>> validate_routes([Route(3, 1.0, "primary")], "m", {1})
     Traceback (most recent call last):
     ...
     headwater.shared.errors.ModelNotFound: route to version 3: model 'm' has no such version
+    >>> validate_routes([Route(1, 1.0, "primary"), Route(2, 0.0, "challenger")], "m", {1, 2})[1]
+    Route(version=2, weight=0.0, role='challenger')
+    >>> validate_routes([Route(1, 0.8, "primary"), Route(2, 0.2, "challenger")], "m", {1, 2})
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: route to version 2: a challenger serves no traffic, \
+its weight must be 0, got 0.2
     """
     chosen = tuple(routes)
     if not chosen:
@@ -76,9 +88,9 @@ def validate_routes(
     primaries = sum(1 for r in chosen if r.role == "primary")
     if primaries != 1:
         raise InvalidInput(f"a deployment needs exactly one primary route, got {primaries}")
-    total = math.fsum(r.weight for r in chosen if r.role != "shadow")
+    total = math.fsum(r.weight for r in chosen if r.role in ANSWERING_ROLES)
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise InvalidInput(f"weights of non-shadow routes must sum to 1, got {total:g}")
+        raise InvalidInput(f"weights of primary and canary routes must sum to 1, got {total:g}")
     return chosen
 
 
@@ -90,6 +102,10 @@ def _check_route(route: Route, model: str, existing: Collection[int]) -> None:
         raise InvalidInput(f"{where}: {error}") from None
     if not (math.isfinite(route.weight) and 0.0 <= route.weight <= 1.0):
         raise InvalidInput(f"{where}: weight must be in [0, 1], got {route.weight}")
+    if route.role == "challenger" and route.weight != 0.0:
+        raise InvalidInput(
+            f"{where}: a challenger serves no traffic, its weight must be 0, got {route.weight}"
+        )
     if route.version not in existing:
         raise ModelNotFound(f"{where}: model {model!r} has no such version")
 

@@ -1,9 +1,10 @@
 """The ``headwater.registry.v1.Registry`` gRPC servicer: a few lines per RPC.
 
 Each method converts the request, calls :class:`.service.RegistryService`
-and wraps the result; ``@grpc_errors`` turns headwater errors into status
-codes. The caller names itself in the ``x-headwater-actor`` metadata key,
-recorded in the audit log and on every registry event.
+(or, for rollouts, :class:`.rollout_service.RolloutService`) and wraps the
+result; ``@grpc_errors`` turns headwater errors into status codes. The
+caller names itself in the ``x-headwater-actor`` metadata key, recorded in
+the audit log, on every registry event and on every rollout transition.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TypeAlias
 import grpc
 
 from headwater.services.registry import convert
+from headwater.services.registry.rollout_service import RolloutService
 from headwater.services.registry.service import RegistryService
 from headwater.shared.errors import InvalidInput
 from headwater.shared.grpc_errors import grpc_errors
@@ -36,10 +38,11 @@ def actor_of(context: Context) -> str:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    """Adapts gRPC requests to the registry service."""
+    """Adapts gRPC requests to the registry's services."""
 
-    def __init__(self, service: RegistryService) -> None:
+    def __init__(self, service: RegistryService, rollouts: RolloutService) -> None:
         self._service = service
+        self._rollouts = rollouts
 
     @grpc_errors
     async def CreateModel(  # noqa: D102
@@ -126,3 +129,30 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ListAuditEntriesResponse:
         entries = await self._service.list_audit(request.model, request.limit)
         return registry_pb2.ListAuditEntriesResponse(entries=entries)
+
+    @grpc_errors
+    async def StartRollout(  # noqa: D102
+        self, request: registry_pb2.StartRolloutRequest, context: Context
+    ) -> registry_pb2.Rollout:
+        draft = convert.new_rollout(request)
+        return await self._rollouts.start_rollout(draft, actor_of(context))
+
+    @grpc_errors
+    async def GetRollout(  # noqa: D102
+        self, request: registry_pb2.GetRolloutRequest, context: Context
+    ) -> registry_pb2.Rollout:
+        return await self._rollouts.get_rollout(request.model)
+
+    @grpc_errors
+    async def ListRollouts(  # noqa: D102
+        self, request: registry_pb2.ListRolloutsRequest, context: Context
+    ) -> registry_pb2.ListRolloutsResponse:
+        rollouts = await self._rollouts.list_rollouts(request.model, request.limit)
+        return registry_pb2.ListRolloutsResponse(rollouts=rollouts)
+
+    @grpc_errors
+    async def TransitionRollout(  # noqa: D102
+        self, request: registry_pb2.TransitionRolloutRequest, context: Context
+    ) -> registry_pb2.Rollout:
+        change = convert.rollout_change(request)
+        return await self._rollouts.transition_rollout(change, actor_of(context))

@@ -245,6 +245,11 @@ async def upsert_deployment(
     return row
 
 
+async def lock_deployment(conn: asyncpg.Connection, model: str) -> Row | None:
+    """A model's deployment, row-locked until commit (rollouts and SetDeployment queue here)."""
+    return await conn.fetchrow("SELECT * FROM deployments WHERE model = $1 FOR UPDATE", model)
+
+
 async def fetch_deployment(conn: asyncpg.Connection, model: str) -> Row | None:
     """A model's deployment, or None."""
     return await conn.fetchrow("SELECT * FROM deployments WHERE model = $1", model)

@@ -23,6 +23,7 @@ from headwater.services.registry.grpc_api import RegistryServicer
 from headwater.services.registry.metrics import MetricsInterceptor
 from headwater.services.registry.migrate import apply_migrations
 from headwater.services.registry.outbox import OutboxRelay
+from headwater.services.registry.rollout_service import RolloutService
 from headwater.services.registry.service import RegistryService
 from headwater.services.registry.settings import RegistrySettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -49,6 +50,7 @@ class RegistryServer:
     Attributes:
         port: The bound gRPC port (useful when ``settings.port`` is 0).
         service: The use cases, for in-process callers.
+        rollouts: The rollout use cases, for in-process callers.
 
     """
 
@@ -56,6 +58,7 @@ class RegistryServer:
         self.settings = settings
         self.port = settings.port
         self.service: RegistryService | None = None
+        self.rollouts: RolloutService | None = None
         self._pool: asyncpg.Pool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -102,7 +105,8 @@ class RegistryServer:
             on_commit=relay.wake,
             audit_max_entries=settings.audit_list_max_entries,
         )
-        await self._start_grpc(self.service)
+        self.rollouts = RolloutService(self._pool, on_commit=relay.wake)
+        await self._start_grpc(RegistryServicer(self.service, self.rollouts))
         self._relay_task = asyncio.create_task(self._run_relay(relay), name="registry-outbox")
         self._relay_task.add_done_callback(self._on_relay_done)
         if settings.metrics_port:
@@ -111,7 +115,7 @@ class RegistryServer:
         if self._relay_task.done():  # died meanwhile: its callback's NOT_SERVING must win
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    async def _start_grpc(self, service: RegistryService) -> None:
+    async def _start_grpc(self, servicer: RegistryServicer) -> None:
         max_bytes = self.settings.artifacts.max_bytes + MESSAGE_OVERHEAD_BYTES
         server = grpc.aio.server(
             interceptors=[MetricsInterceptor()],
@@ -120,7 +124,7 @@ class RegistryServer:
                 ("grpc.max_send_message_length", max_bytes),
             ],
         )
-        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(service), server)
+        registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

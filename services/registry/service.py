@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from headwater.services.registry import convert, deployments, domain, metrics
+from headwater.services.registry import convert, deployments, domain, metrics, rollouts
 from headwater.services.registry import repository as repo
+from headwater.services.registry import rollout_repository as rollout_repo
 from headwater.shared.artifacts import FORMAT, ArtifactCodec, SignedArtifact
 from headwater.shared.bus.tracing import inject_trace_headers
 from headwater.shared.errors import ArtifactIntegrityError, InvalidInput, NotFound
@@ -71,7 +72,7 @@ class RegistryService:
                 raise domain.model_exists_error(model.name)
             detail = {"task": model.task, "features": [f.name for f in model.features]}
             event = events_pb2.RegistryEvent(kind=Kind.REGISTRY_EVENT_KIND_MODEL_CREATED)
-            await self._record(conn, actor, "model.create", model.name, detail, event)
+            await record_change(conn, actor, "model.create", model.name, detail, event)
         self._committed("model.create")
         return convert.model_message(row, {})
 
@@ -118,7 +119,7 @@ class RegistryService:
             event = events_pb2.RegistryEvent(
                 kind=Kind.REGISTRY_EVENT_KIND_VERSION_CREATED, version=number
             )
-            await self._record(conn, actor, "version.create", draft.model, detail, event)
+            await record_change(conn, actor, "version.create", draft.model, detail, event)
         self._committed("version.create")
         return convert.version_message(row)
 
@@ -186,7 +187,7 @@ class RegistryService:
                 kind=Kind.REGISTRY_EVENT_KIND_ALIAS_SET, version=version, alias=alias
             )
             detail = {"alias": alias, "version": version}
-            await self._record(conn, actor, "alias.set", model, detail, event)
+            await record_change(conn, actor, "alias.set", model, detail, event)
             result = await self._model(conn, model)
         self._committed("alias.set")
         return result
@@ -203,7 +204,7 @@ class RegistryService:
                 kind=Kind.REGISTRY_EVENT_KIND_ALIAS_DELETED, version=version, alias=alias
             )
             detail = {"alias": alias, "version": version}
-            await self._record(conn, actor, "alias.delete", model, detail, event)
+            await record_change(conn, actor, "alias.delete", model, detail, event)
             result = await self._model(conn, model)
         self._committed("alias.delete")
         return result
@@ -213,10 +214,17 @@ class RegistryService:
     async def set_deployment(
         self, draft: deployments.NewDeployment, actor: str
     ) -> registry_pb2.Deployment:
-        """Set a model's routes, mode and strategy; the revision grows by one."""
+        """Set a model's routes, mode and strategy; the revision grows by one.
+
+        Refused (FailedPrecondition) while a rollout owns the model's routes.
+        """
         domain.validate_model_name(draft.model)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._model(conn, draft.model)
+            await repo.lock_deployment(conn, draft.model)
+            active = await rollout_repo.fetch_active_rollout(conn, draft.model)
+            if active is not None:
+                raise rollouts.deployment_locked_error(convert.rollout_of_row(active))
             existing = await repo.version_numbers(conn, draft.model)
             deployments.validate_new_deployment(draft, existing)
             row = await repo.upsert_deployment(
@@ -232,7 +240,7 @@ class RegistryService:
                 "mode": draft.mode,
                 "strategy": draft.strategy,
             }
-            await self._record(conn, actor, "deployment.set", draft.model, detail, event)
+            await record_change(conn, actor, "deployment.set", draft.model, detail, event)
         self._committed("deployment.set")
         return deployment
 
@@ -281,29 +289,33 @@ class RegistryService:
             raise domain.no_version_error(model, ref)
         return row
 
-    async def _record(
-        self,
-        conn: asyncpg.Connection,
-        actor: str,
-        action: str,
-        model: str,
-        detail: dict[str, Any],
-        event: events_pb2.RegistryEvent,
-    ) -> None:
-        """Write the audit entry and the outbox row of a change (inside its transaction)."""
-        await repo.insert_audit(conn, actor, action, model, detail)
+    def _committed(self, action: str) -> None:
+        metrics.CHANGES.labels(action).inc()
+        self._on_commit()
+
+
+async def record_change(
+    conn: asyncpg.Connection,
+    actor: str,
+    action: str,
+    model: str,
+    detail: dict[str, Any],
+    *events: events_pb2.RegistryEvent,
+) -> None:
+    """Write the audit entry and the outbox rows of a change (inside its transaction).
+
+    Each event gets its own outbox row and sequence number, in the order given.
+    """
+    await repo.insert_audit(conn, actor, action, model, detail)
+    headers = [(name, value.decode("ascii")) for name, value in inject_trace_headers()]
+    for event in events:
         sequence = await repo.next_outbox_sequence(conn)
         event.event_id = str(uuid.uuid4())
         event.sequence = sequence
         event.model = model
         event.actor = actor
         event.occurred_at.FromDatetime(dt.datetime.now(dt.UTC))
-        headers = [(name, value.decode("ascii")) for name, value in inject_trace_headers()]
         await repo.insert_outbox(conn, sequence, model, event.SerializeToString(), headers)
-
-    def _committed(self, action: str) -> None:
-        metrics.CHANGES.labels(action).inc()
-        self._on_commit()
 
 
 def _version_row(

@@ -23,6 +23,8 @@ TABLES = {
     "deployments",
     "models",
     "outbox",
+    "rollout_transitions",
+    "rollouts",
     "schema_migrations",
     "versions",
 }

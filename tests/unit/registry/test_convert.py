@@ -8,9 +8,17 @@ import grpc
 import pytest
 
 from headwater.services.registry import convert
+from headwater.services.registry.rollout_policy import RolloutChange, RolloutPolicy
 from headwater.shared import errors
 from headwater.shared.pb import registry_pb2
-from headwater.shared.registry_client import error_for, feature, lineage, route, version_ref
+from headwater.shared.registry_client import (
+    error_for,
+    feature,
+    lineage,
+    rollout_policy,
+    route,
+    version_ref,
+)
 
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -96,3 +104,44 @@ def test_client_helpers_build_messages_and_refuse_unknown_names() -> None:
 def test_status_codes_map_back_to_headwater_errors(code: grpc.StatusCode, error: type) -> None:
     mapped = error_for(code, "details")
     assert type(mapped) is error and str(mapped) == "details"
+
+
+def test_rollout_requests_become_domain_values_with_default_policies() -> None:
+    request = registry_pb2.StartRolloutRequest(
+        model="m", candidate_version=2, strategy=registry_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+        policy=rollout_policy([10, 100], max_drop=0.0, min_samples=50), reason="why",
+    )  # fmt: skip
+    draft = convert.new_rollout(request)
+    assert (draft.model, draft.candidate_version, draft.strategy) == ("m", 2, "blue-green")
+    assert draft.policy == RolloutPolicy(step_percents=(10.0, 100.0), max_drop=0.0, min_samples=50)
+    assert convert.new_rollout(registry_pb2.StartRolloutRequest()).strategy == ""
+    change = convert.rollout_change(
+        registry_pb2.TransitionRolloutRequest(
+            model="m", action=registry_pb2.ROLLOUT_ACTION_ROLLBACK, evidence={"n": 3.0},
+            expected_revision=4, rollout_id="r",
+        )
+    )  # fmt: skip
+    assert change == RolloutChange("m", "rollback", "", {"n": 3.0}, 4, "r")
+
+
+def test_rollout_rows_become_messages_with_every_policy_field_set() -> None:
+    policy = RolloutPolicy(step_percents=(20.0, 100.0), alpha=0.1)
+    row = {
+        "id": "r1", "model": "m", "strategy": "shadow", "state": "rolled_back",
+        "baseline_version": 1, "candidate_version": 2, "step": 1,
+        "policy": convert.policy_json(policy), "revision": 3, "actor": "ops",
+        "created_at": NOW, "updated_at": NOW, "step_started_at": NOW,
+    }  # fmt: skip
+    message = convert.rollout_message(row)
+    assert message.strategy == registry_pb2.ROLLOUT_STRATEGY_SHADOW
+    assert message.state == registry_pb2.ROLLOUT_STATE_ROLLED_BACK
+    assert convert.rollout_policy(message.policy) == policy
+    assert all(message.policy.HasField(name) for name in ("max_drop", "shadow_percent"))
+    assert convert.rollout_of_row(row).policy == policy
+    assert convert.policy_of_json({"alpha": 0.2, "retired": 1}) == RolloutPolicy(alpha=0.2)
+    transition = convert.transition_message({
+        "rollout_id": "r1", "from_state": "", "to_state": "progressing", "action": "start",
+        "step": 0, "actor": "ops", "reason": "", "evidence": {}, "at": NOW, "revision": 1,
+    })  # fmt: skip
+    assert transition.from_state == registry_pb2.ROLLOUT_STATE_UNSPECIFIED
+    assert transition.action == registry_pb2.ROLLOUT_ACTION_START

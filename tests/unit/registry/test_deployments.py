@@ -20,6 +20,8 @@ from headwater.shared.errors import InvalidInput, ModelNotFound
         [Route(1, 1.0, "primary"), Route(2, 0.0, "shadow")],
         [Route(1, 0.7, "primary"), Route(2, 0.2, "canary"), Route(3, 0.1, "canary")],
         [Route(1, 1 / 3, "primary"), Route(2, 1 / 3, "canary"), Route(3, 1 / 3, "canary")],
+        [Route(1, 1.0, "primary"), Route(2, 0.0, "challenger")],
+        [Route(2, 0.0, "primary"), Route(1, 1.0, "canary"), Route(3, 0.0, "challenger")],
     ],
 )
 def test_valid_routes(routes: list[Route]) -> None:
@@ -38,6 +40,8 @@ def test_valid_routes(routes: list[Route]) -> None:
         ([Route(1, 1.0, "")], "role is required"),
         ([Route(1, 1.0, "leader")], "unknown role 'leader'"),
         ([Route(1, 1.0, "primary"), Route(1, 0.0, "canary")], "one route only"),
+        ([Route(1, 0.5, "primary"), Route(2, 0.5, "challenger")], "challenger serves no traffic"),
+        ([Route(1, 0.0, "challenger")], "exactly one primary route, got 0"),
     ],
 )
 def test_invalid_routes(routes: list[Route], message: str) -> None:

@@ -99,6 +99,26 @@ class RegistryStub:
                 request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/headwater.registry.v1.Registry/StartRollout',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/headwater.registry.v1.Registry/GetRollout',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.ListRollouts = channel.unary_unary(
+                '/headwater.registry.v1.Registry/ListRollouts',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsResponse.FromString,
+                _registered_method=True)
+        self.TransitionRollout = channel.unary_unary(
+                '/headwater.registry.v1.Registry/TransitionRollout',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -184,6 +204,37 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Starts a rollout of a candidate version against the deployed primary (the
+        baseline) and writes the strategy's first routes. While a rollout is
+        active (pending, progressing or paused), SetDeployment is refused and a
+        second StartRollout of the model is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """A model's active rollout, else its latest one; NOT_FOUND when it never had one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRollouts(self, request, context):
+        """A model's rollouts, newest first, each with its transitions (oldest first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransitionRollout(self, request, context):
+        """Moves the model's active rollout by one action; the routes follow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +302,26 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.StartRolloutRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.GetRolloutRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
+            ),
+            'ListRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRollouts,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsResponse.SerializeToString,
+            ),
+            'TransitionRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransitionRollout,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -604,6 +675,114 @@ class Registry:
             '/headwater.registry.v1.Registry/ListAuditEntries',
             headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesRequest.SerializeToString,
             headwater_dot_registry_dot_v1_dot_registry__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/StartRollout',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.StartRolloutRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/GetRollout',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.GetRolloutRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/ListRollouts',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListRolloutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransitionRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/TransitionRollout',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
             options,
             channel_credentials,
             insecure,
