@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from headwater.shared.proto.headwater.registry.v1 import registry_pb2 as headwater_dot_registry_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n headwater/events/v1/events.proto\x12\x13headwater.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$headwater/registry/v1/registry.proto\"p\n\x0c\x46\x65\x61tureValue\x12\x15\n\x0b\x66loat_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"d\n\x06Target\x12\x14\n\nbool_label\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_label\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_label\x18\x03 \x01(\tH\x00\x12\x0f\n\x05value\x18\x04 \x01(\x01H\x00\x42\x06\n\x04kind\"\xbc\x04\n\x0fPredictionEvent\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x44\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x32.headwater.events.v1.PredictionEvent.FeaturesEntry\x12/\n\nprediction\x18\x05 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12>\n\x05proba\x18\x06 \x03(\x0b\x32/.headwater.events.v1.PredictionEvent.ProbaEntry\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x30\n\x0cpredicted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nroute_role\x18\t \x01(\x0e\x32 .headwater.registry.v1.RouteRole\x12\x15\n\rlive_sequence\x18\n \x01(\x03\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x1aR\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.headwater.events.v1.FeatureValue:\x02\x38\x01\x1a,\n\nProbaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x83\x01\n\rFeedbackEvent\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12*\n\x05label\x18\x02 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x04\n\x0eLabeledExample\x12\x12\n\nexample_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x43\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x31.headwater.events.v1.LabeledExample.FeaturesEntry\x12*\n\x05label\x18\x04 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12\x15\n\rprediction_id\x18\x05 \x01(\t\x12\x16\n\x0eserved_version\x18\x06 \x01(\x03\x12/\n\nprediction\x18\x07 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12=\n\x05proba\x18\x08 \x03(\x0b\x32..headwater.events.v1.LabeledExample.ProbaEntry\x12\x34\n\nroute_role\x18\t \x01(\x0e\x32 .headwater.registry.v1.RouteRole\x12\x30\n\x0cpredicted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blabelled_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1aR\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.headwater.events.v1.FeatureValue:\x02\x38\x01\x1a,\n\nProbaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe4\x02\n\x0bModelUpdate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x33\n\x07offsets\x18\x07 \x03(\x0b\x32\".headwater.registry.v1.OffsetRange\x12\x18\n\x10\x65xamples_learned\x18\x08 \x01(\x03\x12\x30\n\x0cpublished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnewest_label_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08progress\x18\x0b \x01(\x0b\x32$.headwater.events.v1.LearnerProgress\"\xa8\x01\n\x0fLearnerProgress\x12\x12\n\nduplicates\x18\x01 \x01(\x03\x12\x0e\n\x06scored\x18\x02 \x01(\x03\x12\x13\n\x0bscore_total\x18\x03 \x01(\x01\x12\x0e\n\x06window\x18\x04 \x03(\x01\x12\x12\n\nrecent_ids\x18\x05 \x03(\x0c\x12\x38\n\tpositions\x18\x06 \x03(\x0b\x32%.headwater.events.v1.ConsumedPosition\"D\n\x10\x43onsumedPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xc0\x02\n\rRegistryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x34\n\x04kind\x18\x03 \x01(\x0e\x32&.headwater.events.v1.RegistryEventKind\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\r\n\x05\x61lias\x18\x06 \x01(\t\x12\x35\n\ndeployment\x18\x07 \x01(\x0b\x32!.headwater.registry.v1.Deployment\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12/\n\x07rollout\x18\n \x01(\x0b\x32\x1e.headwater.registry.v1.Rollout\"\x9f\x02\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12/\n\x08severity\x18\x05 \x01(\x0e\x32\x1d.headwater.events.v1.Severity\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x36\n\x06values\x18\x07 \x03(\x0b\x32&.headwater.events.v1.Alert.ValuesEntry\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xa7\x02\n\x11RegistryEventKind\x12#\n\x1fREGISTRY_EVENT_KIND_UNSPECIFIED\x10\x00\x12%\n!REGISTRY_EVENT_KIND_MODEL_CREATED\x10\x01\x12\'\n#REGISTRY_EVENT_KIND_VERSION_CREATED\x10\x02\x12!\n\x1dREGISTRY_EVENT_KIND_ALIAS_SET\x10\x03\x12%\n!REGISTRY_EVENT_KIND_ALIAS_DELETED\x10\x04\x12*\n&REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED\x10\x05\x12\'\n#REGISTRY_EVENT_KIND_ROLLOUT_CHANGED\x10\x06*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n headwater/events/v1/events.proto\x12\x13headwater.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$headwater/registry/v1/registry.proto\"p\n\x0c\x46\x65\x61tureValue\x12\x15\n\x0b\x66loat_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"d\n\x06Target\x12\x14\n\nbool_label\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_label\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_label\x18\x03 \x01(\tH\x00\x12\x0f\n\x05value\x18\x04 \x01(\x01H\x00\x42\x06\n\x04kind\"\xf6\x04\n\x0fPredictionEvent\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x44\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x32.headwater.events.v1.PredictionEvent.FeaturesEntry\x12/\n\nprediction\x18\x05 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12>\n\x05proba\x18\x06 \x03(\x0b\x32/.headwater.events.v1.PredictionEvent.ProbaEntry\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x30\n\x0cpredicted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nroute_role\x18\t \x01(\x0e\x32 .headwater.registry.v1.RouteRole\x12\x15\n\rlive_sequence\x18\n \x01(\x03\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x18\n\x10routing_key_hash\x18\r \x01(\t\x12\x1e\n\x16\x61nswered_prediction_id\x18\x0e \x01(\t\x1aR\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.headwater.events.v1.FeatureValue:\x02\x38\x01\x1a,\n\nProbaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x83\x01\n\rFeedbackEvent\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12*\n\x05label\x18\x02 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x04\n\x0eLabeledExample\x12\x12\n\nexample_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x43\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x31.headwater.events.v1.LabeledExample.FeaturesEntry\x12*\n\x05label\x18\x04 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12\x15\n\rprediction_id\x18\x05 \x01(\t\x12\x16\n\x0eserved_version\x18\x06 \x01(\x03\x12/\n\nprediction\x18\x07 \x01(\x0b\x32\x1b.headwater.events.v1.Target\x12=\n\x05proba\x18\x08 \x03(\x0b\x32..headwater.events.v1.LabeledExample.ProbaEntry\x12\x34\n\nroute_role\x18\t \x01(\x0e\x32 .headwater.registry.v1.RouteRole\x12\x30\n\x0cpredicted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blabelled_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16\x61nswered_prediction_id\x18\x0c \x01(\t\x1aR\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.headwater.events.v1.FeatureValue:\x02\x38\x01\x1a,\n\nProbaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe4\x02\n\x0bModelUpdate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x33\n\x07offsets\x18\x07 \x03(\x0b\x32\".headwater.registry.v1.OffsetRange\x12\x18\n\x10\x65xamples_learned\x18\x08 \x01(\x03\x12\x30\n\x0cpublished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnewest_label_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08progress\x18\x0b \x01(\x0b\x32$.headwater.events.v1.LearnerProgress\"\xa8\x01\n\x0fLearnerProgress\x12\x12\n\nduplicates\x18\x01 \x01(\x03\x12\x0e\n\x06scored\x18\x02 \x01(\x03\x12\x13\n\x0bscore_total\x18\x03 \x01(\x01\x12\x0e\n\x06window\x18\x04 \x03(\x01\x12\x12\n\nrecent_ids\x18\x05 \x03(\x0c\x12\x38\n\tpositions\x18\x06 \x03(\x0b\x32%.headwater.events.v1.ConsumedPosition\"D\n\x10\x43onsumedPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xc0\x02\n\rRegistryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x34\n\x04kind\x18\x03 \x01(\x0e\x32&.headwater.events.v1.RegistryEventKind\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\r\n\x05\x61lias\x18\x06 \x01(\t\x12\x35\n\ndeployment\x18\x07 \x01(\x0b\x32!.headwater.registry.v1.Deployment\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12/\n\x07rollout\x18\n \x01(\x0b\x32\x1e.headwater.registry.v1.Rollout\"\x9f\x02\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12/\n\x08severity\x18\x05 \x01(\x0e\x32\x1d.headwater.events.v1.Severity\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x36\n\x06values\x18\x07 \x03(\x0b\x32&.headwater.events.v1.Alert.ValuesEntry\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xa7\x02\n\x11RegistryEventKind\x12#\n\x1fREGISTRY_EVENT_KIND_UNSPECIFIED\x10\x00\x12%\n!REGISTRY_EVENT_KIND_MODEL_CREATED\x10\x01\x12\'\n#REGISTRY_EVENT_KIND_VERSION_CREATED\x10\x02\x12!\n\x1dREGISTRY_EVENT_KIND_ALIAS_SET\x10\x03\x12%\n!REGISTRY_EVENT_KIND_ALIAS_DELETED\x10\x04\x12*\n&REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED\x10\x05\x12\'\n#REGISTRY_EVENT_KIND_ROLLOUT_CHANGED\x10\x06*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,38 +43,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELEDEXAMPLE_PROBAENTRY']._serialized_options = b'8\001'
   _globals['_ALERT_VALUESENTRY']._loaded_options = None
   _globals['_ALERT_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_REGISTRYEVENTKIND']._serialized_start=2876
-  _globals['_REGISTRYEVENTKIND']._serialized_end=3171
-  _globals['_SEVERITY']._serialized_start=3173
-  _globals['_SEVERITY']._serialized_end=3273
+  _globals['_REGISTRYEVENTKIND']._serialized_start=2966
+  _globals['_REGISTRYEVENTKIND']._serialized_end=3261
+  _globals['_SEVERITY']._serialized_start=3263
+  _globals['_SEVERITY']._serialized_end=3363
   _globals['_FEATUREVALUE']._serialized_start=128
   _globals['_FEATUREVALUE']._serialized_end=240
   _globals['_TARGET']._serialized_start=242
   _globals['_TARGET']._serialized_end=342
   _globals['_PREDICTIONEVENT']._serialized_start=345
-  _globals['_PREDICTIONEVENT']._serialized_end=917
-  _globals['_PREDICTIONEVENT_FEATURESENTRY']._serialized_start=789
-  _globals['_PREDICTIONEVENT_FEATURESENTRY']._serialized_end=871
-  _globals['_PREDICTIONEVENT_PROBAENTRY']._serialized_start=873
-  _globals['_PREDICTIONEVENT_PROBAENTRY']._serialized_end=917
-  _globals['_FEEDBACKEVENT']._serialized_start=920
-  _globals['_FEEDBACKEVENT']._serialized_end=1051
-  _globals['_LABELEDEXAMPLE']._serialized_start=1054
-  _globals['_LABELEDEXAMPLE']._serialized_end=1660
-  _globals['_LABELEDEXAMPLE_FEATURESENTRY']._serialized_start=789
-  _globals['_LABELEDEXAMPLE_FEATURESENTRY']._serialized_end=871
-  _globals['_LABELEDEXAMPLE_PROBAENTRY']._serialized_start=873
-  _globals['_LABELEDEXAMPLE_PROBAENTRY']._serialized_end=917
-  _globals['_MODELUPDATE']._serialized_start=1663
-  _globals['_MODELUPDATE']._serialized_end=2019
-  _globals['_LEARNERPROGRESS']._serialized_start=2022
-  _globals['_LEARNERPROGRESS']._serialized_end=2190
-  _globals['_CONSUMEDPOSITION']._serialized_start=2192
-  _globals['_CONSUMEDPOSITION']._serialized_end=2260
-  _globals['_REGISTRYEVENT']._serialized_start=2263
-  _globals['_REGISTRYEVENT']._serialized_end=2583
-  _globals['_ALERT']._serialized_start=2586
-  _globals['_ALERT']._serialized_end=2873
-  _globals['_ALERT_VALUESENTRY']._serialized_start=2828
-  _globals['_ALERT_VALUESENTRY']._serialized_end=2873
+  _globals['_PREDICTIONEVENT']._serialized_end=975
+  _globals['_PREDICTIONEVENT_FEATURESENTRY']._serialized_start=847
+  _globals['_PREDICTIONEVENT_FEATURESENTRY']._serialized_end=929
+  _globals['_PREDICTIONEVENT_PROBAENTRY']._serialized_start=931
+  _globals['_PREDICTIONEVENT_PROBAENTRY']._serialized_end=975
+  _globals['_FEEDBACKEVENT']._serialized_start=978
+  _globals['_FEEDBACKEVENT']._serialized_end=1109
+  _globals['_LABELEDEXAMPLE']._serialized_start=1112
+  _globals['_LABELEDEXAMPLE']._serialized_end=1750
+  _globals['_LABELEDEXAMPLE_FEATURESENTRY']._serialized_start=847
+  _globals['_LABELEDEXAMPLE_FEATURESENTRY']._serialized_end=929
+  _globals['_LABELEDEXAMPLE_PROBAENTRY']._serialized_start=931
+  _globals['_LABELEDEXAMPLE_PROBAENTRY']._serialized_end=975
+  _globals['_MODELUPDATE']._serialized_start=1753
+  _globals['_MODELUPDATE']._serialized_end=2109
+  _globals['_LEARNERPROGRESS']._serialized_start=2112
+  _globals['_LEARNERPROGRESS']._serialized_end=2280
+  _globals['_CONSUMEDPOSITION']._serialized_start=2282
+  _globals['_CONSUMEDPOSITION']._serialized_end=2350
+  _globals['_REGISTRYEVENT']._serialized_start=2353
+  _globals['_REGISTRYEVENT']._serialized_end=2673
+  _globals['_ALERT']._serialized_start=2676
+  _globals['_ALERT']._serialized_end=2963
+  _globals['_ALERT_VALUESENTRY']._serialized_start=2918
+  _globals['_ALERT_VALUESENTRY']._serialized_end=2963
 # @@protoc_insertion_point(module_scope)

@@ -193,6 +193,8 @@ class PredictionEvent(_message.Message):
     LIVE_SEQUENCE_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROUTING_KEY_HASH_FIELD_NUMBER: _builtins.int
+    ANSWERED_PREDICTION_ID_FIELD_NUMBER: _builtins.int
     prediction_id: _builtins.str
     model: _builtins.str
     version: _builtins.int
@@ -202,6 +204,15 @@ class PredictionEvent(_message.Message):
     live_sequence: _builtins.int
     gateway_id: _builtins.str
     request_id: _builtins.str
+    routing_key_hash: _builtins.str
+    """The route choice: hex of the first 8 bytes of blake2b(routing key); the same
+    key always lands on the same version while the weights stand.
+    """
+    answered_prediction_id: _builtins.str
+    """Set on a shadow prediction (route_role SHADOW): the id of the prediction that
+    answered the request it mirrors. The record key is that id too, so the one
+    label the user sends for the answer joins both.
+    """
     @_builtins.property
     def features(self) -> _containers.MessageMap[_builtins.str, Global___FeatureValue]: ...
     @_builtins.property
@@ -227,10 +238,12 @@ class PredictionEvent(_message.Message):
         live_sequence: _builtins.int = ...,
         gateway_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        routing_key_hash: _builtins.str = ...,
+        answered_prediction_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["predicted_at", b"predicted_at", "prediction", b"prediction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "gateway_id", b"gateway_id", "latency_ms", b"latency_ms", "live_sequence", b"live_sequence", "model", b"model", "predicted_at", b"predicted_at", "prediction", b"prediction", "prediction_id", b"prediction_id", "proba", b"proba", "request_id", b"request_id", "route_role", b"route_role", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_prediction_id", b"answered_prediction_id", "features", b"features", "gateway_id", b"gateway_id", "latency_ms", b"latency_ms", "live_sequence", b"live_sequence", "model", b"model", "predicted_at", b"predicted_at", "prediction", b"prediction", "prediction_id", b"prediction_id", "proba", b"proba", "request_id", b"request_id", "route_role", b"route_role", "routing_key_hash", b"routing_key_hash", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,6 +336,7 @@ class LabeledExample(_message.Message):
     ROUTE_ROLE_FIELD_NUMBER: _builtins.int
     PREDICTED_AT_FIELD_NUMBER: _builtins.int
     LABELLED_AT_FIELD_NUMBER: _builtins.int
+    ANSWERED_PREDICTION_ID_FIELD_NUMBER: _builtins.int
     example_id: _builtins.str
     """Unique per example: the learner de-duplicates on it."""
     model: _builtins.str
@@ -330,6 +344,10 @@ class LabeledExample(_message.Message):
     """Set when the example comes from a joined prediction."""
     served_version: _builtins.int
     route_role: _registry_pb2.RouteRole.ValueType
+    answered_prediction_id: _builtins.str
+    """A shadow's scoring copy (route_role SHADOW): the answered prediction's id.
+    Learners skip these; they learn the answered prediction's example.
+    """
     @_builtins.property
     def features(self) -> _containers.MessageMap[_builtins.str, Global___FeatureValue]: ...
     @_builtins.property
@@ -356,10 +374,11 @@ class LabeledExample(_message.Message):
         route_role: _registry_pb2.RouteRole.ValueType = ...,
         predicted_at: _timestamp_pb2.Timestamp | None = ...,
         labelled_at: _timestamp_pb2.Timestamp | None = ...,
+        answered_prediction_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "labelled_at", b"labelled_at", "predicted_at", b"predicted_at", "prediction", b"prediction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["example_id", b"example_id", "features", b"features", "label", b"label", "labelled_at", b"labelled_at", "model", b"model", "predicted_at", b"predicted_at", "prediction", b"prediction", "prediction_id", b"prediction_id", "proba", b"proba", "route_role", b"route_role", "served_version", b"served_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_prediction_id", b"answered_prediction_id", "example_id", b"example_id", "features", b"features", "label", b"label", "labelled_at", b"labelled_at", "model", b"model", "predicted_at", b"predicted_at", "prediction", b"prediction", "prediction_id", b"prediction_id", "proba", b"proba", "route_role", b"route_role", "served_version", b"served_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
