@@ -10,6 +10,7 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
 from headwater.services.trainer.learn.pool import ExampleOutcome, LearnerPool
+from headwater.services.trainer.learn.routes import LearnerId
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -189,7 +190,7 @@ async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
     registry.deployed = 1
     pool = make_pool(registry)
     await feed(pool, range(3))
-    lost = await pool.build_update("m")  # never acknowledged
+    lost = await pool.build_update(LearnerId("m", 1))  # never acknowledged
     update = await save(pool)
     assert update.sequence == lost.sequence + 1
     assert pool.due_updates(force=True) == []
@@ -247,7 +248,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     registry.deployed = 1
     pool = make_pool(registry, checkpoint_every_examples=5)
     await feed(pool, range(6))
-    assert pool.due_checkpoints() == ["m"]
+    assert pool.due_checkpoints() == [LearnerId("m", 1)]
     version = await pool.start_checkpoint("m")
     assert version is not None and version.version == 2
     assert version.lineage.parent_version == 1
@@ -263,7 +264,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     pool.apply_deployments()
     learner = pool.find("m").learner
     assert (learner.base_version, learner.examples_learned) == (2, 3)
-    assert pool.due_updates() == ["m"]  # published under the new base at once
+    assert pool.due_updates() == [LearnerId("m", 2)]  # published under the new base at once
 
     registry.add_version(build_model(SPEC, seed=9))
     registry.deployed = 3
@@ -297,7 +298,7 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
     index = new_index()
     pool = make_pool(registry, index)
     await feed(pool, range(3))
-    older = await pool.build_update("m")
+    older = await pool.build_update(LearnerId("m", 1))
     index.record(older)
     await feed(pool, range(3, 6))
     newer = await save(pool)
@@ -394,8 +395,8 @@ async def test_model_state_is_decoded_encoded_and_signed_off_the_event_loop() ->
     settings = TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"))
     pool = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(pool, range(5))
-    update = await pool.build_update("m")
-    pool.saved("m", update)
+    update = await pool.build_update(LearnerId("m", 1))
+    pool.saved(LearnerId("m", 1), update)
     restored = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(restored, [5])  # loads the base version and restores the saved state
     version = await restored.start_checkpoint("m")
