@@ -204,13 +204,13 @@ class LearnerLoader:
                 self._codec.decode, found.content, artifact.signature, artifact.sha256
             )
         except (ModelNotFound, NotFound) as err:
-            return f"model {model!r} version {version} is not deployed: {err}"
+            return f"version {version} of model {model!r} is not deployed: {err}"
         except (InvalidInput, ArtifactIntegrityError) as err:
             log.error(
                 "cannot learn this version",
                 extra={"model": model, "version": version, "error": str(err)},
             )
-            return f"model {model!r} version {version} cannot be learned: {err}"
+            return f"version {version} of model {model!r} cannot be learned: {err}"
         return _Base(kind, info, found, estimator)
 
     async def restore(self, learner_id: LearnerId, base: object) -> tuple[object, Progress | None]:
