@@ -1,18 +1,21 @@
-"""Each learner's updates under its own key, the index per learner, the HTTP view per version."""
+"""Each learner's updates under its own key, the index per learner, HTTP and CLI per version."""
 
 from __future__ import annotations
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata, TopicPartition
 from river import linear_model
 
+from headwater.cli.clients import request_checkpoint
 from headwater.services.trainer.http_api import build_web_app
 from headwater.services.trainer.learn.consumer import LearningLoop
 from headwater.services.trainer.learn.learner import Example, Learner, Position
 from headwater.shared.bus.codec import protobuf_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.topics import Topic
+from headwater.shared.errors import ModelNotFound
 from headwater.shared.pb import events_pb2
 from tests.signed_updates import signed_update
 from tests.unit.trainer.learn.routed_fakes import (
@@ -142,3 +145,19 @@ async def test_the_http_view_lists_every_learner_and_checkpoints_one_by_version(
     assert primary[0] == 201 and primary[1]["parent_version"] == 1
     assert missing[0] == 404 and "no learner for model 'm' version 9" in missing[1]["error"]
     assert garbage[0] == 400
+
+
+async def test_the_clis_checkpoint_request_names_the_version() -> None:
+    registry = RoutedRegistry()
+    registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
+    pool = make_pool(registry)
+    await feed(pool, range(3))
+    app = build_web_app(lambda: pool, lambda: True, deadline_s=2.0)
+
+    async with TestServer(app) as server:
+        url = str(server.make_url(""))
+        created = await request_checkpoint(url, MODEL, version=2)
+        with pytest.raises(ModelNotFound, match="version 9"):
+            await request_checkpoint(url, MODEL, version=9)
+
+    assert created["parent_version"] == 2 and created["example_count"] == 3
