@@ -4,9 +4,9 @@ One loop task owns the learners (:class:`LearnerPool`, one per routed version of
 each model): it reads a batch, applies deployment changes noted since the last
 one, has every learner of a record's model learn it (or dead-letters it),
 publishes the ModelUpdates that are due (at most one per learner every
-``sync_interval_ms``, a retiring learner's last at once, acknowledged one at a
-time, keyed ``"{model}/{base_version}"``), commits what is saved, and starts
-checkpoints that are due. A rebalance saves and commits first,
+``sync_interval_ms``, a retiring learner's last at once, keyed
+``"{model}/{base_version}"``, the learners' in flight together), commits what
+is saved, and starts checkpoints that are due. A rebalance saves and commits first,
 then forgets the learners of the revoked partitions. The registry-events tail
 feeds deployment changes to the pool.
 """
@@ -135,19 +135,27 @@ class LearningLoop:
         await self.pool.process(record, self._policy.reject)
 
     async def _sync(self, force: bool = False) -> None:
-        """Publish the due ModelUpdates, one acknowledged record at a time.
+        """Publish the due ModelUpdates; a learner counts as saved once its update is acknowledged.
 
-        Each learner's go under its own key, ``"{model}/{base_version}"``.
+        Each learner's goes under its own key, ``"{model}/{base_version}"``. The
+        updates of several learners are in flight together (each learner has at
+        most one), so a sync waits about one round trip, not one per learner.
         """
-        for learner in self.pool.due_updates(force):
-            update = await self.pool.build_update(learner)
-            key = update_key(update.model, update.base_version)
-            try:
-                await self.producer.send_and_wait(Topic.MODEL_UPDATES, key, update)
-            except (Unavailable, ResourceExhausted) as err:
-                log.warning("model update not published", extra={"learner": key, "error": str(err)})
-                continue
-            self.pool.saved(learner, update)
+        due = self.pool.due_updates(force)
+        updates = [await self.pool.build_update(learner) for learner in due]
+        acknowledged = await asyncio.gather(*(self._publish(update) for update in updates))
+        for learner, update, done in zip(due, updates, acknowledged, strict=True):
+            if done:
+                self.pool.saved(learner, update)
+
+    async def _publish(self, update: events_pb2.ModelUpdate) -> bool:
+        key = update_key(update.model, update.base_version)
+        try:
+            await self.producer.send_and_wait(Topic.MODEL_UPDATES, key, update)
+        except (Unavailable, ResourceExhausted) as err:
+            log.warning("model update not published", extra={"learner": key, "error": str(err)})
+            return False
+        return True
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = self.pool.commit_offsets(self._processed)

@@ -300,12 +300,17 @@ class LearnerPool:
             raise ModelNotFound(f"this trainer has no learner {learner_id}")
         progress = active.learner.progress()
         # reserved even if the send fails: sequences never repeat; above every sequence
-        # of the model, so they also increase across a model's rebased or new learners
-        sequence = active.saving.reserve_sequence(self.index.max_sequence(learner_id.model))
+        # of the model (published, or reserved by its other learners for updates in
+        # flight), so they also increase across a model's rebased or new learners
+        sequence = active.saving.reserve_sequence(self._model_sequence(learner_id.model))
         artifact = await asyncio.to_thread(self.codec.encode, active.learner.model)
         return await asyncio.to_thread(
             encode_update, learner_id.model, artifact, progress, sequence, self.codec, self._wall()
         )
+
+    def _model_sequence(self, model: str) -> int:
+        reserved = (a.sequence for a in self._roster.everyone() if a.learner.model_name == model)
+        return max([self.index.max_sequence(model), *reserved])
 
     def saved(self, learner_id: LearnerId, update: events_pb2.ModelUpdate) -> None:
         """The update was acknowledged: the learner's consumption so far is safe."""
