@@ -165,7 +165,7 @@ class ModelCache:
             return False
         if version is not None and version not in entry.versions:
             return False
-        return bool(entry.routes.live)
+        return bool(entry.routes.answering)
 
     def entries(self) -> list[ModelEntry]:
         """Every deployed entry."""

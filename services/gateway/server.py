@@ -234,7 +234,7 @@ class GatewayServer:
 
     async def _model_changed(self, name: str) -> None:
         entry = self.cache.find(name)
-        status = SERVING if entry is not None and entry.routes.live else NOT_SERVING
+        status = SERVING if entry is not None and entry.routes.answering else NOT_SERVING
         await self._health.set(model_health_name(name), status)
 
     async def stop(self, grace_s: float) -> None:
