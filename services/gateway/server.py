@@ -86,7 +86,7 @@ class GatewayServer:
         self.settings = settings
         self.port = settings.port
         self.ready = asyncio.Event()
-        self.cache = ModelCache()
+        self.cache = ModelCache(unload_grace_s=settings.unload_grace_s)
         codec = ArtifactCodec.from_settings(settings.artifacts)
         self.updater = LiveUpdater(self.cache, codec)
         self.producer = EventProducer(settings.kafka, client_id=f"gateway-{settings.gateway_id}")
@@ -105,7 +105,11 @@ class GatewayServer:
             on_change=self._model_changed,
         )
         self.service = InferenceService(
-            self.cache, self.producer, settings.gateway_id, settings.max_batch_rows
+            self.cache,
+            self.producer,
+            settings.gateway_id,
+            settings.max_batch_rows,
+            settings.shadow_queue_max_requests,
         )
         self.registry_events, self.model_updates = self._streams()
         self._health = health.aio.HealthServicer()
@@ -149,6 +153,7 @@ class GatewayServer:
                 self.settings.metrics_port, self.settings.host
             )
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="gateway-bootstrap"))
+        self._spawn(self._unload_retired(), "gateway-unload")
         try:
             await asyncio.wait_for(self.ready.wait(), self.settings.startup_timeout_s)
         except TimeoutError:
@@ -234,8 +239,16 @@ class GatewayServer:
 
     async def _model_changed(self, name: str) -> None:
         entry = self.cache.find(name)
-        status = SERVING if entry is not None and entry.routes.live else NOT_SERVING
+        status = SERVING if entry is not None and entry.routes.answering else NOT_SERVING
         await self._health.set(model_health_name(name), status)
+
+    async def _unload_retired(self) -> None:
+        """Unload the versions no longer routed once their grace is over."""
+        interval_s = min(max(self.settings.unload_grace_s / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval_s)
+            for model, version in self.cache.sweep():
+                log.info("version unloaded", extra={"model": model, "version": version})
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting RPCs, finish in-flight ones, flush events, close; within the grace.
@@ -264,6 +277,9 @@ class GatewayServer:
         for task in tasks:
             task.cancel()
         await _bounded(asyncio.gather(*tasks, return_exceptions=True), left(hard_end), "tasks")
+        # queued mirrors may finish within the grace; the rest are dropped and counted
+        await _bounded(self.service.shadows.join(), left(grace_end), "shadows")
+        await _bounded(self.service.shadows.close(), left(hard_end), "shadows")
         await _bounded(self.loader.close(), left(hard_end), "model loads")
         flush_s = min(max(left(grace_end), MIN_FLUSH_S), left(hard_end) - _COUNT_RESERVE_S)
         await _bounded(self.producer.stop(max(flush_s, 0.0)), left(hard_end), "producer")

@@ -110,7 +110,7 @@ async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one()
     batch = [record(f.SerializeToString(), i) for i, (_, f) in enumerate(forged)]
     await handler([*batch, record(genuine.SerializeToString(), len(batch))])
     assert cache.get("m").versions[1].live_sequence == 2  # not 1002, and not hidden by it
-    assert cache.pending("n") is None
+    assert cache.pending_updates("n") == ()
     assert (policy.rejected, updater.counts[UpdatePlan.REFUSED]) == (3, 3)
     assert [sent.value for sent in producer.sent] == [r.value for r in batch]
     reasons = [dict(sent.headers)[REASON_HEADER].decode() for sent in producer.sent]
