@@ -100,3 +100,20 @@ async def unless_stopped(
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await working
     return False, None
+
+
+async def bounded_step(step: Awaitable[object], timeout_s: float, what: str) -> bool:
+    """Await one step of a stop for at most ``timeout_s``; False (logged) when cut short or failed.
+
+    A failing step is logged and does not raise: the steps after it (closing the
+    other connections) still run.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+        return True
+    except TimeoutError:
+        log.warning("stop step cut short", extra={"step": what, "timeout_s": round(timeout_s, 3)})
+    except Exception as error:  # a failing close must not keep the rest open
+        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
+    return False
