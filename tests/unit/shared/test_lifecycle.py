@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from headwater.shared import lifecycle
-from headwater.shared.lifecycle import run_service, serve_until_signalled
+from headwater.shared.lifecycle import bounded_step, run_service, serve_until_signalled
 from headwater.shared.settings import ServiceSettings
 
 
@@ -67,3 +67,12 @@ def test_run_service_sets_up_telemetry_builds_inside_the_loop_and_serves_with_th
     run_service("t", ServiceSettings(shutdown_grace_s=2.0), build)
     assert telemetry == ["t"]
     assert service.events == ["start", "started", "stop 2.0"]
+
+
+async def test_a_bounded_step_says_whether_it_finished_and_never_raises() -> None:
+    async def fails() -> None:
+        raise OSError("connection reset")
+
+    assert await bounded_step(asyncio.sleep(0), 1.0, "quick") is True
+    assert await bounded_step(asyncio.sleep(60), 0.01, "slow") is False
+    assert await bounded_step(fails(), 1.0, "failing") is False
