@@ -28,6 +28,11 @@ from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.specs import ModelSpec, build_model, parse_spec, supports_task
 
 Kind = events_pb2.RegistryEventKind
+#: The event each alias change publishes, by its audit action.
+_ALIAS_EVENTS = {
+    "alias.set": Kind.REGISTRY_EVENT_KIND_ALIAS_SET,
+    "alias.delete": Kind.REGISTRY_EVENT_KIND_ALIAS_DELETED,
+}
 
 
 class RegistryService:
@@ -182,12 +187,7 @@ class RegistryService:
             if await repo.fetch_version(conn, model, version) is None:
                 raise domain.no_version_error(model, version)
             await repo.upsert_alias(conn, model, alias, version)
-            event = events_pb2.RegistryEvent(
-                kind=Kind.REGISTRY_EVENT_KIND_ALIAS_SET, version=version, alias=alias
-            )
-            detail = {"alias": alias, "version": version}
-            await self._record(conn, actor, "alias.set", model, detail, event)
-            result = await self._model(conn, model)
+            result = await self._alias_changed(conn, actor, "alias.set", model, alias, version)
         self._committed("alias.set")
         return result
 
@@ -199,12 +199,7 @@ class RegistryService:
             version = await repo.delete_alias(conn, model, alias)
             if version is None:
                 raise domain.no_version_error(model, alias)
-            event = events_pb2.RegistryEvent(
-                kind=Kind.REGISTRY_EVENT_KIND_ALIAS_DELETED, version=version, alias=alias
-            )
-            detail = {"alias": alias, "version": version}
-            await self._record(conn, actor, "alias.delete", model, detail, event)
-            result = await self._model(conn, model)
+            result = await self._alias_changed(conn, actor, "alias.delete", model, alias, version)
         self._committed("alias.delete")
         return result
 
@@ -300,6 +295,21 @@ class RegistryService:
         event.occurred_at.FromDatetime(dt.datetime.now(dt.UTC))
         headers = [(name, value.decode("ascii")) for name, value in inject_trace_headers()]
         await repo.insert_outbox(conn, sequence, model, event.SerializeToString(), headers)
+
+    async def _alias_changed(
+        self,
+        conn: asyncpg.Connection,
+        actor: str,
+        action: str,
+        model: str,
+        alias: str,
+        version: int,
+    ) -> registry_pb2.Model:
+        """Record an alias change (audit entry, outbox event); the model with its aliases now."""
+        event = events_pb2.RegistryEvent(kind=_ALIAS_EVENTS[action], version=version, alias=alias)
+        detail = {"alias": alias, "version": version}
+        await self._record(conn, actor, action, model, detail, event)
+        return await self._model(conn, model)
 
     def _committed(self, action: str) -> None:
         metrics.CHANGES.labels(action).inc()
