@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from aiokafka.structs import RecordMetadata, TopicPartition
 
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
@@ -14,7 +13,6 @@ from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
-from headwater.shared.bus.producer import OutgoingRecord
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import ModelNotFound, Unavailable
 from headwater.shared.features import features_to_proto, target_to_proto
@@ -23,6 +21,7 @@ from headwater.shared.registry_client import lineage as make_lineage
 from headwater.shared.registry_client import route
 from headwater.shared.settings import KafkaSettings
 from headwater.shared.specs import build_model
+from tests.fakes import FakeProducer
 
 SPEC = '{"component": "linear_model.LogisticRegression"}'
 CODEC = ArtifactCodec("unit-key")
@@ -110,21 +109,8 @@ class Rejects(list):
         self.append((record.offset, reason))
 
 
-class DeadLetters:
-    """A producer that keeps the dead letters it is sent."""
-
-    max_request_size = 1_048_576
-
-    def __init__(self) -> None:
-        self.sent: list[OutgoingRecord] = []
-
-    async def send_raw_and_wait(self, record: OutgoingRecord) -> RecordMetadata:
-        self.sent.append(record)
-        return RecordMetadata("dead-letter", 0, TopicPartition("dead-letter", 0), 0, 0, 0, 0)
-
-
 def new_index(codec: ArtifactCodec = CODEC) -> UpdateIndex:
-    return UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test", codec, DeadLetters())  # type: ignore[arg-type]
+    return UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test", codec, FakeProducer())  # type: ignore[arg-type]
 
 
 def make_pool(registry: FakeRegistry, index: UpdateIndex | None = None, **settings) -> LearnerPool:
