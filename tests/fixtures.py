@@ -11,14 +11,14 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,14 +33,19 @@ if TYPE_CHECKING:  # imported when used: unit tests do not pay for the registry
 
 T = TypeVar("T")
 
+#: ``(topic, key, value, headers)`` of a record a test produces (a str key is UTF-8 encoded).
+ProducedRecord = tuple[Topic, str | bytes, bytes | None, Sequence[tuple[str, bytes | None]]]
+
 __all__ = [
     "ExternalBroker",
     "ExternalPostgres",
+    "ProducedRecord",
     "TestStackSettings",
     "admin_url",
     "assigned_consumer",
     "eventually",
     "free_port",
+    "produce_records",
     "prometheus_samples",
     "read_records",
     "registry_settings",
@@ -232,6 +237,35 @@ async def read_records(
         name = kafka.topic(topic.value)
         pytest.fail(f"read {len(records)} of {count} records from {name} in {timeout_s}s")
     return records
+
+
+async def produce_records(
+    kafka: KafkaSettings, records: Iterable[ProducedRecord], *, one_at_a_time: bool = False
+) -> None:
+    """Send records as any Kafka producer would (plain aiokafka, ``acks=all``); wait for every ack.
+
+    Records of one partition keep their order either way; ``one_at_a_time``
+    waits for each ack before sending the next, so the broker also has them in
+    this order across topics and partitions.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        acks = []
+        for topic, key, value, headers in records:
+            ack = await producer.send(
+                kafka.topic(topic.value),
+                value,
+                key=key if isinstance(key, bytes) else key.encode(),
+                headers=list(headers),
+            )
+            if one_at_a_time:
+                await ack
+            acks.append(ack)
+        for ack in acks:
+            await ack
+    finally:
+        await producer.stop()
 
 
 def prometheus_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,18 +6,18 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from headwater.services.registry.server import RegistryServer
 from headwater.services.trainer.server import TrainerServer
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event, protobuf_header
+from headwater.shared.bus.topics import Topic
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import ArtifactSettings, KafkaSettings, RegistryClientSettings
-from tests.fixtures import unique_name
+from tests.fixtures import produce_records, unique_name
 
 SPEC = (
     '{"pipeline": [{"component": "preprocessing.StandardScaler"},'
@@ -92,22 +92,10 @@ async def produce_examples(
     kafka: KafkaSettings, examples: Iterable[events_pb2.LabeledExample]
 ) -> None:
     """Write examples to ``examples`` keyed by model, as any producer would."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(
-                kafka.topic("examples"),
-                encode_event(e),
-                key=e.model.encode(),
-                headers=[protobuf_header()],
-            )
-            for e in examples
-        ]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
+    await produce_records(
+        kafka,
+        [(Topic.EXAMPLES, e.model, encode_event(e), [protobuf_header()]) for e in examples],
+    )
 
 
 def new_id() -> str:

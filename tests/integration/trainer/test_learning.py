@@ -20,7 +20,7 @@ from headwater.shared.model_updates import verify_update
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, read_records
+from tests.fixtures import ProducedRecord, eventually, produce_records, read_records
 from tests.integration.trainer.conftest import (
     CODEC,
     MODEL,
@@ -313,35 +313,22 @@ async def test_health_and_learner_view(
 async def test_labels_sent_as_json_feedback_are_joined_and_learned_exactly_once(
     deployed: int, start_trainer: TrainerFactory, kafka_settings: KafkaSettings, client
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
     from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 
     await start_trainer()
-    sources = stream(0, 12)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i, source in enumerate(sources):
-            prediction = events_pb2.PredictionEvent(
-                prediction_id=f"p-{i}", model=MODEL, version=deployed
-            )
-            for name, value in source.features.items():
-                prediction.features[name].CopyFrom(value)
-            feedback = events_pb2.FeedbackEvent(prediction_id=f"p-{i}", label=source.label)
-            key = prediction.prediction_id.encode()
-            await producer.send_and_wait(
-                kafka_settings.topic("predictions"), encode_event(prediction), key=key
-            )
-            for _ in range(2):  # an at-least-once producer may send a label twice
-                await producer.send_and_wait(
-                    kafka_settings.topic("feedback"),
-                    encode_event_json(feedback),
-                    key=key,
-                    headers=[json_header()],
-                )
-    finally:
-        await producer.stop()
+    records: list[ProducedRecord] = []
+    for i, source in enumerate(stream(0, 12)):
+        prediction = events_pb2.PredictionEvent(
+            prediction_id=f"p-{i}", model=MODEL, version=deployed
+        )
+        for name, value in source.features.items():
+            prediction.features[name].CopyFrom(value)
+        feedback = events_pb2.FeedbackEvent(prediction_id=f"p-{i}", label=source.label)
+        key = prediction.prediction_id
+        records.append((Topic.PREDICTIONS, key, encode_event(prediction), []))
+        # an at-least-once producer may send a label twice
+        records += [(Topic.FEEDBACK, key, encode_event_json(feedback), [json_header()])] * 2
+    await produce_records(kafka_settings, records, one_at_a_time=True)
 
     update = await update_with(kafka_settings, model=MODEL, examples_learned=12)
     examples = await read_records(kafka_settings, Topic.EXAMPLES, count=12)
