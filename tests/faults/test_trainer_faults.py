@@ -25,12 +25,14 @@ from headwater.shared.settings import KafkaSettings
 from tests.faults.support import ServiceProcess, Spawn, http_get, kafka_env, read_to_end, scrape
 from tests.fixtures import eventually, free_port, unique_name
 from tests.integration.gateway.conftest import MODEL, infer_request, prediction_ids
-from tests.integration.trainer.conftest import labeled, produce_examples, stream
-from tests.integration.trainer.test_learning import (
+from tests.integration.trainer.conftest import (
     answers,
+    labeled,
+    produce_examples,
     read_updates,
     reference,
     state_of,
+    stream,
     update_with,
 )
 
