@@ -1,7 +1,8 @@
 """The processes a benchmark runs: broker, PostgreSQL and services, each stopped by PID.
 
-A :class:`BenchStack` owns every process it starts. ``stop()`` runs in a
-``finally`` and is bounded: SIGTERM, a wait, then SIGKILL, always by PID.
+A :class:`BenchStack` owns every process it starts; :func:`running_stack` starts
+one and stops it in a ``finally``, bounded: SIGTERM, a wait, then SIGKILL,
+always by PID.
 Everything lives in a fresh temporary directory (logs included), removed after
 a clean run and kept (its path printed) after a failure.
 """
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
-from headwater.cli.localstack.ports import die_with_parent_hook
+from headwater.cli.localstack.ports import die_with_parent_hook, stop_child
 from headwater.shared.bus.topics import ensure_topics
 from headwater.shared.settings import KafkaSettings
 
@@ -108,7 +111,7 @@ class BenchStack:
         port = free_port()
         self.spawn(
             name,
-            ["-m", "headwater.services.registry"],
+            _service_argv("registry"),
             self.env(
                 HEADWATER_REGISTRY_PORT=str(port),
                 HEADWATER_REGISTRY_METRICS_PORT="0",
@@ -123,12 +126,9 @@ class BenchStack:
     ) -> tuple[str, str]:
         """Start a gateway process; returns its gRPC target and its /metrics URL."""
         port, metrics_port = free_port(), free_port()
-        argv = ["-m", "headwater.services.gateway"]
-        if profile_to is not None:
-            argv = ["-m", "cProfile", "-o", str(profile_to), *argv]
         self.spawn(
             name,
-            argv,
+            _service_argv("gateway", profile_to),
             self.env(
                 HEADWATER_GATEWAY_PORT=str(port),
                 HEADWATER_GATEWAY_METRICS_PORT=str(metrics_port),
@@ -152,12 +152,9 @@ class BenchStack:
         """
         port = free_port()
         extra = {f"HEADWATER_TRAINER_{k.upper()}": v for k, v in settings.items()}
-        argv = ["-m", "headwater.services.trainer"]
-        if profile_to is not None:
-            argv = ["-m", "cProfile", "-o", str(profile_to), *argv]
         self.spawn(
             name,
-            argv,
+            _service_argv("trainer", profile_to),
             self.env(
                 HEADWATER_TRAINER_PORT=str(port),
                 HEADWATER_REGISTRY_TARGET=registry,
@@ -188,13 +185,7 @@ class BenchStack:
         process = self.processes.get(name)
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_child(process, signal.SIGTERM, timeout_s)
         return process.returncode
 
     def stop(self) -> None:
@@ -212,6 +203,35 @@ class BenchStack:
             print(f"bench: logs kept in {self.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _service_argv(service: str, profile_to: Path | None = None) -> list[str]:
+    """``python`` arguments running a service; under cProfile, writing ``profile_to``, if given.
+
+    >>> _service_argv("trainer", Path("t.prof"))
+    ['-m', 'cProfile', '-o', 't.prof', '-m', 'headwater.services.trainer']
+    """
+    argv = ["-m", f"headwater.services.{service}"]
+    return argv if profile_to is None else ["-m", "cProfile", "-o", str(profile_to), *argv]
+
+
+@contextmanager
+def running_stack(name: str, *, postgres: bool = True) -> Iterator[BenchStack]:
+    """A :class:`BenchStack` with its broker (and PostgreSQL) started, stopped on exit.
+
+    When the body fails the stack's logs are kept (see :meth:`BenchStack.stop`).
+    """
+    stack = BenchStack(name)
+    try:
+        stack.start_broker()
+        if postgres:
+            stack.start_postgres()
+        yield stack
+    except BaseException:
+        stack.failed = True
+        raise
+    finally:
+        stack.stop()
 
 
 async def wait_serving(
