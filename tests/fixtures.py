@@ -24,6 +24,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
+from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
 
@@ -182,38 +183,20 @@ async def eventually(
 
 @asynccontextmanager
 async def assigned_consumer(
-    kafka: KafkaSettings, topic: Topic, *, fresh_metadata: bool = False
+    kafka: KafkaSettings, topic: Topic
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
-    """A started group-less consumer assigned to every partition of ``topic``, from the start.
+    """A started group-less consumer assigned every partition of ``topic``, from the beginning.
 
-    Group-less, so it skips the group join (seconds on Tansu); stopped on exit.
-
-    Args:
-        kafka: The broker and topic prefix.
-        topic: The logical topic.
-        fresh_metadata: Ask the broker for the partitions even when the
-            metadata of the start knows them already.
-
+    :func:`~headwater.shared.bus.consumer.assign_all_partitions`: no group join
+    (seconds on Tansu), the partitions asked of the broker; stopped on exit.
     """
-    name = kafka.topic(topic.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=kafka.request_timeout_ms,
+    assigned = await assign_all_partitions(
+        kafka, [topic], from_beginning=True, client_id="headwater-test-reader"
     )
-    await consumer.start()
     try:
-        known = set() if fresh_metadata else consumer.partitions_for_topic(name) or set()
-        if not known:
-            await consumer._client.force_metadata_update()
-            known = consumer.partitions_for_topic(name) or set()
-        partitions = [TopicPartition(name, p) for p in sorted(known)]
-        consumer.assign(partitions)
-        yield consumer, partitions
+        yield assigned.consumer, list(assigned.partitions)
     finally:
-        await consumer.stop()
+        await assigned.consumer.stop()
 
 
 async def read_records(
