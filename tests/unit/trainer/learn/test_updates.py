@@ -12,7 +12,7 @@ from headwater.shared.bus.dead_letter import REASON_HEADER, SOURCE_TOPIC_HEADER
 from headwater.shared.pb import events_pb2
 from tests.fakes import FakeProducer
 from tests.signed_updates import forgeries, signed_update
-from tests.unit.trainer.learn.test_pool import (
+from tests.unit.trainer.learn.conftest import (
     CODEC,
     FakeRegistry,
     feed,
