@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -238,40 +238,47 @@ async def wait_serving(
     stack: BenchStack, name: str, target: str, timeout_s: float = 60.0, service: str = ""
 ) -> None:
     """Poll ``grpc.health.v1`` until SERVING; fail when the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            process = stack.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}"
-                )
+
+        async def serving() -> bool:
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{name} not SERVING after {timeout_s}s:\n{stack.log_tail(name)}")
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await _wait_for(stack, name, serving, timeout_s, "not SERVING")
 
 
 async def wait_http_ok(stack: BenchStack, name: str, url: str, timeout_s: float = 60.0) -> None:
     """Poll ``GET url`` until it answers 200; fail when the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-        while time.monotonic() < deadline:
-            process = stack.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}"
-                )
+
+        async def healthy() -> bool:
             try:
                 async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
+                    return reply.status == 200
             except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{name} not healthy after {timeout_s}s:\n{stack.log_tail(name)}")
+                return False
+
+        await _wait_for(stack, name, healthy, timeout_s, "not healthy")
+
+
+async def _wait_for(
+    stack: BenchStack,
+    name: str,
+    ready: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    not_ready: str,
+) -> None:
+    """Poll ``ready`` every 0.2 s while process ``name`` runs; fail if it exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        process = stack.processes[name]
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}")
+        if await ready():
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} {not_ready} after {timeout_s}s:\n{stack.log_tail(name)}")
