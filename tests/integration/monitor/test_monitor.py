@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from headwater.services.monitor.server import MonitorServer
-from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import (
     decode_event,
     encode_event,
@@ -31,8 +30,8 @@ from tests.fixtures import (
     produce_records,
     prometheus_samples,
     read_records,
-    unique_name,
 )
+from tests.integration.monitor.conftest import monitor_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -61,14 +60,7 @@ def example(
 
 @pytest.fixture
 async def monitor(kafka_settings: KafkaSettings) -> AsyncIterator[MonitorServer]:
-    settings = MonitorSettings(
-        kafka=kafka_settings,
-        metrics_port=0,
-        app_id=unique_name("monitor"),
-        window_size=50,
-        session_timeout_s=6.0,
-    )
-    server = MonitorServer(settings)
+    server = MonitorServer(monitor_settings(kafka_settings, window_size=50))
     await server.start()
     threads_before = {t for t in threading.enumerate() if not t.daemon}
     try:
@@ -239,12 +231,7 @@ async def test_an_abrupt_error_change_raises_one_drift_alert(
 
 
 async def test_stop_during_the_group_join_is_bounded(kafka_settings: KafkaSettings) -> None:
-    settings = MonitorSettings(
-        kafka=kafka_settings,
-        metrics_port=0,
-        app_id=unique_name("monitor"),
-        session_timeout_s=6.0,
-    )
+    settings = monitor_settings(kafka_settings)
     threads_before = {t for t in threading.enumerate() if not t.daemon}
     server = MonitorServer(settings)
     await server.start()
