@@ -17,7 +17,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -53,22 +53,18 @@ class MonitorCollector(Collector):
         """Yield every monitor metric family for the current snapshot."""
         snapshot = self._snapshot()
         yield from _version_families(snapshot.versions)
-        unscored = CounterMetricFamily(
-            "headwater_monitor_unscored_examples",
+        yield _counts_by(
+            "unscored_examples",
             "Labelled examples that no served prediction can be scored on, by model.",
-            labels=("model",),
+            "model",
+            snapshot.unscored_examples,
         )
-        for model, count in sorted(snapshot.unscored_examples.items()):
-            unscored.add_metric((model,), count)
-        rejected = CounterMetricFamily(
-            "headwater_monitor_events_rejected",
+        yield _counts_by(
+            "events_rejected",
             "Events the monitor could not use and sent to dead-letter, by source topic.",
-            labels=("topic",),
+            "topic",
+            snapshot.rejected,
         )
-        for topic, count in sorted(snapshot.rejected.items()):
-            rejected.add_metric((topic,), count)
-        yield unscored
-        yield rejected
 
 
 def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]:
@@ -96,6 +92,13 @@ def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]
         buckets = [(_le(bound), float(count)) for bound, count in v.latency.buckets]
         latency.add_metric(list(key), buckets, sum_value=v.latency.sum_ms)
     yield from (requests, latency, labelled, coverage, accuracy, mae, drifts, alerts)
+
+
+def _counts_by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"headwater_monitor_{name}", doc, labels=(label,))
+    for value, count in sorted(counts.items()):
+        family.add_metric((value,), count)
+    return family
 
 
 def _counter(name: str, doc: str) -> CounterMetricFamily:

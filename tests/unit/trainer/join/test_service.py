@@ -17,7 +17,7 @@ from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
-from tests.unit.shared.test_record_policy import FAST, FakeProducer
+from tests.fakes import FAST, FakeProducer
 
 
 class Harness:

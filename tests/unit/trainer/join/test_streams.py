@@ -15,7 +15,7 @@ from headwater.shared.bus.codec import header, protobuf_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
-from tests.unit.shared.test_record_policy import FakeProducer
+from tests.fakes import FakeProducer
 from tests.unit.trainer.join.test_service import (
     FEEDBACK_TRACE,
     PREDICTION_TRACE,
