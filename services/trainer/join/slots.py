@@ -4,7 +4,8 @@ Pure logic, no I/O. One :class:`Slot` per prediction id holds whichever side
 arrived first (or remembers that the pair was already joined); the caller keeps
 the slots in any ``MutableMapping`` (a dict in tests, a changelog-backed Faust
 table in the trainer) and passes the current processing time in, so the state
-machine is deterministic.
+machine is deterministic. The slot codec is in
+:mod:`headwater.services.trainer.join.slot_codec`.
 
 The state machine only reads the slots: each :class:`JoinOutcome` carries the slot
 to write, and the caller writes it (:meth:`JoinOutcome.store`) once it has acted on
@@ -13,7 +14,7 @@ failed emit leaves the waiting side in place and a redelivery joins again (the
 example id makes a second emit a duplicate downstream) instead of finding the
 pair joined and the example lost.
 
-Every slot lives ``ttl_s`` seconds from the moment it was written:
+Every slot lives ``ttl_s`` seconds from the moment a prediction or feedback wrote it:
 
 * a prediction waits up to the TTL for its feedback, feedback that comes first
   waits up to the TTL for its prediction;
@@ -25,6 +26,13 @@ Every slot lives ``ttl_s`` seconds from the moment it was written:
 
 The waiting side's W3C trace headers (``traceparent``, ``tracestate``) are kept
 in its slot, so a joined :class:`JoinOutcome` carries the trace of both sides.
+
+A *shadow* prediction (a version that saw the request but did not answer it)
+joins the slot of the prediction that answered (:meth:`Join.on_shadow`): it waits
+there until the label comes, or joins at once when the label is already there,
+so one label scores the answer and each of its shadows, each shadow once. A
+``JOINED`` slot keeps the label for its TTL for shadows that come late. A shadow
+never extends a slot's life: it waits as long as the slot it joined lives.
 
 >>> join = Join(ttl_s=60.0)
 >>> slots: dict[str, Slot] = {}
@@ -40,21 +48,26 @@ in its slot, so a joined :class:`JoinOutcome` carries the trace of both sides.
 >>> outcome.store(slots, "p1")
 >>> join.on_feedback(slots, "p1", b"label", now=6.0, partition=0).kind
 <JoinOutcomeKind.DUPLICATE: 'duplicate'>
+>>> late = join.on_shadow(slots, "p1", "p1~v2", b"shadow", now=7.0, partition=0)
+>>> late.kind, [(pair.prediction, pair.feedback) for pair in late.shadow_pairs]
+(<JoinOutcomeKind.JOINED: 'joined'>, [(b'shadow', b'label')])
 >>> sorted(expired(slots, now=100.0))
 ['p1']
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 
 from headwater.shared.errors import InvalidInput
 
 #: Record headers of a trace context (``traceparent``, ``tracestate``): name, value pairs.
 TraceHeaders = tuple[tuple[str, bytes], ...]
+
+#: Most shadow predictions one answered prediction may have (a shadow per shadow route).
+MAX_SHADOWS_PER_ANSWER = 16
 
 
 class SlotState(Enum):
@@ -63,11 +76,29 @@ class SlotState(Enum):
     AWAITING_FEEDBACK = 1
     AWAITING_PREDICTION = 2
     JOINED = 3
+    #: Only shadow predictions are there: the answered prediction and its label are awaited.
+    AWAITING_BOTH = 4
+
+
+@dataclass(frozen=True)
+class WaitingShadow:
+    """A shadow prediction waiting in its answer's slot for the label.
+
+    Attributes:
+        prediction_id: The shadow prediction's own id.
+        payload: The encoded shadow prediction.
+        trace: Its trace headers.
+
+    """
+
+    prediction_id: str
+    payload: bytes
+    trace: TraceHeaders = ()
 
 
 @dataclass(frozen=True)
 class Slot:
-    """The join state of one prediction id.
+    """The join state of one (answered) prediction id.
 
     Attributes:
         state: Which side is present, or that the pair is joined.
@@ -75,6 +106,11 @@ class Slot:
         partition: Source partition of the event that wrote it (where its changelog lives).
         payload: The encoded event waiting for its partner; empty once joined.
         trace: The trace headers of the waiting event; empty once joined.
+        label: In a ``JOINED`` slot, the encoded feedback that joined, kept so that
+            a late shadow prediction still joins (empty in slots written before).
+        label_trace: The trace headers of ``label``.
+        shadows: Shadow predictions waiting for the label (only while there is none).
+        joined_shadows: Ids of the shadow predictions already joined with the label.
 
     """
 
@@ -83,10 +119,36 @@ class Slot:
     partition: int
     payload: bytes = b""
     trace: TraceHeaders = ()
+    label: bytes = b""
+    label_trace: TraceHeaders = ()
+    shadows: tuple[WaitingShadow, ...] = ()
+    joined_shadows: tuple[str, ...] = ()
 
     def is_expired(self, now: float) -> bool:
         """Whether the slot is void at processing time ``now``."""
         return now >= self.expires_at
+
+    def knows_shadow(self, prediction_id: str) -> bool:
+        """Whether the shadow prediction ``prediction_id`` is waiting here or was joined."""
+        return prediction_id in self.joined_shadows or any(
+            shadow.prediction_id == prediction_id for shadow in self.shadows
+        )
+
+    def feedback(self) -> tuple[bytes, TraceHeaders] | None:
+        """The label a shadow arriving now joins with (and its trace); None while there is none.
+
+        >>> Slot(SlotState.AWAITING_PREDICTION, 9.0, 0, b"f", (("traceparent", b"t"),)).feedback()
+        (b'f', (('traceparent', b't'),))
+        >>> Slot(SlotState.JOINED, 9.0, 0, label=b"f").feedback()
+        (b'f', ())
+        >>> Slot(SlotState.AWAITING_FEEDBACK, 9.0, 0, b"p").feedback() is None
+        True
+        """
+        if self.state is SlotState.AWAITING_PREDICTION:
+            return self.payload, self.trace
+        if self.state is SlotState.JOINED:
+            return self.label, self.label_trace
+        return None
 
 
 class JoinOutcomeKind(StrEnum):
@@ -95,20 +157,46 @@ class JoinOutcomeKind(StrEnum):
     WAITING = "waiting"
     JOINED = "joined"
     DUPLICATE = "duplicate"
+    #: A shadow prediction whose answer was joined by a slot that kept no label
+    #: (written before shadows joined): there is nothing left to join it with.
+    MISSED = "missed"
+
+
+@dataclass(frozen=True)
+class JoinedPair:
+    """An encoded prediction and the feedback it joined with, each with its trace headers.
+
+    Attributes:
+        prediction: The encoded prediction (here: a shadow prediction).
+        feedback: The encoded feedback.
+        prediction_trace: The prediction's trace headers.
+        feedback_trace: The feedback's trace headers.
+
+    """
+
+    prediction: bytes
+    feedback: bytes
+    prediction_trace: TraceHeaders = ()
+    feedback_trace: TraceHeaders = ()
 
 
 @dataclass(frozen=True)
 class JoinOutcome:
-    """The result of one arriving event; ``prediction``/``feedback`` are set when joined.
+    """The result of one arriving event.
+
+    ``prediction``/``feedback`` are set when the event joined a prediction with
+    its feedback, ``shadow_pairs`` when it joined shadow predictions with the label.
 
     Attributes:
-        kind: Waiting, joined or duplicate.
+        kind: Waiting, joined, duplicate or (a shadow) missed.
         prediction: The encoded prediction of a joined pair.
         feedback: The encoded feedback of a joined pair.
         replaced_expired: The state of an expired slot this event replaces.
         slot: The slot to write under the prediction id (None: leave it as it is).
         prediction_trace: The trace headers of a joined pair's prediction.
         feedback_trace: The trace headers of a joined pair's feedback.
+        shadow_pairs: The shadow predictions joined by this event, each with the label.
+        replaced_shadows: Shadow predictions that waited in vain in the replaced expired slot.
 
     """
 
@@ -119,11 +207,24 @@ class JoinOutcome:
     slot: Slot | None = None
     prediction_trace: TraceHeaders = ()
     feedback_trace: TraceHeaders = ()
+    shadow_pairs: tuple[JoinedPair, ...] = ()
+    replaced_shadows: int = 0
 
     def store(self, slots: MutableMapping[str, Slot], key: str) -> None:
         """Write the new slot, once the outcome is acted on (a joined pair emitted)."""
         if self.slot is not None:
             slots[key] = self.slot
+
+    @property
+    def pairs(self) -> tuple[JoinedPair, ...]:
+        """Every pair this event joined: its prediction with the feedback first, then shadows."""
+        if not self.prediction:
+            return self.shadow_pairs
+        own = JoinedPair(self.prediction, self.feedback, self.prediction_trace, self.feedback_trace)
+        return (own, *self.shadow_pairs)
+
+
+_DUPLICATE = JoinOutcome(JoinOutcomeKind.DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -166,15 +267,35 @@ class Join:
         >>> join.on_prediction(slots, "p", b"x", now=9.5, partition=1).kind
         <JoinOutcomeKind.DUPLICATE: 'duplicate'>
         """
-        return self._arrive(
-            slots,
-            prediction_id,
+        slot, gone = _live(slots, prediction_id, now)
+        if slot is None or slot.state is SlotState.AWAITING_BOTH:
+            shadows = slot.shadows if slot is not None else ()
+            waiting = Slot(
+                SlotState.AWAITING_FEEDBACK,
+                now + self.ttl_s,
+                partition,
+                payload,
+                trace,
+                shadows=shadows,
+            )
+            return _replacing(JoinOutcome(JoinOutcomeKind.WAITING, slot=waiting), gone)
+        if slot.state is not SlotState.AWAITING_PREDICTION:
+            return _DUPLICATE  # a redelivery, or the pair is already joined
+        joined = Slot(
+            SlotState.JOINED,
+            now + self.ttl_s,
+            partition,
+            label=slot.payload,
+            label_trace=slot.trace,
+            joined_shadows=slot.joined_shadows,
+        )
+        return JoinOutcome(
+            JoinOutcomeKind.JOINED,
             payload,
-            now=now,
-            partition=partition,
-            trace=trace,
-            waiting_for_me=SlotState.AWAITING_PREDICTION,
-            waiting_for_other=SlotState.AWAITING_FEEDBACK,
+            slot.payload,
+            slot=joined,
+            prediction_trace=trace,
+            feedback_trace=slot.trace,
         )
 
     def on_feedback(
@@ -189,6 +310,7 @@ class Join:
     ) -> JoinOutcome:
         """Feedback arrived: join with its waiting prediction, or wait up to the TTL for it.
 
+        Either way it joins the shadow predictions waiting in the slot.
         Feedback for a prediction whose slot expired starts waiting afresh:
 
         >>> join, slots = Join(ttl_s=10.0), {}
@@ -200,52 +322,138 @@ class Join:
         >>> slots["p"].state
         <SlotState.AWAITING_PREDICTION: 2>
         """
-        return self._arrive(
-            slots,
-            prediction_id,
+        slot, gone = _live(slots, prediction_id, now)
+        if slot is None or slot.state is SlotState.AWAITING_BOTH:
+            shadows = slot.shadows if slot is not None else ()
+            waiting = Slot(
+                SlotState.AWAITING_PREDICTION,
+                now + self.ttl_s,
+                partition,
+                payload,
+                trace,
+                joined_shadows=_ids(shadows),
+            )
+            pairs = _pairs(shadows, payload, trace)
+            outcome = JoinOutcome(JoinOutcomeKind.WAITING, slot=waiting, shadow_pairs=pairs)
+            return _replacing(outcome, gone)
+        if slot.state is not SlotState.AWAITING_FEEDBACK:
+            return _DUPLICATE  # a redelivery (the first label wins), or already joined
+        joined = Slot(
+            SlotState.JOINED,
+            now + self.ttl_s,
+            partition,
+            label=payload,
+            label_trace=trace,
+            joined_shadows=_ids(slot.shadows),
+        )
+        return JoinOutcome(
+            JoinOutcomeKind.JOINED,
+            slot.payload,
             payload,
-            now=now,
-            partition=partition,
-            trace=trace,
-            waiting_for_me=SlotState.AWAITING_FEEDBACK,
-            waiting_for_other=SlotState.AWAITING_PREDICTION,
+            slot=joined,
+            prediction_trace=slot.trace,
+            feedback_trace=trace,
+            shadow_pairs=_pairs(slot.shadows, payload, trace),
         )
 
-    def _arrive(
+    def on_shadow(
         self,
         slots: Mapping[str, Slot],
-        key: str,
+        answered_id: str,
+        prediction_id: str,
         payload: bytes,
         *,
         now: float,
         partition: int,
-        trace: TraceHeaders,
-        waiting_for_me: SlotState,
-        waiting_for_other: SlotState,
+        trace: TraceHeaders = (),
     ) -> JoinOutcome:
-        slot = slots.get(key)
-        replaced = None
-        if slot is not None and slot.is_expired(now):
-            replaced, slot = slot.state, None
+        """A shadow prediction arrived: join its answer's label, or wait in its answer's slot.
+
+        A shadow that comes before its answered prediction opens the slot (waiting
+        for both); later ones, and the prediction, join it; the label joins them all:
+
+        >>> join, slots = Join(ttl_s=10.0), {}
+        >>> join.on_shadow(slots, "p", "p~v2", b"s2", now=0.0, partition=0).store(slots, "p")
+        >>> slots["p"].state, [shadow.prediction_id for shadow in slots["p"].shadows]
+        (<SlotState.AWAITING_BOTH: 4>, ['p~v2'])
+        >>> join.on_prediction(slots, "p", b"x", now=1.0, partition=0).store(slots, "p")
+        >>> join.on_shadow(slots, "p", "p~v3", b"s3", now=1.5, partition=0).store(slots, "p")
+        >>> join.on_shadow(slots, "p", "p~v2", b"s2", now=2.0, partition=0).kind  # redelivered
+        <JoinOutcomeKind.DUPLICATE: 'duplicate'>
+        >>> labelled = join.on_feedback(slots, "p", b"f", now=3.0, partition=0)
+        >>> labelled.kind, labelled.prediction
+        (<JoinOutcomeKind.JOINED: 'joined'>, b'x')
+        >>> [(pair.prediction, pair.feedback) for pair in labelled.shadow_pairs]
+        [(b's2', b'f'), (b's3', b'f')]
+        >>> labelled.store(slots, "p")
+        >>> slots["p"].label, slots["p"].joined_shadows  # kept for late shadows
+        (b'f', ('p~v2', 'p~v3'))
+        >>> join.on_shadow(slots, "p", "p~v3", b"s3", now=4.0, partition=0).kind
+        <JoinOutcomeKind.DUPLICATE: 'duplicate'>
+
+        A shadow that comes after the label joins at once, whether the answered
+        prediction is there yet or not, and only once:
+
+        >>> slots = {}
+        >>> join.on_feedback(slots, "q", b"f", now=0.0, partition=0).store(slots, "q")
+        >>> early = join.on_shadow(slots, "q", "q~v2", b"s", now=1.0, partition=0)
+        >>> early.kind, [(pair.prediction, pair.feedback) for pair in early.shadow_pairs]
+        (<JoinOutcomeKind.JOINED: 'joined'>, [(b's', b'f')])
+        >>> early.store(slots, "q")
+        >>> join.on_prediction(slots, "q", b"x", now=2.0, partition=0).shadow_pairs
+        ()
+
+        Raises:
+            InvalidInput: The answer has :data:`MAX_SHADOWS_PER_ANSWER` shadows already.
+
+        """
+        slot, gone = _live(slots, answered_id, now)
+        shadow = WaitingShadow(prediction_id, payload, trace)
         if slot is None:
-            waiting = Slot(waiting_for_other, now + self.ttl_s, partition, payload, trace)
-            return JoinOutcome(JoinOutcomeKind.WAITING, replaced_expired=replaced, slot=waiting)
-        if slot.state is not waiting_for_me:
-            # The same side again (a redelivery), or the pair is already joined.
-            return JoinOutcome(JoinOutcomeKind.DUPLICATE)
-        joined = Slot(SlotState.JOINED, now + self.ttl_s, partition)
-        mine, theirs = (payload, trace), (slot.payload, slot.trace)
-        prediction, feedback = (
-            (theirs, mine) if waiting_for_me is SlotState.AWAITING_FEEDBACK else (mine, theirs)
-        )
-        return JoinOutcome(
-            JoinOutcomeKind.JOINED,
-            prediction[0],
-            feedback[0],
-            slot=joined,
-            prediction_trace=prediction[1],
-            feedback_trace=feedback[1],
-        )
+            waiting = Slot(SlotState.AWAITING_BOTH, now + self.ttl_s, partition, shadows=(shadow,))
+            return _replacing(JoinOutcome(JoinOutcomeKind.WAITING, slot=waiting), gone)
+        if slot.knows_shadow(prediction_id):
+            return _DUPLICATE
+        if len(slot.shadows) + len(slot.joined_shadows) >= MAX_SHADOWS_PER_ANSWER:
+            raise InvalidInput(
+                f"answered prediction {answered_id!r} has {MAX_SHADOWS_PER_ANSWER} shadow "
+                f"predictions already: shadow {prediction_id!r} is one too many"
+            )
+        label = slot.feedback()
+        if label is None:  # the shadow waits as long as the slot does
+            waiting = replace(slot, shadows=(*slot.shadows, shadow))
+            return JoinOutcome(JoinOutcomeKind.WAITING, slot=waiting)
+        feedback, feedback_trace = label
+        if not feedback:
+            return JoinOutcome(JoinOutcomeKind.MISSED)
+        joined = replace(slot, joined_shadows=(*slot.joined_shadows, prediction_id))
+        pair = JoinedPair(payload, feedback, trace, feedback_trace)
+        return JoinOutcome(JoinOutcomeKind.JOINED, slot=joined, shadow_pairs=(pair,))
+
+
+def _live(slots: Mapping[str, Slot], key: str, now: float) -> tuple[Slot | None, Slot | None]:
+    """The slot under ``key`` if it is alive, and the expired one an arrival replaces."""
+    slot = slots.get(key)
+    if slot is not None and slot.is_expired(now):
+        return None, slot
+    return slot, None
+
+
+def _replacing(outcome: JoinOutcome, gone: Slot | None) -> JoinOutcome:
+    """``outcome``, saying what the expired slot ``gone`` it replaces held."""
+    if gone is None:
+        return outcome
+    return replace(outcome, replaced_expired=gone.state, replaced_shadows=len(gone.shadows))
+
+
+def _ids(shadows: tuple[WaitingShadow, ...]) -> tuple[str, ...]:
+    return tuple(shadow.prediction_id for shadow in shadows)
+
+
+def _pairs(
+    shadows: tuple[WaitingShadow, ...], feedback: bytes, trace: TraceHeaders
+) -> tuple[JoinedPair, ...]:
+    return tuple(JoinedPair(s.payload, feedback, s.trace, trace) for s in shadows)
 
 
 def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:
@@ -254,99 +462,18 @@ def expired(slots: Mapping[str, Slot], now: float) -> Iterator[str]:
     >>> slots = {"a": Slot(SlotState.JOINED, 5.0, 0), "b": Slot(SlotState.JOINED, 50.0, 0)}
     >>> list(expired(slots, now=10.0))
     ['a']
+
+    A shadow whose answer is never labelled expires with its answer's slot (a
+    shadow does not extend it), and is lost with it:
+
+    >>> join, slots = Join(ttl_s=10.0), {}
+    >>> join.on_prediction(slots, "r", b"x", now=0.0, partition=0).store(slots, "r")
+    >>> join.on_shadow(slots, "r", "r~v2", b"s", now=5.0, partition=0).store(slots, "r")
+    >>> slots["r"].expires_at, list(expired(slots, now=10.0)), len(slots["r"].shadows)
+    (10.0, ['r'], 1)
+    >>> join.on_feedback(slots, "r", b"f", now=10.0, partition=0).replaced_shadows  # too late
+    1
     """
     for key, slot in list(slots.items()):
         if slot.is_expired(now):
             yield key
-
-
-_HEADER = struct.Struct(">BdI")
-#: Set in the state byte when trace headers follow the fixed header (older slots lack them).
-_TRACED = 0x80
-_COUNT = struct.Struct(">B")
-_NAME = struct.Struct(">B")
-_VALUE = struct.Struct(">H")
-
-
-def encode_slot(slot: Slot) -> bytes:
-    """Serialise a slot for a changelog-backed table (state, expiry, partition, trace, payload).
-
-    A slot without trace headers is written as before trace headers existed;
-    with them, the state byte has its high bit set and the headers follow the
-    fixed header as a count and length-prefixed names and values.
-
-    >>> slot = Slot(SlotState.AWAITING_FEEDBACK, 12.5, 3, b"event")
-    >>> decode_slot(encode_slot(slot)) == slot
-    True
-    >>> traced = Slot(SlotState.AWAITING_FEEDBACK, 12.5, 3, b"event", (("traceparent", b"00-ab"),))
-    >>> decode_slot(encode_slot(traced)) == traced
-    True
-
-    Raises:
-        InvalidInput: More than 255 trace headers, a name over 255 bytes or a
-            value over 65535 bytes.
-
-    """
-    if not slot.trace:
-        return _HEADER.pack(slot.state.value, slot.expires_at, slot.partition) + slot.payload
-    header = _HEADER.pack(slot.state.value | _TRACED, slot.expires_at, slot.partition)
-    return header + _encode_trace(slot.trace) + slot.payload
-
-
-def _encode_trace(trace: TraceHeaders) -> bytes:
-    if len(trace) > 255:
-        raise InvalidInput(f"a join slot holds at most 255 trace headers, got {len(trace)}")
-    parts = [_COUNT.pack(len(trace))]
-    for name, value in trace:
-        encoded = name.encode("utf-8")
-        if len(encoded) > 255 or len(value) > 65535:
-            raise InvalidInput(f"trace header {name[:64]!r} too long for a join slot")
-        parts += [_NAME.pack(len(encoded)), encoded, _VALUE.pack(len(value)), value]
-    return b"".join(parts)
-
-
-def decode_slot(data: bytes) -> Slot:
-    """Parse what :func:`encode_slot` wrote (with or without trace headers).
-
-    Raises:
-        InvalidInput: The bytes are not an encoded slot.
-
-    >>> decode_slot(b"xx")
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.InvalidInput: join slot too short: 2 bytes
-
-    """
-    if len(data) < _HEADER.size:
-        raise InvalidInput(f"join slot too short: {len(data)} bytes")
-    state, expires_at, partition = _HEADER.unpack_from(data)
-    try:
-        slot_state = SlotState(state & ~_TRACED)
-    except ValueError as err:
-        raise InvalidInput(f"join slot has unknown state {state}") from err
-    trace: TraceHeaders = ()
-    offset = _HEADER.size
-    if state & _TRACED:
-        trace, offset = _decode_trace(data, offset)
-    return Slot(slot_state, expires_at, partition, bytes(data[offset:]), trace)
-
-
-def _decode_trace(data: bytes, offset: int) -> tuple[TraceHeaders, int]:
-    """The trace headers at ``offset`` and the offset after them."""
-    try:
-        (count,) = _COUNT.unpack_from(data, offset)
-        offset += _COUNT.size
-        headers = []
-        for _ in range(count):
-            (size,) = _NAME.unpack_from(data, offset)
-            name = bytes(data[offset + _NAME.size : offset + _NAME.size + size])
-            offset += _NAME.size + size
-            (size,) = _VALUE.unpack_from(data, offset)
-            value = bytes(data[offset + _VALUE.size : offset + _VALUE.size + size])
-            offset += _VALUE.size + size
-            if offset > len(data):
-                raise InvalidInput("join slot trace headers truncated")
-            headers.append((name.decode("utf-8"), value))
-    except (struct.error, UnicodeDecodeError) as err:
-        raise InvalidInput(f"join slot trace headers unreadable: {err}") from err
-    return tuple(headers), offset

@@ -7,13 +7,12 @@ import struct
 
 import pytest
 
+from headwater.services.trainer.join.slot_codec import decode_slot, encode_slot
 from headwater.services.trainer.join.slots import (
     Join,
     JoinOutcomeKind,
     Slot,
     SlotState,
-    decode_slot,
-    encode_slot,
     expired,
 )
 from headwater.shared.errors import InvalidInput
