@@ -6,15 +6,13 @@ import itertools
 
 import pytest
 
-from headwater.services.trainer.join.slots import (
+from headwater.services.trainer.join.pairing import (
     MAX_SHADOWS_PER_ANSWER,
     Join,
     JoinOutcome,
     JoinOutcomeKind,
-    Slot,
-    SlotState,
-    expired,
 )
+from headwater.services.trainer.join.slots import Slot, SlotState, expired
 from headwater.shared.errors import InvalidInput
 
 TTL = 30.0
@@ -28,7 +26,9 @@ def arrive(join: Join, slots: dict[str, Slot], event: str, now: float) -> JoinOu
     elif event == "feedback":
         outcome = join.on_feedback(slots, ANSWER, b"feedback", now=now, partition=0)
     else:
-        outcome = join.on_shadow(slots, ANSWER, event, event.encode(), now=now, partition=0)
+        outcome = join.on_shadow(
+            slots, ANSWER, event.encode(), shadow_id=event, now=now, partition=0
+        )
     outcome.store(slots, ANSWER)
     return outcome
 
@@ -118,7 +118,7 @@ def test_a_redelivered_shadow_is_a_duplicate_and_changes_nothing(before: list[st
     for i, event in enumerate([*before, "p~v2"]):
         arrive(join, slots, event, float(i))
     stored = dict(slots)
-    again = join.on_shadow(slots, ANSWER, "p~v2", b"p~v2", now=9.0, partition=0)
+    again = join.on_shadow(slots, ANSWER, b"p~v2", shadow_id="p~v2", now=9.0, partition=0)
     assert again.kind is JoinOutcomeKind.DUPLICATE and again.slot is None and again.pairs == ()
     assert slots == stored
 
@@ -147,9 +147,9 @@ def test_a_shadow_after_the_joined_slot_expired_waits_afresh() -> None:
 
 def test_the_sweep_lists_slots_with_waiting_shadows_once_expired() -> None:
     join, slots = Join(ttl_s=TTL), {}
-    join.on_shadow(slots, "a", "a~v2", b"s", now=0.0, partition=1).store(slots, "a")
+    join.on_shadow(slots, "a", b"s", shadow_id="a~v2", now=0.0, partition=1).store(slots, "a")
     join.on_prediction(slots, "b", b"x", now=10.0, partition=2).store(slots, "b")
-    join.on_shadow(slots, "b", "b~v2", b"s", now=11.0, partition=2).store(slots, "b")
+    join.on_shadow(slots, "b", b"s", shadow_id="b~v2", now=11.0, partition=2).store(slots, "b")
     assert list(expired(slots, now=TTL)) == ["a"]
     assert sorted(expired(slots, now=10.0 + TTL)) == ["a", "b"]
     assert (slots["a"].partition, slots["b"].partition) == (1, 2)
@@ -158,15 +158,15 @@ def test_the_sweep_lists_slots_with_waiting_shadows_once_expired() -> None:
 def test_a_shadow_joins_with_its_own_trace_and_the_labels() -> None:
     join, slots = Join(ttl_s=TTL), {}
     shadow_trace, label_trace = (("traceparent", b"s"),), (("traceparent", b"f"),)
-    join.on_shadow(slots, ANSWER, "p~v2", b"s2", now=0.0, partition=0, trace=shadow_trace).store(
-        slots, ANSWER
-    )
+    join.on_shadow(
+        slots, ANSWER, b"s2", shadow_id="p~v2", now=0.0, partition=0, trace=shadow_trace
+    ).store(slots, ANSWER)
     labelled = join.on_feedback(slots, ANSWER, b"f", now=1.0, partition=0, trace=label_trace)
     labelled.store(slots, ANSWER)
-    late = join.on_shadow(slots, ANSWER, "p~v3", b"s3", now=2.0, partition=0)
+    late = join.on_shadow(slots, ANSWER, b"s3", shadow_id="p~v3", now=2.0, partition=0)
     late.store(slots, ANSWER)
     join.on_prediction(slots, ANSWER, b"x", now=3.0, partition=0).store(slots, ANSWER)
-    very_late = join.on_shadow(slots, ANSWER, "p~v4", b"s4", now=4.0, partition=0)
+    very_late = join.on_shadow(slots, ANSWER, b"s4", shadow_id="p~v4", now=4.0, partition=0)
     traces = [
         (pair.prediction_trace, pair.feedback_trace)
         for outcome in (labelled, late, very_late)
@@ -177,7 +177,7 @@ def test_a_shadow_joins_with_its_own_trace_and_the_labels() -> None:
 
 def test_a_joined_slot_written_before_shadows_joined_misses_a_late_shadow() -> None:
     slots = {ANSWER: Slot(SlotState.JOINED, 100.0, 0)}  # an older trainer's slot: no label kept
-    outcome = Join(ttl_s=TTL).on_shadow(slots, ANSWER, "p~v2", b"s", now=1.0, partition=0)
+    outcome = Join(ttl_s=TTL).on_shadow(slots, ANSWER, b"s", shadow_id="p~v2", now=1.0, partition=0)
     assert outcome.kind is JoinOutcomeKind.MISSED
     assert outcome.slot is None and outcome.pairs == ()
 
@@ -187,8 +187,8 @@ def test_an_answer_holds_a_bounded_number_of_shadows() -> None:
     for version in range(MAX_SHADOWS_PER_ANSWER):
         arrive(join, slots, f"p~v{version}", float(version))
     with pytest.raises(InvalidInput, match="one too many"):
-        join.on_shadow(slots, ANSWER, "p~v99", b"s", now=20.0, partition=0)
+        join.on_shadow(slots, ANSWER, b"s", shadow_id="p~v99", now=20.0, partition=0)
     arrive(join, slots, "feedback", 21.0)
     with pytest.raises(InvalidInput, match="one too many"):  # joined shadows count too
-        join.on_shadow(slots, ANSWER, "p~v99", b"s", now=22.0, partition=0)
+        join.on_shadow(slots, ANSWER, b"s", shadow_id="p~v99", now=22.0, partition=0)
     assert arrive(join, slots, "p~v0", 23.0).kind is JoinOutcomeKind.DUPLICATE
