@@ -85,7 +85,7 @@ class JoinedPair:
     """An encoded prediction and the feedback it joined with, each with its trace headers.
 
     Attributes:
-        prediction: The encoded prediction (here: a shadow prediction).
+        prediction: The encoded prediction (an answer's or a shadow's).
         feedback: The encoded feedback.
         prediction_trace: The prediction's trace headers.
         feedback_trace: The feedback's trace headers.
