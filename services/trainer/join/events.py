@@ -12,8 +12,8 @@ A shadow prediction's example is scored with the same label and names the answer
 
 >>> shadow = events_pb2.PredictionEvent(prediction_id="p-1~v4", model="churn", version=4)
 >>> shadow.route_role, shadow.answered_prediction_id = SHADOW, "p-1"
->>> join_key(check_prediction(shadow))
-'p-1'
+>>> is_shadow(check_prediction(shadow))
+True
 >>> example = labeled_example(shadow, feedback, now=1_700_000_000.0)
 >>> example.example_id, example.served_version, example.answered_prediction_id
 ('p-1~v4', 4, 'p-1')
@@ -110,11 +110,6 @@ def _check_shadow(event: events_pb2.PredictionEvent) -> None:
 def is_shadow(event: events_pb2.PredictionEvent) -> bool:
     """Whether a prediction is a shadow's (it mirrors a request another version answered)."""
     return event.route_role == SHADOW
-
-
-def join_key(event: events_pb2.PredictionEvent) -> str:
-    """The id whose slot a checked prediction joins: the answered prediction's for a shadow."""
-    return event.answered_prediction_id if is_shadow(event) else event.prediction_id
 
 
 def _role_name(event: events_pb2.PredictionEvent) -> str:
