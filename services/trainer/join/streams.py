@@ -32,8 +32,10 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
+from headwater.services.trainer.join.pairing import Join
 from headwater.services.trainer.join.service import JoinService
-from headwater.services.trainer.join.slots import Join, Slot, TraceHeaders, decode_slot, encode_slot
+from headwater.services.trainer.join.slot_codec import decode_slot, encode_slot
+from headwater.services.trainer.join.slots import Slot, TraceHeaders
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.faust_app import faust_app
