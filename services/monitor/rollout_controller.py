@@ -351,7 +351,7 @@ class RolloutController:
 
 
 def decision_alert(transition: Transition, now: float) -> AlertRaised:
-    """The alert of a decision the registry accepted (kind ``rollout.<action>``).
+    """The alert of a decision the registry accepted: kind ``rollout.<action>``, its evidence.
 
     >>> rollout = TrackedRollout("r1", "churn", "canary", "progressing", 1, 2)
     >>> alert = decision_alert(Transition(rollout, Decision(Action.ROLLBACK, "worse", {"z": 3.0})),
@@ -370,6 +370,6 @@ def decision_alert(transition: Transition, now: float) -> AlertRaised:
         severity=Severity.WARNING if action is Action.ROLLBACK else Severity.INFO,
         message=f"{rollout.model}: {rollout.describe()}: {action.value}: "
         f"{transition.decision.reason}",
-        values=transition.decision.evidence,
+        values=MappingProxyType(transition.evidence),
         raised_at=now,
     )
