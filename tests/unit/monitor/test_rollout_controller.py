@@ -1,4 +1,4 @@
-"""The rollout controller's core with a fake clock: what it judges, and what it asks the registry."""
+"""The rollout controller's core on a fake clock: what it judges, what it asks the registry."""
 
 from __future__ import annotations
 

@@ -33,6 +33,11 @@ def canary_proto(revision: int = 1, state: int = R.ROLLOUT_STATE_PROGRESSING) ->
     return rollout
 
 
+def rollout_changed(rollout: R.Rollout) -> events_pb2.RegistryEvent:
+    kind = events_pb2.REGISTRY_EVENT_KIND_ROLLOUT_CHANGED
+    return events_pb2.RegistryEvent(kind=kind, model=rollout.model, rollout=rollout)
+
+
 class FakeRegistry:
     """Answers GetRollout and TransitionRollout like the registry; failures can be queued."""
 
@@ -120,13 +125,7 @@ async def test_an_unreachable_registry_is_logged_once_and_retried_next_tick(
 ) -> None:
     registry = FakeRegistry({"churn": canary_proto()})
     fake = Driver(registry)
-    fake.driver.on_registry_event(
-        events_pb2.RegistryEvent(
-            kind=events_pb2.REGISTRY_EVENT_KIND_ROLLOUT_CHANGED,
-            model="churn",
-            rollout=canary_proto(),
-        )  # fmt: skip
-    )
+    fake.driver.on_registry_event(rollout_changed(canary_proto()))
     fake.serve_a_worse_candidate()
     registry.failures = [Unavailable("down"), Unavailable("still down")]
     with caplog.at_level(logging.INFO, logger="headwater.services.monitor.rollout_driver"):
@@ -139,11 +138,6 @@ async def test_an_unreachable_registry_is_logged_once_and_retried_next_tick(
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("registry unreachable: rollouts wait, retried every tick") == 1
     assert "registry reachable again" in messages
-
-
-def rollout_changed(rollout: R.Rollout) -> events_pb2.RegistryEvent:
-    kind = events_pb2.REGISTRY_EVENT_KIND_ROLLOUT_CHANGED
-    return events_pb2.RegistryEvent(kind=kind, model=rollout.model, rollout=rollout)
 
 
 async def test_registry_events_are_followed_and_late_copies_ignored() -> None:
