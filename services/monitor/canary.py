@@ -171,15 +171,7 @@ class CanaryPolicy:
 
 
 def _check_steps(steps: Sequence[float]) -> None:
-    """Percentages within (0, 100], strictly increasing; a first step may be 0 (a shadow).
-
-    >>> _check_steps((0.0, 50.0, 100.0))
-    >>> _check_steps((5.0, 0.0))
-    Traceback (most recent call last):
-    ...
-    headwater.shared.errors.InvalidInput: steps must be percentages within (0, 100] \
-(the first may be 0), got [5.0, 0.0]
-    """
+    """Percentages within (0, 100], strictly increasing; a first step may be 0 (a shadow)."""
     if not steps or not 0 <= steps[0] <= 100 or any(not 0 < s <= 100 for s in steps[1:]):
         raise InvalidInput(
             f"steps must be percentages within (0, 100] (the first may be 0), got {list(steps)}"
