@@ -29,8 +29,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from headwater.services.monitor.domain import MonitorSnapshot, VersionSnapshot
+from headwater.services.monitor.rollout_controller import RolloutsSnapshot
 
 SnapshotSource = Callable[[], MonitorSnapshot]
+RolloutsSource = Callable[[], RolloutsSnapshot]
 _VERSION_LABELS = ("model", "version")
 
 
@@ -39,11 +41,13 @@ class MonitorCollector(Collector):
 
     Args:
         snapshot: Returns the monitor's state now (called once per scrape).
+        rollouts: Returns the rollout controller's state now (None: no controller).
 
     """
 
-    def __init__(self, snapshot: SnapshotSource) -> None:
+    def __init__(self, snapshot: SnapshotSource, rollouts: RolloutsSource | None = None) -> None:
         self._snapshot = snapshot
+        self._rollouts = rollouts
 
     def describe(self) -> list[Metric]:
         """No up-front description: the families depend on the data."""
@@ -65,6 +69,19 @@ class MonitorCollector(Collector):
             "topic",
             snapshot.rejected,
         )
+        if self._rollouts is not None:
+            yield _decision_family(self._rollouts())
+
+
+def _decision_family(rollouts: RolloutsSnapshot) -> Metric:
+    decisions = CounterMetricFamily(
+        "headwater_monitor_rollout_decisions",
+        "Rollout decisions the registry accepted (advance, promote, rollback), by model.",
+        labels=("model", "action"),
+    )
+    for (model, action), count in sorted(rollouts.decisions.items()):
+        decisions.add_metric((model, action), count)
+    return decisions
 
 
 def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]:
@@ -119,10 +136,12 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def monitor_registry(snapshot: SnapshotSource) -> CollectorRegistry:
+def monitor_registry(
+    snapshot: SnapshotSource, rollouts: RolloutsSource | None = None
+) -> CollectorRegistry:
     """A registry of its own holding the monitor collector (one per server)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(snapshot))
+    registry.register(MonitorCollector(snapshot, rollouts))
     return registry
 
 

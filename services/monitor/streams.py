@@ -81,6 +81,18 @@ class MonitorStreams(FaustRunner):
         self._service = service
         self._data_dir = data_dir
 
+    def assigned_partitions(self, topic: Topic) -> frozenset[int]:
+        """The partitions of ``topic`` this replica's group member holds (none before ready).
+
+        The rollout controller acts for a model only while this holds the
+        partition of the model's ``examples``.
+        """
+        app = self._runner.app
+        if app is None or not self.ready:
+            return frozenset()
+        name = topic_name(self._settings.kafka, topic)
+        return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
+
     def start(self) -> None:
         """Build the app and start it in the background (the group join takes seconds)."""
         self.launch(build_app(self._settings, self._service, self._data_dir))

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from headwater.services.monitor.domain import MonitorConfig, MonitorState
+from headwater.services.monitor.rollout_controller import RolloutController
 from headwater.services.monitor.service import MonitorService
 from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
@@ -130,3 +131,16 @@ async def test_a_record_with_unreadable_headers_is_dead_lettered_and_counted() -
     assert dict(letter.headers)[REASON_HEADER].startswith(b"unreadable record headers: TypeError")
     assert service.snapshot().rejected == {"predictions": 1}
     assert service.snapshot().version("m", 1) is None
+
+
+async def test_accepted_records_feed_the_rollout_controller_with_their_partition() -> None:
+    rollouts = RolloutController()
+    service = MonitorService(
+        MonitorState(MonitorConfig()), FakeProducer(), Clock(), rollouts=rollouts  # type: ignore[arg-type]
+    )
+    good = ConsumedRecord("x.examples", 1, 0, b"churn", labelled("churn", 1, True, True), ())
+    await service.handle_example(good)
+    bad = ConsumedRecord("x.examples", 0, 1, b"fraud", labelled("fraud", 0, True, True), ())
+    await service.handle_example(bad)  # no served version: dead-lettered, not fed
+    assert rollouts.owns("churn", {1}) and not rollouts.owns("churn", {0})
+    assert rollouts.models_to_refresh() == ("churn",)
