@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -26,8 +25,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.measure import machine_info, percentile_ms
-from bench.stack import BenchStack
+from bench.measure import machine_info, percentile_ms, write_results
+from bench.stack import running_stack
 from headwater.shared.bus.topics import Topic, ensure_topics
 from headwater.shared.settings import KafkaSettings
 
@@ -99,16 +98,8 @@ def markdown(samples: dict[int, list[int]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    stack = BenchStack("fetch")
-    try:
-        stack.start_broker()
-        assert stack.broker is not None
-        samples = asyncio.run(run(stack.broker.bootstrap, args))
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
+    with running_stack("fetch", postgres=False) as stack:
+        samples = asyncio.run(run(stack.kafka.bootstrap, args))
     table = markdown(samples)
     out: dict[str, Any] = {
         "machine": {**info, "loadavg_at_end": os.getloadavg()},
@@ -116,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latencies_ms": {w: [round(v / 1e6, 2) for v in s] for w, s in samples.items()},
         "markdown": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_results(args.out, out)
     print(table)
     return 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -39,8 +38,8 @@ import aiohttp
 import grpc
 
 from bench import model
-from bench.measure import CpuMeter, machine_info, percentile_ms
-from bench.stack import SIGNING_KEY, BenchStack, wait_http_ok, wait_serving
+from bench.measure import CpuMeter, machine_info, percentile_ms, write_results
+from bench.stack import SIGNING_KEY, BenchStack, running_stack, wait_http_ok, wait_serving
 from bench.topics import read_topic
 from headwater.services.gateway.service import PARAM_LIVE_SEQUENCE, PARAM_PREDICTION_IDS
 from headwater.shared.artifacts import ArtifactCodec
@@ -260,16 +259,8 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    stack = BenchStack("freshness")
-    try:
-        stack.start_broker()
-        stack.start_postgres()
+    with running_stack("freshness") as stack:
         results = asyncio.run(run(stack, args))
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
     summary = summarize(results, args.warmup_labels + args.labels)
     table = markdown(summary)
     out = {
@@ -284,8 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "samples": results["samples"],
         "markdown": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    write_results(args.out, out)
     print()
     print(table)
     if summary["examples_learned"] != summary["labels_sent"]:

@@ -30,8 +30,16 @@ import grpc
 
 from bench import model
 from bench.load import LoadResult, drive
-from bench.measure import CpuMeter, CpuSample, Spread, counter_sum, machine_info, scrape_counters
-from bench.stack import SIGNING_KEY, BenchStack, wait_serving
+from bench.measure import (
+    CpuMeter,
+    CpuSample,
+    Spread,
+    counter_sum,
+    machine_info,
+    scrape_counters,
+    write_results,
+)
+from bench.stack import SIGNING_KEY, BenchStack, running_stack, wait_serving
 from bench.topics import read_topic
 from headwater.cli.localstack import free_port
 from headwater.services.gateway.service import PARAM_PREDICTION_IDS, PARAM_VERSION
@@ -293,11 +301,6 @@ def _spread_json(value: object) -> object:
     raise TypeError(type(value).__name__)
 
 
-def _save(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
-
-
 async def run(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     started = time.monotonic()
@@ -320,21 +323,13 @@ async def run(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    stack = BenchStack("gateway")
-    try:
-        stack.start_broker()
-        stack.start_postgres()
+    with running_stack("gateway") as stack:
         results = asyncio.run(run(stack, args))
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
     summary = summarize(results, args.concurrency)
     results["summary"] = json.loads(json.dumps(summary, default=_spread_json))
     table = markdown(summary, results)
     results["markdown"] = table
-    _save(args.out, results)
+    write_results(args.out, results)
     print()
     print(table)
     print(f"\nidle before measuring: {results['idle']}; machine: {results['machine']}")

@@ -1,4 +1,4 @@
-"""Measuring helpers: percentiles, spread over repeats, machine noise, Prometheus counters.
+"""Measuring helpers: percentiles, spread over repeats, machine noise, counters, results files.
 
 The machine is shared: other engineers' tests run on the same cores. So every
 benchmark compares numbers measured in the same run, repeats each point, and
@@ -10,6 +10,7 @@ of the benchmark's own processes, and reports the rest in cores.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,3 +196,9 @@ def counter_sum(
         if sample_name == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()):
             total += value
     return total
+
+
+def write_results(path: Path, results: Mapping[str, Any]) -> None:
+    """Write a run's results as indented JSON (values JSON cannot hold as their text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -25,7 +25,7 @@ import grpc
 from bench import model
 from bench.gateway_bench import MODEL_NAME, probe, start_gateway
 from bench.load import drive
-from bench.stack import BenchStack
+from bench.stack import BenchStack, running_stack
 from headwater.shared.pb import oip_pb2_grpc
 
 # pstats restrictions (regexes on "file:line(function)") of the request path.
@@ -78,21 +78,13 @@ def report(profile: Path, top: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    stack = BenchStack("profile")
-    profile = stack.workdir / "gateway.prof"
-    try:
-        stack.start_broker()
-        stack.start_postgres()
+    with running_stack("profile") as stack:
+        profile = stack.workdir / "gateway.prof"
         summary = asyncio.run(load(stack, profile, args))
         code = stack.stop_process("gateway", timeout_s=20)
         if code != 0 or not profile.exists():
             raise RuntimeError(f"gateway exited with {code}; no profile written")
         text = summary + "\n" + report(profile, args.top)
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

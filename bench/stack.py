@@ -1,7 +1,8 @@
 """The processes a benchmark runs: broker, PostgreSQL and services, each stopped by PID.
 
-A :class:`BenchStack` owns every process it starts. ``stop()`` runs in a
-``finally`` and is bounded: SIGTERM, a wait, then SIGKILL, always by PID.
+A :class:`BenchStack` owns every process it starts; :func:`running_stack` starts
+one and stops it in a ``finally``, bounded: SIGTERM, a wait, then SIGKILL,
+always by PID.
 Everything lives in a fresh temporary directory (logs included), removed after
 a clean run and kept (its path printed) after a failure.
 """
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
-from headwater.cli.localstack.ports import die_with_parent_hook
+from headwater.cli.localstack.ports import die_with_parent_hook, stop_child
 from headwater.shared.bus.topics import ensure_topics
 from headwater.shared.settings import KafkaSettings
 
@@ -108,7 +111,7 @@ class BenchStack:
         port = free_port()
         self.spawn(
             name,
-            ["-m", "headwater.services.registry"],
+            _service_argv("registry"),
             self.env(
                 HEADWATER_REGISTRY_PORT=str(port),
                 HEADWATER_REGISTRY_METRICS_PORT="0",
@@ -123,12 +126,9 @@ class BenchStack:
     ) -> tuple[str, str]:
         """Start a gateway process; returns its gRPC target and its /metrics URL."""
         port, metrics_port = free_port(), free_port()
-        argv = ["-m", "headwater.services.gateway"]
-        if profile_to is not None:
-            argv = ["-m", "cProfile", "-o", str(profile_to), *argv]
         self.spawn(
             name,
-            argv,
+            _service_argv("gateway", profile_to),
             self.env(
                 HEADWATER_GATEWAY_PORT=str(port),
                 HEADWATER_GATEWAY_METRICS_PORT=str(metrics_port),
@@ -152,12 +152,9 @@ class BenchStack:
         """
         port = free_port()
         extra = {f"HEADWATER_TRAINER_{k.upper()}": v for k, v in settings.items()}
-        argv = ["-m", "headwater.services.trainer"]
-        if profile_to is not None:
-            argv = ["-m", "cProfile", "-o", str(profile_to), *argv]
         self.spawn(
             name,
-            argv,
+            _service_argv("trainer", profile_to),
             self.env(
                 HEADWATER_TRAINER_PORT=str(port),
                 HEADWATER_REGISTRY_TARGET=registry,
@@ -188,13 +185,7 @@ class BenchStack:
         process = self.processes.get(name)
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_child(process, signal.SIGTERM, timeout_s)
         return process.returncode
 
     def stop(self) -> None:
@@ -214,44 +205,80 @@ class BenchStack:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _service_argv(service: str, profile_to: Path | None = None) -> list[str]:
+    """``python`` arguments running a service; under cProfile, writing ``profile_to``, if given.
+
+    >>> _service_argv("trainer", Path("t.prof"))
+    ['-m', 'cProfile', '-o', 't.prof', '-m', 'headwater.services.trainer']
+    """
+    argv = ["-m", f"headwater.services.{service}"]
+    return argv if profile_to is None else ["-m", "cProfile", "-o", str(profile_to), *argv]
+
+
+@contextmanager
+def running_stack(name: str, *, postgres: bool = True) -> Iterator[BenchStack]:
+    """A :class:`BenchStack` with its broker (and PostgreSQL) started, stopped on exit.
+
+    When the body fails the stack's logs are kept (see :meth:`BenchStack.stop`).
+    """
+    stack = BenchStack(name)
+    try:
+        stack.start_broker()
+        if postgres:
+            stack.start_postgres()
+        yield stack
+    except BaseException:
+        stack.failed = True
+        raise
+    finally:
+        stack.stop()
+
+
 async def wait_serving(
     stack: BenchStack, name: str, target: str, timeout_s: float = 60.0, service: str = ""
 ) -> None:
     """Poll ``grpc.health.v1`` until SERVING; fail when the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            process = stack.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}"
-                )
+
+        async def serving() -> bool:
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{name} not SERVING after {timeout_s}s:\n{stack.log_tail(name)}")
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await _wait_for(stack, name, serving, timeout_s, "not SERVING")
 
 
 async def wait_http_ok(stack: BenchStack, name: str, url: str, timeout_s: float = 60.0) -> None:
     """Poll ``GET url`` until it answers 200; fail when the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-        while time.monotonic() < deadline:
-            process = stack.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}"
-                )
+
+        async def healthy() -> bool:
             try:
                 async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
+                    return reply.status == 200
             except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{name} not healthy after {timeout_s}s:\n{stack.log_tail(name)}")
+                return False
+
+        await _wait_for(stack, name, healthy, timeout_s, "not healthy")
+
+
+async def _wait_for(
+    stack: BenchStack,
+    name: str,
+    ready: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    not_ready: str,
+) -> None:
+    """Poll ``ready`` every 0.2 s while process ``name`` runs; fail if it exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        process = stack.processes[name]
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{stack.log_tail(name)}")
+        if await ready():
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} {not_ready} after {timeout_s}s:\n{stack.log_tail(name)}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
+from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
 
@@ -19,25 +20,13 @@ async def read_topic(
     record batch plus one, so the end offsets can trail the records: this reads
     past them until a fetch comes back empty.
     """
-    name = kafka.topic(topic.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
     records: list[ConsumerRecord] = []
     async with asyncio.timeout(timeout_s):
-        await consumer.start()
+        assigned = await assign_all_partitions(
+            kafka, [topic], from_beginning=True, client_id="bench-reader"
+        )
+        consumer, ends = assigned.consumer, assigned.end_offsets
         try:
-            partitions = consumer.partitions_for_topic(name) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(name) or set()
-            assigned = [TopicPartition(name, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            ends = await consumer.end_offsets(assigned)
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
                 for part in batch.values():

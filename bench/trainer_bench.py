@@ -38,8 +38,8 @@ from typing import Any
 import aiohttp
 
 from bench import model
-from bench.measure import CpuMeter, Spread, machine_info
-from bench.stack import SIGNING_KEY, BenchStack, wait_serving
+from bench.measure import CpuMeter, Spread, machine_info, write_results
+from bench.stack import SIGNING_KEY, BenchStack, running_stack, wait_serving
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
@@ -283,16 +283,8 @@ async def run(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    stack = BenchStack("trainer")
-    try:
-        stack.start_broker()
-        stack.start_postgres()
+    with running_stack("trainer") as stack:
         repeats = asyncio.run(run(stack, args))
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
     table = markdown(repeats, args.examples)
     results = {
         "machine": {**info, "loadavg_at_end": os.getloadavg()},
@@ -305,8 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": repeats,
         "markdown": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    write_results(args.out, results)
     print()
     print(table)
     return 0

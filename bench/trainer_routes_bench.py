@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import model
-from bench.measure import Spread, machine_info
-from bench.stack import SIGNING_KEY, BenchStack, wait_serving
+from bench.measure import Spread, machine_info, write_results
+from bench.stack import SIGNING_KEY, BenchStack, running_stack, wait_serving
 from bench.trainer_bench import labelled_examples, produce, watch_learning
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.registry_client import RegistryClient
@@ -165,16 +165,8 @@ async def run(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    stack = BenchStack("trainer_routes")
-    try:
-        stack.start_broker()
-        stack.start_postgres()
+    with running_stack("trainer_routes") as stack:
         runs = asyncio.run(run(stack, args))
-    except BaseException:
-        stack.failed = True
-        raise
-    finally:
-        stack.stop()
     table = markdown(runs, args)
     summary = {
         str(k): statistics.median(r["cpu_per_example_ratio"] for r in runs if r["routes"] == k)
@@ -194,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "median_cpu_per_example_ratio": summary,
         "markdown": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    write_results(args.out, results)
     print()
     print(table)
     print(f"\nCPU per example vs 1 route (median): {summary}")

@@ -1,8 +1,9 @@
 """Running a service process: start, wait for SIGTERM or SIGINT, stop gracefully.
 
-A signal is honoured at any moment, start-up included: a service that is still
-starting (joining a consumer group, loading models) is cancelled and stopped,
-so a supervisor's SIGTERM never has to escalate to SIGKILL.
+Every service's ``__main__`` is one call of :func:`run_service`. A signal is
+honoured at any moment, start-up included: a service that is still starting
+(joining a consumer group, loading models) is cancelled and stopped, so a
+supervisor's SIGTERM never has to escalate to SIGKILL.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
+
+from headwater.shared.settings import ServiceSettings
+from headwater.shared.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+S = TypeVar("S", bound=ServiceSettings)
 
 #: Extra time stop() gets beyond its grace before it is cancelled.
 STOP_SLACK_S = 5.0
@@ -29,6 +34,21 @@ class Service(Protocol):
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting work, finish in-flight work within ``grace_s``, close."""
+
+
+def run_service(name: str, settings: S, build: Callable[[S], Service]) -> None:
+    """Run one service process until SIGTERM or SIGINT (``python -m headwater.services.<name>``).
+
+    Telemetry is set up first; the server is built inside the running loop
+    (its gRPC channels bind to the loop they are created on), then served by
+    :func:`serve_until_signalled` with the settings' ``shutdown_grace_s``.
+    """
+    setup_telemetry(name, settings.telemetry)
+    asyncio.run(_build_and_serve(name, settings, build))
+
+
+async def _build_and_serve(name: str, settings: S, build: Callable[[S], Service]) -> None:
+    await serve_until_signalled(build(settings), settings.shutdown_grace_s, name)
 
 
 async def serve_until_signalled(service: Service, grace_s: float, name: str) -> None:
@@ -80,3 +100,20 @@ async def unless_stopped(
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await working
     return False, None
+
+
+async def bounded_step(step: Awaitable[object], timeout_s: float, what: str) -> bool:
+    """Await one step of a stop for at most ``timeout_s``; False (logged) when cut short or failed.
+
+    A failing step is logged and does not raise: the steps after it (closing the
+    other connections) still run.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+        return True
+    except TimeoutError:
+        log.warning("stop step cut short", extra={"step": what, "timeout_s": round(timeout_s, 3)})
+    except Exception as error:  # a failing close must not keep the rest open
+        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
+    return False

@@ -79,7 +79,7 @@ class ArtifactSettings(BaseSettings):
 
 
 class RegistryClientSettings(BaseSettings):
-    """How a client of the registry (gateway, trainer, the CLI) reaches it.
+    """How a client of the registry (gateway, trainer, monitor, the CLI) reaches it.
 
     The prefix is the registry's own (``HEADWATER_REGISTRY_``, as the CLI's
     ``HEADWATER_GATEWAY_TARGET`` shares the gateway's): the server's settings

@@ -11,19 +11,20 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headwater.cli.localstack import EmbeddedPostgres, TansuBroker, free_port
+from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.settings import KafkaSettings
 
@@ -33,14 +34,19 @@ if TYPE_CHECKING:  # imported when used: unit tests do not pay for the registry
 
 T = TypeVar("T")
 
+#: ``(topic, key, value, headers)`` of a record a test produces (a str key is UTF-8 encoded).
+ProducedRecord = tuple[Topic, str | bytes, bytes | None, Sequence[tuple[str, bytes | None]]]
+
 __all__ = [
     "ExternalBroker",
     "ExternalPostgres",
+    "ProducedRecord",
     "TestStackSettings",
     "admin_url",
     "assigned_consumer",
     "eventually",
     "free_port",
+    "produce_records",
     "prometheus_samples",
     "read_records",
     "registry_settings",
@@ -177,38 +183,20 @@ async def eventually(
 
 @asynccontextmanager
 async def assigned_consumer(
-    kafka: KafkaSettings, topic: Topic, *, fresh_metadata: bool = False
+    kafka: KafkaSettings, topic: Topic
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
-    """A started group-less consumer assigned to every partition of ``topic``, from the start.
+    """A started group-less consumer assigned every partition of ``topic``, from the beginning.
 
-    Group-less, so it skips the group join (seconds on Tansu); stopped on exit.
-
-    Args:
-        kafka: The broker and topic prefix.
-        topic: The logical topic.
-        fresh_metadata: Ask the broker for the partitions even when the
-            metadata of the start knows them already.
-
+    :func:`~headwater.shared.bus.consumer.assign_all_partitions`: no group join
+    (seconds on Tansu), the partitions asked of the broker; stopped on exit.
     """
-    name = kafka.topic(topic.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=kafka.request_timeout_ms,
+    assigned = await assign_all_partitions(
+        kafka, [topic], from_beginning=True, client_id="headwater-test-reader"
     )
-    await consumer.start()
     try:
-        known = set() if fresh_metadata else consumer.partitions_for_topic(name) or set()
-        if not known:
-            await consumer._client.force_metadata_update()
-            known = consumer.partitions_for_topic(name) or set()
-        partitions = [TopicPartition(name, p) for p in sorted(known)]
-        consumer.assign(partitions)
-        yield consumer, partitions
+        yield assigned.consumer, list(assigned.partitions)
     finally:
-        await consumer.stop()
+        await assigned.consumer.stop()
 
 
 async def read_records(
@@ -232,6 +220,35 @@ async def read_records(
         name = kafka.topic(topic.value)
         pytest.fail(f"read {len(records)} of {count} records from {name} in {timeout_s}s")
     return records
+
+
+async def produce_records(
+    kafka: KafkaSettings, records: Iterable[ProducedRecord], *, one_at_a_time: bool = False
+) -> None:
+    """Send records as any Kafka producer would (plain aiokafka, ``acks=all``); wait for every ack.
+
+    Records of one partition keep their order either way; ``one_at_a_time``
+    waits for each ack before sending the next, so the broker also has them in
+    this order across topics and partitions.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        acks = []
+        for topic, key, value, headers in records:
+            ack = await producer.send(
+                kafka.topic(topic.value),
+                value,
+                key=key if isinstance(key, bytes) else key.encode(),
+                headers=list(headers),
+            )
+            if one_at_a_time:
+                await ack
+            acks.append(ack)
+        for ack in acks:
+            await ack
+    finally:
+        await producer.stop()
 
 
 def prometheus_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -21,7 +21,7 @@ SETTINGS = (
     ("PostgreSQL (registry)", "headwater.shared.settings", "DatabaseSettings"),
     ("Telemetry (every service)", "headwater.shared.settings", "TelemetrySettings"),
     ("Artifacts (every service)", "headwater.shared.settings", "ArtifactSettings"),
-    ("Registry client (gateway, trainer, CLI)", "headwater.shared.settings",
+    ("Registry client (gateway, trainer, monitor, CLI)", "headwater.shared.settings",
      "RegistryClientSettings"),
     ("Registry", "headwater.services.registry.settings", "RegistrySettings"),
     ("Gateway", "headwater.services.gateway.settings", "GatewaySettings"),

@@ -18,6 +18,7 @@ from headwater.cli.localstack.ports import (
     free_port,
     pid_alive,
     signal_pid,
+    stop_child,
     wait_until,
 )
 from headwater.shared.errors import Unavailable
@@ -210,15 +211,9 @@ class TansuBroker:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            if self._paused:
-                signal_pid(proc.pid, signal.SIGCONT)
-            signal_pid(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                signal_pid(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5.0)
+        if self._paused and proc.poll() is None:
+            signal_pid(proc.pid, signal.SIGCONT)
+        stop_child(proc, signal.SIGTERM, timeout_s)
         self._paused = False
         log.info("tansu broker stopped", extra={"pid": proc.pid, "code": proc.returncode})
 

@@ -7,6 +7,7 @@ import ctypes.util
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,20 @@ def signal_pid(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def stop_child(child: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float) -> None:
+    """Stop a child process: ``sig``, then SIGKILL when it has not exited within ``timeout_s``.
+
+    By PID only; a child that has already exited is only reaped.
+    """
+    if child.poll() is None:
+        signal_pid(child.pid, sig)
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        signal_pid(child.pid, signal.SIGKILL)
+        child.wait(timeout=5.0)
 
 
 def die_with_parent_hook(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:

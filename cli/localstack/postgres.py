@@ -20,6 +20,7 @@ from headwater.cli.localstack.ports import (
     pid_alive,
     pid_gone,
     signal_pid,
+    stop_child,
     wait_until,
 )
 from headwater.shared.errors import InvalidInput, Unavailable
@@ -202,13 +203,7 @@ class EmbeddedPostgres:
         child, self._child = self._child, None
         if child is None:
             return
-        if child.poll() is None:
-            signal_pid(child.pid, signal.SIGINT)
-        try:
-            child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            signal_pid(child.pid, signal.SIGKILL)
-            child.wait(timeout=5.0)
+        stop_child(child, signal.SIGINT, timeout_s)
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

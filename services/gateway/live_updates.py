@@ -1,16 +1,18 @@
-"""Live mode: verify a learner's ModelUpdates, decide what each one means, swap them in.
+"""Live mode: verify the learners' ModelUpdates, decide what each one means, swap them in.
 
-A deployed version's learner publishes :class:`ModelUpdate` messages (state,
-``base_version``, increasing ``sequence``, all under one signature:
+Every routed version (primary, canary, shadow, challenger) has its own learner,
+which publishes :class:`ModelUpdate` messages (state, ``base_version`` = the
+version it learns for, increasing ``sequence``, all under one signature:
 :mod:`headwater.shared.model_updates`). Every update is verified (in a worker
 thread) before any field of it is used; one that does not verify is refused,
 logged, counted and handed back to the consumer to dead-letter. A verified
-update is swapped in when its base version is deployed live and its sequence
-is newer than the one served (:func:`plan_update`). The newest verified update
-of each model is remembered by the cache (one per model: a model has one
-learner, whose sequences keep increasing when it rebases onto a new version),
-so an update that arrives before its deployment is applied when that
-deployment is installed.
+update is swapped into the version it names when that version is routed live
+and its sequence is newer than the one served (:func:`plan_update`), so each
+version serves its own learner's state. Only the signed fields count: the
+record key (the trainer's ``"{model}/{base_version}"``, or the model name of an
+older trainer) is never read. The newest verified update of each learner
+(model, base version) is remembered by the cache, so an update that arrives
+before its deployment is applied when that deployment is installed.
 """
 
 from __future__ import annotations
@@ -106,20 +108,18 @@ class LiveUpdater:
         return self._swap(update, estimator)
 
     async def apply_pending(self, name: str) -> None:
-        """Apply the remembered update of a model (after its deployment is installed)."""
-        update = self.cache.pending(name)
-        if update is None:
-            return
-        plan = plan_update(self.cache.find(name), update)
-        if plan is not UpdatePlan.APPLY:
-            self._count(plan)
-            return
-        try:
-            estimator = await asyncio.to_thread(self._decode, update)
-        except ArtifactIntegrityError as error:
-            await self._refuse(update, error, None)
-            return
-        self._swap(update, estimator)
+        """Apply each version's remembered update (after its deployment is installed)."""
+        for update in self.cache.pending_updates(name):
+            plan = plan_update(self.cache.find(name), update)
+            if plan is not UpdatePlan.APPLY:
+                self._count(plan)
+                continue
+            try:
+                estimator = await asyncio.to_thread(self._decode, update)
+            except ArtifactIntegrityError as error:
+                await self._refuse(update, error, None)
+                continue
+            self._swap(update, estimator)
 
     def _decode(self, update: events_pb2.ModelUpdate) -> Any:
         """Runs in a worker thread: unpickle the state of a verified update."""

@@ -2,9 +2,11 @@
 
 A deployment is loaded by fetching its model (schema, task) and the artifact
 of every routed version, verifying and decoding each one off the event loop,
-then installing the whole entry at once. Versions already loaded are kept
-(with their live state, unless the new deployment is pinned), so a weight
-change costs no artifact fetch.
+then installing the whole entry at once: every routed version, whatever its
+role, is loaded before the new routes answer, so a switch never waits for a
+load. Versions already loaded are kept (with their live state, unless the new
+deployment is pinned), and so are versions retired within their unload grace,
+so a weight change or a rollback right after a switch costs no artifact fetch.
 
 :meth:`ModelLoader.submit` is what the registry-event consumer calls: it never
 blocks the consumer, keeps only the newest revision wanted per model, and
@@ -174,7 +176,7 @@ class ModelLoader:
             return False
         live = is_live(deployment)
         versions: dict[int, ServedVersion] = {}
-        for version in table.versions:
+        for version in table.versions:  # every role: a challenger is warm before its switch
             kept = self.cache.reusable(name, version, live)
             versions[version] = kept if kept is not None else await self._fetch(name, version)
         if not self.cache.install(ModelEntry.build(model, deployment, versions)):

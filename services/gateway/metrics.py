@@ -68,3 +68,10 @@ RELOAD_FAILURES = get_or_create(
 MODELS_SERVED = get_or_create(
     Gauge, "headwater_gateway_models_served", "Models deployed and loaded in this gateway."
 )
+SHADOW_DROPPED = get_or_create(
+    Counter,
+    "headwater_gateway_shadow_dropped_total",
+    "Requests not mirrored to their shadow routes: the shadow queue was full, or the gateway "
+    "stopped before they ran.",
+    ("model", "reason"),
+)

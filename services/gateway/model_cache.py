@@ -2,22 +2,29 @@
 
 The cache is plain state owned by the event loop: requests read it, the
 registry-event and model-update consumers replace its entries. A swap is one
-dict assignment of a frozen value, so a request sees the old entry or the new
-one, never half of each. River's ``predict_one`` is synchronous and fast, so
-requests call it inline; the expensive part of a swap (unpickling) happens
-before the assignment, off the event loop.
+dict assignment of a frozen value, so a request sees the old entry (routes and
+versions) or the new one, never half of each. River's ``predict_one`` is
+synchronous and fast, so requests call it inline; the expensive part of a swap
+(unpickling) happens before the assignment, off the event loop.
+
+Every routed version is loaded, whatever its role (a challenger and a
+zero-weight primary answer nothing but stay warm). A version a new deployment
+no longer routes is retired, not dropped: it stays loaded for
+``unload_grace_s`` so a rollback right after a switch reuses it at once
+(:meth:`ModelCache.reusable`), then :meth:`ModelCache.sweep` unloads it.
 
 Live updates are verified and planned by
 :mod:`headwater.services.gateway.live_updates`; the cache keeps the newest
-verified update of each model for a deployment still on its way. Installing a
-deployment forgets a remembered update whose base version it no longer routes
-(one newer than every routed version is kept: its deployment may still be on
-its way).
+verified update of each (model, base version), one per learner, for a
+deployment still on its way. Installing a deployment forgets the remembered
+updates whose base version it no longer routes, except a few newer than every
+routed version (their deployment may still be on their way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -124,13 +131,40 @@ def is_live(deployment: registry_pb2.Deployment) -> bool:
     return deployment.mode != registry_pb2.SERVING_MODE_PINNED
 
 
+#: Remembered updates of base versions newer than every routed one, kept per model.
+MAX_UNROUTED_UPDATES = 4
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A version no longer routed, still loaded until its grace ends.
+
+    Attributes:
+        served: The loaded version (with its live state).
+        until: When it is unloaded, on the cache's clock.
+
+    """
+
+    served: ServedVersion
+    until: float
+
+
 @dataclass
 class ModelCache:
-    """The models a gateway serves (see the module docstring)."""
+    """The models a gateway serves (see the module docstring).
 
+    Attributes:
+        unload_grace_s: How long a version no longer routed stays loaded.
+        clock: Monotonic seconds, for the grace.
+
+    """
+
+    unload_grace_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
     _entries: dict[str, ModelEntry] = field(default_factory=dict)
     _known: set[str] = field(default_factory=set)
-    _pending: dict[str, events_pb2.ModelUpdate] = field(default_factory=dict)
+    _pending: dict[str, dict[int, events_pb2.ModelUpdate]] = field(default_factory=dict)
+    _retired: dict[str, dict[int, Retired]] = field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry:
         """The deployed entry of ``name``.
@@ -152,7 +186,9 @@ class ModelCache:
         return self._entries.get(name)
 
     def ready(self, name: str, version: int | None = None) -> bool:
-        """OIP ModelReady: the model has a live route and, when given, ``version`` is loaded.
+        """OIP ModelReady: the model has an answering route and, when given, ``version`` is loaded.
+
+        Every routed version is loaded, so a challenger's version is ready too.
 
         Raises:
             ModelNotFound: No model of that name is known.
@@ -165,11 +201,17 @@ class ModelCache:
             return False
         if version is not None and version not in entry.versions:
             return False
-        return bool(entry.routes.live)
+        return bool(entry.routes.answering)
 
     def entries(self) -> list[ModelEntry]:
         """Every deployed entry."""
         return list(self._entries.values())
+
+    def loaded(self, name: str) -> tuple[int, ...]:
+        """Every version of ``name`` in memory: routed, then retired (in its grace)."""
+        entry = self._entries.get(name)
+        routed = tuple(entry.versions) if entry is not None else ()
+        return (*routed, *sorted(self._retired.get(name, {})))
 
     def know(self, *names: str) -> None:
         """Record that models exist (so a request for one is UNAVAILABLE, not NOT_FOUND)."""
@@ -185,15 +227,22 @@ class ModelCache:
         return entry.revision if entry is not None else -1
 
     def install(self, entry: ModelEntry) -> bool:
-        """Serve ``entry`` unless a newer deployment revision is already served."""
+        """Serve ``entry`` unless a newer deployment revision is already served.
+
+        The versions the previous entry served and ``entry`` does not route are retired.
+        """
         current = self._entries.get(entry.name)
         if current is not None and current.revision > entry.revision:
             return False
         self._known.add(entry.name)
-        self._entries[entry.name] = entry
-        kept = self._pending.get(entry.name)
-        if kept is not None and _obsolete(kept.base_version, entry.routes.versions):
-            del self._pending[entry.name]
+        self._entries[entry.name] = entry  # the one assignment requests see
+        retired = self._retired.setdefault(entry.name, {})
+        for version in entry.versions:
+            retired.pop(version, None)
+        if current is not None:
+            self._retire(current, keep=entry.versions.keys())
+        self._prune_pending(entry.name)
+        self.sweep()
         return True
 
     def remove(self, name: str, revision: int) -> bool:
@@ -202,29 +251,68 @@ class ModelCache:
         if current is None or current.revision > revision:
             return False
         del self._entries[name]
+        self._retire(current, keep=())
+        self.sweep()
         return True
 
+    def _retire(self, entry: ModelEntry, keep: Collection[int]) -> None:
+        until = self.clock() + self.unload_grace_s
+        retired = self._retired.setdefault(entry.name, {})
+        for version, served in entry.versions.items():
+            if version not in keep:
+                retired[version] = Retired(served, until)
+
+    def sweep(self) -> list[tuple[str, int]]:
+        """Unload the retired versions whose grace is over; returns them as (model, version)."""
+        now = self.clock()
+        unloaded: list[tuple[str, int]] = []
+        for name, retired in self._retired.items():
+            for version in [v for v, r in retired.items() if r.until <= now]:
+                del retired[version]
+                unloaded.append((name, version))
+        return unloaded
+
     def reusable(self, name: str, version: int, live: bool) -> ServedVersion | None:
-        """A loaded version a new deployment can keep instead of fetching its artifact.
+        """A loaded (or retired) version a new deployment can keep instead of fetching it.
 
         A live state is kept only if the new deployment is live too: a pinned
         deployment serves exactly the registry artifact.
         """
         entry = self._entries.get(name)
         served = entry.versions.get(version) if entry is not None else None
+        if served is None:
+            retired = self._retired.get(name, {}).get(version)
+            served = retired.served if retired is not None else None
         if served is None or (served.live_sequence and not live):
             return None
         return served
 
     def remember(self, update: events_pb2.ModelUpdate) -> None:
-        """Keep a verified update for later installs if it is the model's newest."""
-        kept = self._pending.get(update.model)
-        if kept is None or update.sequence > kept.sequence:
-            self._pending[update.model] = update
+        """Keep a verified update for later installs if it is its learner's newest."""
+        kept = self._pending.setdefault(update.model, {})
+        newest = kept.get(update.base_version)
+        if newest is None or update.sequence > newest.sequence:
+            kept[update.base_version] = update
+        self._prune_pending(update.model)
 
-    def pending(self, name: str) -> events_pb2.ModelUpdate | None:
-        """The remembered (newest) update of a model, or None."""
-        return self._pending.get(name)
+    def pending(self, name: str, version: int) -> events_pb2.ModelUpdate | None:
+        """The remembered (newest) update of one learner of a model, or None."""
+        return self._pending.get(name, {}).get(version)
+
+    def pending_updates(self, name: str) -> tuple[events_pb2.ModelUpdate, ...]:
+        """Every remembered update of a model, one per base version, by base version."""
+        kept = self._pending.get(name, {})
+        return tuple(kept[v] for v in sorted(kept))
+
+    def _prune_pending(self, name: str) -> None:
+        kept = self._pending.get(name)
+        if not kept:
+            return
+        entry = self._entries.get(name)
+        routed = entry.routes.versions if entry is not None else ()
+        waiting = sorted(v for v in kept if v not in routed and not _obsolete(v, routed))
+        for version in kept.keys() - set(routed) - set(waiting[-MAX_UNROUTED_UPDATES:]):
+            del kept[version]
 
     def swap_version(self, name: str, served: ServedVersion) -> None:
         """Serve ``served`` (a live state) for its version of ``name``, a served model.

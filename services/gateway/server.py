@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from grpc_health.v1 import health, health_pb2
 
 from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer, add_to_server
 from headwater.services.gateway.live_updates import LiveUpdater
@@ -44,6 +41,13 @@ from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
+from headwater.shared.grpc_server import (
+    MetricsEndpoint,
+    message_size_options,
+    set_serving_status,
+    start_with_health,
+)
+from headwater.shared.lifecycle import bounded_step
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.retry import Backoff
 
@@ -86,7 +90,7 @@ class GatewayServer:
         self.settings = settings
         self.port = settings.port
         self.ready = asyncio.Event()
-        self.cache = ModelCache()
+        self.cache = ModelCache(unload_grace_s=settings.unload_grace_s)
         codec = ArtifactCodec.from_settings(settings.artifacts)
         self.updater = LiveUpdater(self.cache, codec)
         self.producer = EventProducer(settings.kafka, client_id=f"gateway-{settings.gateway_id}")
@@ -105,13 +109,17 @@ class GatewayServer:
             on_change=self._model_changed,
         )
         self.service = InferenceService(
-            self.cache, self.producer, settings.gateway_id, settings.max_batch_rows
+            self.cache,
+            self.producer,
+            settings.gateway_id,
+            settings.max_batch_rows,
+            settings.shadow_queue_max_requests,
         )
         self.registry_events, self.model_updates = self._streams()
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._metrics_server: Any = None
+        self._metrics = MetricsEndpoint()
         self._stopped = False
 
     def _streams(self) -> tuple[AssignedStream, AssignedStream]:
@@ -141,14 +149,11 @@ class GatewayServer:
     async def start(self) -> None:
         """Serve gRPC, then load the deployments; returns once SERVING or start-up timed out."""
         await self.producer.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, NOT_SERVING)
+        await set_serving_status(self._health, SERVICE_NAME, NOT_SERVING)
         await self._start_grpc()
-        if self.settings.metrics_port:
-            self._metrics_server, _ = start_http_server(
-                self.settings.metrics_port, self.settings.host
-            )
+        self._metrics.start(self.settings.host, self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="gateway-bootstrap"))
+        self._spawn(self._unload_retired(), "gateway-unload")
         try:
             await asyncio.wait_for(self.ready.wait(), self.settings.startup_timeout_s)
         except TimeoutError:
@@ -162,19 +167,12 @@ class GatewayServer:
         settings = self.settings
         server = grpc.aio.server(
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-            ],
+            options=message_size_options(settings.max_message_bytes),
         )
-        servicer = InferenceServicer(self.service, self.ready.is_set)
-        add_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        add_to_server(InferenceServicer(self.service, self.ready.is_set), server)
+        self.port = await start_with_health(
+            server, self._health, SERVICE_NAME, settings.host, settings.port
         )
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-        await server.start()
         self._grpc = server
 
     async def _bootstrap(self) -> None:
@@ -227,15 +225,22 @@ class GatewayServer:
     async def _set_ready(self) -> None:
         if self.ready.is_set():
             return
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, SERVING)
+        await set_serving_status(self._health, SERVICE_NAME, SERVING)
         self.ready.set()
         log.info("gateway serving", extra={"models": [e.name for e in self.cache.entries()]})
 
     async def _model_changed(self, name: str) -> None:
         entry = self.cache.find(name)
-        status = SERVING if entry is not None and entry.routes.live else NOT_SERVING
+        status = SERVING if entry is not None and entry.routes.answering else NOT_SERVING
         await self._health.set(model_health_name(name), status)
+
+    async def _unload_retired(self) -> None:
+        """Unload the versions no longer routed once their grace is over."""
+        interval_s = min(max(self.settings.unload_grace_s / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval_s)
+            for model, version in self.cache.sweep():
+                log.info("version unloaded", extra={"model": model, "version": version})
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting RPCs, finish in-flight ones, flush events, close; within the grace.
@@ -257,34 +262,22 @@ class GatewayServer:
         def left(until: float) -> float:
             return max(until - loop.time(), 0.0)
 
-        await _bounded(self._health.enter_graceful_shutdown(), left(hard_end), "health")
+        await bounded_step(self._health.enter_graceful_shutdown(), left(hard_end), "health")
         if self._grpc is not None:
-            await _bounded(self._grpc.stop(left(grace_end)), left(hard_end), "gRPC server")
+            await bounded_step(self._grpc.stop(left(grace_end)), left(hard_end), "gRPC server")
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await _bounded(asyncio.gather(*tasks, return_exceptions=True), left(hard_end), "tasks")
-        await _bounded(self.loader.close(), left(hard_end), "model loads")
+        await bounded_step(asyncio.gather(*tasks, return_exceptions=True), left(hard_end), "tasks")
+        # queued mirrors may finish within the grace; the rest are dropped and counted
+        await bounded_step(self.service.shadows.join(), left(grace_end), "shadows")
+        await bounded_step(self.service.shadows.close(), left(hard_end), "shadows")
+        await bounded_step(self.loader.close(), left(hard_end), "model loads")
         flush_s = min(max(left(grace_end), MIN_FLUSH_S), left(hard_end) - _COUNT_RESERVE_S)
-        await _bounded(self.producer.stop(max(flush_s, 0.0)), left(hard_end), "producer")
+        await bounded_step(self.producer.stop(max(flush_s, 0.0)), left(hard_end), "producer")
         for stream in (self.registry_events, self.model_updates):
-            await _bounded(stream.close(), left(hard_end), f"{stream.topic.value} consumer")
-        await _bounded(self.registry.close(), left(hard_end), "registry client")
-        if self._metrics_server is not None:
-            metrics_server, self._metrics_server = self._metrics_server, None
-            await _bounded(asyncio.to_thread(metrics_server.shutdown), left(hard_end), "metrics")
-            metrics_server.server_close()
+            await bounded_step(stream.close(), left(hard_end), f"{stream.topic.value} consumer")
+        await bounded_step(self.registry.close(), left(hard_end), "registry client")
+        await self._metrics.stop(left(hard_end))
         log.info("gateway stopped", extra={"events_dropped": self.service.events_dropped})
 
-
-async def _bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool:
-    """Await one stop step for at most ``timeout_s``; False (logged) when cut short or failed."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await step
-        return True
-    except TimeoutError:
-        log.warning("stop step cut short", extra={"step": what, "timeout_s": round(timeout_s, 3)})
-    except Exception as error:  # a failing close must not keep the rest open
-        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
-    return False

@@ -7,12 +7,19 @@ to the producer's bounded buffer, which never blocks; when the buffer is full
 the answer still goes out and the dropped events are counted and logged.
 A request is all or nothing: every event of it is built before any is
 published, so a request refused with an error has published nothing.
-Shadow routes predict after the answer is built, in a later turn of the loop.
+
+The route is chosen by the request's routing key (:func:`routing_key`), so a
+key stays on its version while the weights stand; every event carries the
+answering version, its route role and the key's hash. A request its key
+mirrors to shadow routes is queued for them once its answer is built
+(:mod:`headwater.services.gateway.shadow`): a shadow's event for a row has the
+id ``"{answered id}~v{shadow version}"``, role SHADOW, the answered row's id as
+``answered_prediction_id`` and as its record key, so the row's one label joins
+both in the trainer (predictions and feedback share key and partition).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -28,7 +35,16 @@ from opentelemetry.context import Context
 from headwater.services.gateway import metrics
 from headwater.services.gateway.model_cache import ModelCache, ModelEntry, ServedVersion
 from headwater.services.gateway.outputs import Prediction, encode_outputs, select_outputs
-from headwater.services.gateway.routing import Route, RouteChoice
+from headwater.services.gateway.routing import (
+    CHALLENGER,
+    SHADOW,
+    Route,
+    RouteChoice,
+    role_name,
+    routing_key,
+    routing_key_hash,
+)
+from headwater.services.gateway.shadow import ShadowQueue, shadow_prediction_id
 from headwater.services.gateway.tensors import Row, decode_rows, parse_version
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import (
@@ -39,7 +55,7 @@ from headwater.shared.errors import (
 )
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.grpc_errors import status_for
-from headwater.shared.pb import events_pb2, oip_pb2, registry_pb2
+from headwater.shared.pb import events_pb2, oip_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -47,12 +63,8 @@ tracer = trace.get_tracer(__name__)
 PARAM_VERSION = "headwater_version"
 PARAM_PREDICTION_IDS = "prediction_ids"
 PARAM_LIVE_SEQUENCE = "live_sequence"
+PARAM_ROUTE_ROLE = "headwater_route_role"
 _DROP_LOG_INTERVAL_S = 5.0
-_ROLE_NAMES = {
-    registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
-    registry_pb2.ROUTE_ROLE_CANARY: "canary",
-    registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
-}
 
 
 class Publisher(Protocol):
@@ -70,7 +82,13 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class Served:
-    """The rows of one request as predicted by one route."""
+    """The rows of one request as predicted by one route.
+
+    Attributes:
+        key_hash: The routing key's hash (every event of the request carries it).
+        answered_prediction_ids: For a shadow, the ids of the answered rows, in row order.
+
+    """
 
     entry: ModelEntry
     route: Route
@@ -80,6 +98,16 @@ class Served:
     prediction_ids: list[str]
     request_id: str
     latency_ms: float
+    key_hash: str = ""
+    answered_prediction_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShadowRequest:
+    """An answered request waiting for its shadow routes to predict it."""
+
+    answered: Served
+    routes: tuple[Route, ...]
 
 
 class InferenceService:
@@ -90,20 +118,30 @@ class InferenceService:
         publisher: Where PredictionEvents go.
         gateway_id: Names this replica in the events.
         max_batch_rows: The largest batch a request may carry.
+        shadow_queue_max_requests: How many answered requests may wait for their shadows.
 
     Attributes:
         events_dropped: PredictionEvents the producer refused (buffer full or stopping).
+        shadows: The queue of requests waiting for their shadow predictions.
 
     """
 
     def __init__(
-        self, cache: ModelCache, publisher: Publisher, gateway_id: str, max_batch_rows: int
+        self,
+        cache: ModelCache,
+        publisher: Publisher,
+        gateway_id: str,
+        max_batch_rows: int,
+        shadow_queue_max_requests: int = 1000,
     ) -> None:
         self.cache = cache
         self.publisher = publisher
         self.gateway_id = gateway_id
         self.max_batch_rows = max_batch_rows
         self.events_dropped = 0
+        self.shadows: ShadowQueue[ShadowRequest] = ShadowQueue(
+            shadow_queue_max_requests, self._shadow
+        )
         self._last_drop_log = 0.0
 
     async def infer(
@@ -134,8 +172,8 @@ class InferenceService:
                 response = _response(request, served, outputs, raw)
                 events = self._events(served)  # every event is built before any is published
                 self._publish(served, events)
-                if shadows:
-                    asyncio.get_running_loop().call_soon(self._shadow, served, shadows)
+                if shadows:  # off the request path; a full queue drops the mirror, not the answer
+                    self.shadows.offer(ShadowRequest(served, shadows), served.entry.name)
             except Exception as error:
                 self._count(name, version_label, status_for(error).name, started)
                 raise
@@ -148,8 +186,7 @@ class InferenceService:
         entry = self.cache.get(request.model_name)
         outputs = select_outputs((o.name for o in request.outputs), entry.classifier)
         rows = decode_rows(request, entry.schema, self.max_batch_rows)
-        request_id = request.id or uuid.uuid4().hex
-        choice = _choose(entry, request.model_version, request_id)
+        choice = _choose(entry, request.model_version, routing_key(request))
         version = entry.versions[choice.answer.version]
         predictions = [predict(version.estimator, row, entry.classifier) for row in rows]
         served = Served(
@@ -161,37 +198,42 @@ class InferenceService:
             prediction_ids=[uuid.uuid4().hex for _ in rows],
             request_id=request.id,
             latency_ms=(time.perf_counter() - started) * 1000,
+            key_hash=choice.key_hash,
         )
         return served, choice.shadows, outputs, bool(request.raw_input_contents)
 
-    def _shadow(self, answered: Served, shadows: tuple[Route, ...]) -> None:
-        """Predict the request with each shadow route and publish, never answering."""
-        for route in shadows:
-            version = answered.entry.versions.get(route.version)
-            if version is None:
-                continue
+    def _shadow(self, job: ShadowRequest) -> None:
+        """Predict an answered request with each of its shadow routes and publish (the worker)."""
+        answered = job.answered
+        for route in job.routes:
+            # the entry the answer used: its versions stay loaded as long as it is referenced
+            version = answered.entry.versions[route.version]
             try:
-                started = time.perf_counter()
-                predictions = [
-                    predict(version.estimator, row, answered.entry.classifier)
-                    for row in answered.rows
-                ]
-                served = Served(
-                    entry=answered.entry,
-                    route=route,
-                    version=version,
-                    rows=answered.rows,
-                    predictions=predictions,
-                    prediction_ids=[uuid.uuid4().hex for _ in answered.rows],
-                    request_id=answered.request_id,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-                self._publish(served, self._events(served))
-            except Exception:  # a shadow must never disturb the others or the loop
+                self._publish_shadow(answered, route, version)
+            except Exception:  # one shadow failing must not keep the others from running
                 log.exception(
                     "shadow prediction failed",
                     extra={"model": answered.entry.name, "version": route.version},
                 )
+
+    def _publish_shadow(self, answered: Served, route: Route, version: ServedVersion) -> None:
+        started = time.perf_counter()
+        classifier = answered.entry.classifier
+        rows = [dict(row) for row in answered.rows]  # a model must not touch the answer's rows
+        answered_ids = tuple(answered.prediction_ids)
+        served = Served(
+            entry=answered.entry,
+            route=route,
+            version=version,
+            rows=answered.rows,
+            predictions=[predict(version.estimator, row, classifier) for row in rows],
+            prediction_ids=[shadow_prediction_id(p, route.version) for p in answered_ids],
+            request_id=answered.request_id,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            key_hash=answered.key_hash,
+            answered_prediction_ids=answered_ids,
+        )
+        self._publish(served, self._events(served))
 
     def _events(self, served: Served) -> list[events_pb2.PredictionEvent]:
         """The PredictionEvent of every row; raises before anything is published."""
@@ -204,13 +246,13 @@ class InferenceService:
 
     def _publish(self, served: Served, events: list[events_pb2.PredictionEvent]) -> None:
         name = served.entry.name
-        role = _ROLE_NAMES.get(served.route.role, "unspecified")
+        role = role_name(served.route.role)
         metrics.ROWS.labels(model=name, version=str(served.version.version), role=role).inc(
             len(served.rows)
         )
         for index, event in enumerate(events):
             try:
-                self.publisher.publish(Topic.PREDICTIONS, event.prediction_id, event)
+                self.publisher.publish(Topic.PREDICTIONS, prediction_key(event), event)
             except (ResourceExhausted, Unavailable) as error:
                 self._dropped(name, len(events) - index, error)
                 return
@@ -236,8 +278,22 @@ class InferenceService:
             metrics.LATENCY_SECONDS.labels(model=model, version=version).observe(elapsed)
 
 
+def prediction_key(event: events_pb2.PredictionEvent) -> str:
+    """The record key of a PredictionEvent: the answered prediction's id (a shadow's too).
+
+    >>> prediction_key(events_pb2.PredictionEvent(prediction_id="a~v3", answered_prediction_id="a"))
+    'a'
+    """
+    return event.answered_prediction_id or event.prediction_id
+
+
 def _choose(entry: ModelEntry, model_version: str, key: str) -> RouteChoice:
-    """The route answering a request: by weight, or the version the caller asked for."""
+    """The route answering a request: by weight, or the version the caller asked for.
+
+    A shadow's version asked for by name answers as a challenger: its events are
+    answered predictions (learned and scored like any other); only the mirrored
+    copies carry the SHADOW role.
+    """
     if not model_version:
         return entry.routes.choose(key)
     version = parse_version(model_version)
@@ -247,7 +303,9 @@ def _choose(entry: ModelEntry, model_version: str, key: str) -> RouteChoice:
         raise ModelNotFound(
             f"version {version} of model '{entry.name}' is not deployed (deployed: {deployed})"
         )
-    return RouteChoice(answer=route, shadows=())
+    if route.role == SHADOW:
+        route = Route(route.version, 0.0, CHALLENGER)
+    return RouteChoice(answer=route, shadows=(), key_hash=routing_key_hash(key))
 
 
 def predict(estimator: Any, row: Row, classifier: bool) -> Prediction:
@@ -286,6 +344,10 @@ def prediction_event(
         live_sequence=served.version.live_sequence,
         gateway_id=gateway_id,
         request_id=served.request_id,
+        routing_key_hash=served.key_hash,
+        answered_prediction_id=(
+            served.answered_prediction_ids[index] if served.answered_prediction_ids else ""
+        ),
     )
     if prediction.label is not None:
         try:
@@ -309,4 +371,5 @@ def _response(
     response.parameters[PARAM_VERSION].int64_param = served.version.version
     response.parameters[PARAM_PREDICTION_IDS].string_param = ",".join(served.prediction_ids)
     response.parameters[PARAM_LIVE_SEQUENCE].int64_param = served.version.live_sequence
+    response.parameters[PARAM_ROUTE_ROLE].string_param = role_name(served.route.role)
     return response

@@ -68,3 +68,15 @@ class GatewaySettings(ServiceSettings):
     reload_retry_max_s: float = Field(
         30.0, gt=0, description="Cap of the backoff between retries of a failed model reload."
     )
+    unload_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a version a deployment no longer routes stays loaded, so a "
+        "rollback right after a switch is instant.",
+    )
+    shadow_queue_max_requests: int = Field(
+        1000,
+        ge=1,
+        description="Answered requests that may wait for their shadow predictions; when full, "
+        "a mirror is dropped (counted), never an answer.",
+    )

@@ -6,20 +6,14 @@ Configured by environment variables (``HEADWATER_MONITOR_*``,
 
 from __future__ import annotations
 
-import asyncio
-
 from headwater.services.monitor.server import MonitorServer
 from headwater.services.monitor.settings import MonitorSettings
-from headwater.shared.lifecycle import serve_until_signalled
-from headwater.shared.telemetry import setup_telemetry
+from headwater.shared.lifecycle import run_service
 
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
-    settings = MonitorSettings()
-    setup_telemetry("monitor", settings.telemetry)
-    server = MonitorServer(settings)
-    asyncio.run(serve_until_signalled(server, settings.shutdown_grace_s, "monitor"))
+    run_service("monitor", MonitorSettings(), MonitorServer)
 
 
 if __name__ == "__main__":

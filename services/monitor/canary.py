@@ -126,7 +126,9 @@ class CanaryPolicy:
 
     Attributes:
         steps: Candidate traffic per step, in percent, strictly increasing; only
-            the last may be 100 (a first step of 100 leaves nothing to compare).
+            the last may be 100 (a first step of 100 leaves nothing to compare),
+            only the first 0 (a shadow: the candidate answers nothing and is
+            scored on mirrored copies of the baseline's requests).
         interval_s: Least time spent in each step.
         min_samples: Least scores per arm in each step before it may end; the
             test also waits for this many per arm since the rollout began.
@@ -169,8 +171,11 @@ class CanaryPolicy:
 
 
 def _check_steps(steps: Sequence[float]) -> None:
-    if not steps or any(not 0 < s <= 100 for s in steps):
-        raise InvalidInput(f"steps must be percentages within (0, 100], got {list(steps)}")
+    """Percentages within (0, 100], strictly increasing; a first step may be 0 (a shadow)."""
+    if not steps or not 0 <= steps[0] <= 100 or any(not 0 < s <= 100 for s in steps[1:]):
+        raise InvalidInput(
+            f"steps must be percentages within (0, 100] (the first may be 0), got {list(steps)}"
+        )
     if any(a >= b for a, b in pairwise(steps)):
         raise InvalidInput(f"steps must be strictly increasing, got {list(steps)}")
     if steps[0] == 100:
@@ -260,6 +265,13 @@ class CanaryJudge:
         if self._step + 1 >= len(self.policy.steps):
             raise FailedPrecondition("the last step has no next one: promote instead")
         self._step += 1
+        self.restart_step(now)
+
+    def restart_step(self, now: float) -> None:
+        """Start the current step afresh at ``now`` (a resumed rollout): its time and counts.
+
+        The test keeps every score since the rollout began, as at :meth:`advance`.
+        """
         self._step_started_at = now
         self._step_counts = dict.fromkeys(Arm, 0)
 

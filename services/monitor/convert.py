@@ -1,4 +1,4 @@
-"""Protobuf events ⇄ the monitor's domain values, and snapshots as JSON.
+"""Protobuf events and rollouts ⇄ the monitor's domain values, and snapshots as JSON.
 
 >>> from headwater.shared.features import target_to_proto
 >>> event = events_pb2.LabeledExample(example_id="e1", model="churn", served_version=2)
@@ -6,7 +6,8 @@
 >>> event.prediction.CopyFrom(target_to_proto(False))
 >>> example_from_proto(event)  # doctest: +NORMALIZE_WHITESPACE
 ExampleObserved(model='churn', version=2, task=<Task.CLASSIFICATION: 'classification'>,
-                label=True, prediction=False, example_id='e1')
+                label=True, prediction=False, example_id='e1', route_role='',
+                predicted_at=None)
 >>> example_from_proto(events_pb2.LabeledExample(example_id="e2", model="churn"))
 Traceback (most recent call last):
 ...
@@ -30,9 +31,12 @@ from headwater.services.monitor.domain import (
     Task,
     VersionSnapshot,
 )
+from headwater.services.monitor.rollout_controller import Look, RolloutsSnapshot, RolloutView
+from headwater.services.monitor.rollouts import JudgingPolicy, TrackedRollout
+from headwater.shared import enums
 from headwater.shared.errors import InvalidInput, ModelNotFound
 from headwater.shared.features import target_from_proto
-from headwater.shared.pb import events_pb2
+from headwater.shared.pb import events_pb2, registry_pb2
 
 _SEVERITY = {
     Severity.INFO: events_pb2.SEVERITY_INFO,
@@ -48,6 +52,8 @@ def prediction_from_proto(event: events_pb2.PredictionEvent) -> PredictionObserv
         version=event.version,
         latency_ms=event.latency_ms,
         prediction_id=event.prediction_id,
+        route_role=enums.ROLES.get(event.route_role, ""),
+        predicted_at=_seconds(event.predicted_at) if event.HasField("predicted_at") else None,
     )
 
 
@@ -73,7 +79,82 @@ def example_from_proto(event: events_pb2.LabeledExample) -> ExampleObserved:
         label=label,
         prediction=target_from_proto(event.prediction) if has_prediction else None,
         example_id=event.example_id,
+        route_role=enums.ROLES.get(event.route_role, ""),
+        predicted_at=_seconds(event.predicted_at) if event.HasField("predicted_at") else None,
     )
+
+
+def rollout_from_proto(rollout: registry_pb2.Rollout) -> TrackedRollout:
+    """The monitor's copy of a registry ``Rollout`` (the registry fills every policy field).
+
+    >>> proto = registry_pb2.Rollout(id="r1", model="churn", baseline_version=1,
+    ...     candidate_version=2, strategy=registry_pb2.ROLLOUT_STRATEGY_CANARY,
+    ...     state=registry_pb2.ROLLOUT_STATE_PROGRESSING, revision=3, step=1)
+    >>> proto.policy.step_percents.extend([50, 100])
+    >>> proto.step_started_at.FromSeconds(1_700_000_000)
+    >>> tracked = rollout_from_proto(proto)
+    >>> tracked.describe(), tracked.state, tracked.step, tracked.step_started_at
+    ('canary of v2 over v1', 'progressing', 1, 1700000000.0)
+    >>> tracked.policy.step_percents, tracked.policy.min_samples
+    ((50.0, 100.0), 0)
+    """
+    policy = rollout.policy
+    return TrackedRollout(
+        rollout_id=rollout.id,
+        model=rollout.model,
+        strategy=enums.STRATEGIES.get(rollout.strategy, ""),
+        state=enums.ROLLOUT_STATES.get(rollout.state, ""),
+        baseline_version=rollout.baseline_version,
+        candidate_version=rollout.candidate_version,
+        step=rollout.step,
+        revision=rollout.revision,
+        created_at=_seconds(rollout.created_at),
+        step_started_at=_seconds(rollout.step_started_at),
+        policy=JudgingPolicy(
+            step_percents=tuple(policy.step_percents),
+            interval_s=policy.interval_s,
+            min_samples=policy.min_samples,
+            max_drop=policy.max_drop,
+            alpha=policy.alpha,
+            bandit_floor_weight=policy.bandit_floor_weight,
+            max_latency_ratio=policy.max_latency_ratio,
+        ),
+    )
+
+
+def rollout_to_json(view: RolloutView) -> dict[str, Any]:
+    """What the monitor knows of a model's rollout, as JSON (in ``/v1/models/{name}``)."""
+    rollout = view.rollout
+    return {
+        "id": rollout.rollout_id,
+        "strategy": rollout.strategy,
+        "state": rollout.state,
+        "baseline_version": rollout.baseline_version,
+        "candidate_version": rollout.candidate_version,
+        "step": rollout.step,
+        "revision": rollout.revision,
+        "judged": view.judged,
+        "acting": view.acting,
+        "note": view.note,
+        "latest": _look_to_json(view.latest),
+        "last_decision": _look_to_json(view.last_decision),
+    }
+
+
+def _look_to_json(look: Look | None) -> dict[str, Any] | None:
+    if look is None:
+        return None
+    decision = look.decision
+    return {
+        "action": decision.action.value,
+        "reason": decision.reason,
+        "evidence": {name: _finite(value) for name, value in decision.evidence.items()},
+        "at": look.at,
+    }
+
+
+def _seconds(timestamp: Timestamp) -> float:
+    return timestamp.seconds + timestamp.nanos / 1e9
 
 
 def alert_to_proto(alert: AlertRaised, alert_id: str | None = None) -> events_pb2.Alert:
@@ -132,30 +213,37 @@ def version_to_json(v: VersionSnapshot) -> dict[str, Any]:
     }
 
 
-def model_to_json(snapshot: MonitorSnapshot, name: str) -> dict[str, Any]:
-    """One model's versions as a JSON object.
+def model_to_json(
+    snapshot: MonitorSnapshot, name: str, rollouts: RolloutsSnapshot | None = None
+) -> dict[str, Any]:
+    """One model's versions, and its rollout (null when none is known), as a JSON object.
 
     Raises:
-        ModelNotFound: The monitor has seen nothing of that model.
+        ModelNotFound: The monitor has seen nothing of that model, nor a rollout of it.
 
     """
-    if name not in snapshot.model_names:
+    rollout = rollouts.rollouts.get(name) if rollouts is not None else None
+    if name not in snapshot.model_names and rollout is None:
         raise ModelNotFound(f"the monitor has seen no events of model {name!r}")
     return {
         "name": name,
         "unscored_examples": snapshot.unscored_examples.get(name, 0),
         "versions": [version_to_json(v) for v in snapshot.model(name)],
+        "rollout": rollout_to_json(rollout) if rollout is not None else None,
     }
 
 
-def snapshot_to_json(snapshot: MonitorSnapshot) -> dict[str, Any]:
-    """Every model's metrics as a JSON object.
+def snapshot_to_json(
+    snapshot: MonitorSnapshot, rollouts: RolloutsSnapshot | None = None
+) -> dict[str, Any]:
+    """Every model's metrics (and rollout) as a JSON object.
 
     >>> snapshot_to_json(MonitorSnapshot(versions=()))
     {'models': [], 'rejected': {}}
     """
+    names = set(snapshot.model_names) | set(rollouts.rollouts if rollouts is not None else ())
     return {
-        "models": [model_to_json(snapshot, name) for name in snapshot.model_names],
+        "models": [model_to_json(snapshot, name, rollouts) for name in sorted(names)],
         "rejected": dict(snapshot.rejected),
     }
 

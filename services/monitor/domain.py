@@ -89,12 +89,17 @@ class MonitorConfig:
 
 @dataclass(frozen=True)
 class PredictionObserved:
-    """One prediction a gateway served (from a ``PredictionEvent``)."""
+    """One prediction a gateway served (from a ``PredictionEvent``).
+
+    ``route_role`` and ``predicted_at`` are as :class:`ExampleObserved`'s.
+    """
 
     model: str
     version: int
     latency_ms: float
     prediction_id: str = ""
+    route_role: str = ""
+    predicted_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class ExampleObserved:
             did not come from a prediction (pure training streams), which
             cannot score a version and are only counted per model.
         example_id: The example's id, for logs.
+        route_role: The role of the route that served it (``primary``, ``canary``,
+            ``shadow`` for a shadow's scoring copy; empty when not said).
+        predicted_at: When the served prediction was made (seconds), None when not said.
 
     """
 
@@ -119,6 +127,8 @@ class ExampleObserved:
     label: Label
     prediction: Label | None
     example_id: str = ""
+    route_role: str = ""
+    predicted_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -29,8 +29,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from headwater.services.monitor.domain import MonitorSnapshot, VersionSnapshot
+from headwater.services.monitor.rollout_controller import RolloutsSnapshot
 
 SnapshotSource = Callable[[], MonitorSnapshot]
+RolloutsSource = Callable[[], RolloutsSnapshot]
 _VERSION_LABELS = ("model", "version")
 
 
@@ -39,11 +41,13 @@ class MonitorCollector(Collector):
 
     Args:
         snapshot: Returns the monitor's state now (called once per scrape).
+        rollouts: Returns the rollout controller's state now (None: no controller).
 
     """
 
-    def __init__(self, snapshot: SnapshotSource) -> None:
+    def __init__(self, snapshot: SnapshotSource, rollouts: RolloutsSource | None = None) -> None:
         self._snapshot = snapshot
+        self._rollouts = rollouts
 
     def describe(self) -> list[Metric]:
         """No up-front description: the families depend on the data."""
@@ -53,22 +57,31 @@ class MonitorCollector(Collector):
         """Yield every monitor metric family for the current snapshot."""
         snapshot = self._snapshot()
         yield from _version_families(snapshot.versions)
-        unscored = CounterMetricFamily(
-            "headwater_monitor_unscored_examples",
+        yield _counts_by(
+            "unscored_examples",
             "Labelled examples that no served prediction can be scored on, by model.",
-            labels=("model",),
+            "model",
+            snapshot.unscored_examples,
         )
-        for model, count in sorted(snapshot.unscored_examples.items()):
-            unscored.add_metric((model,), count)
-        rejected = CounterMetricFamily(
-            "headwater_monitor_events_rejected",
+        yield _counts_by(
+            "events_rejected",
             "Events the monitor could not use and sent to dead-letter, by source topic.",
-            labels=("topic",),
+            "topic",
+            snapshot.rejected,
         )
-        for topic, count in sorted(snapshot.rejected.items()):
-            rejected.add_metric((topic,), count)
-        yield unscored
-        yield rejected
+        if self._rollouts is not None:
+            yield _decision_family(self._rollouts())
+
+
+def _decision_family(rollouts: RolloutsSnapshot) -> Metric:
+    decisions = CounterMetricFamily(
+        "headwater_monitor_rollout_decisions",
+        "Rollout decisions the registry accepted (advance, promote, rollback), by model.",
+        labels=("model", "action"),
+    )
+    for (model, action), count in sorted(rollouts.decisions.items()):
+        decisions.add_metric((model, action), count)
+    return decisions
 
 
 def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]:
@@ -98,6 +111,13 @@ def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]
     yield from (requests, latency, labelled, coverage, accuracy, mae, drifts, alerts)
 
 
+def _counts_by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"headwater_monitor_{name}", doc, labels=(label,))
+    for value, count in sorted(counts.items()):
+        family.add_metric((value,), count)
+    return family
+
+
 def _counter(name: str, doc: str) -> CounterMetricFamily:
     return CounterMetricFamily(f"headwater_monitor_{name}", doc, labels=_VERSION_LABELS)
 
@@ -116,10 +136,12 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def monitor_registry(snapshot: SnapshotSource) -> CollectorRegistry:
+def monitor_registry(
+    snapshot: SnapshotSource, rollouts: RolloutsSource | None = None
+) -> CollectorRegistry:
     """A registry of its own holding the monitor collector (one per server)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(snapshot))
+    registry.register(MonitorCollector(snapshot, rollouts))
     return registry
 
 

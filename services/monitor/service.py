@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 
 from headwater.services.monitor import convert
 from headwater.services.monitor.domain import AlertRaised, MonitorSnapshot, MonitorState
+from headwater.services.monitor.rollout_controller import RolloutController
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.record_policy import RecordPolicy, Step
 from headwater.shared.bus.records import ConsumedRecord, RawRecord, record_headers
@@ -38,6 +39,7 @@ class MonitorService:
         producer: A started producer for alerts and dead letters.
         clock: Wall-clock seconds (a parameter so tests can move time).
         stopping: True once the monitor shuts down: dead-lettering stops retrying.
+        rollouts: The rollout controller, fed what the state accepted (None: none).
 
     """
 
@@ -47,10 +49,12 @@ class MonitorService:
         producer: EventProducer,
         clock: Callable[[], float] = time.time,
         stopping: Callable[[], bool] = lambda: False,
+        rollouts: RolloutController | None = None,
     ) -> None:
         self.state = state
         self._producer = producer
         self._clock = clock
+        self._rollouts = rollouts
         self._policies = {
             topic: RecordPolicy(
                 producer, "monitor", stopping=stopping, on_reject=self._counter(topic)
@@ -82,13 +86,18 @@ class MonitorService:
         await self._handle(record, Topic.EXAMPLES, self._labelled)
 
     async def _predicted(self, record: ConsumedRecord) -> None:
-        event = record.decode(events_pb2.PredictionEvent)
-        self.state.observe_prediction(convert.prediction_from_proto(event), self._clock())
+        prediction = convert.prediction_from_proto(record.decode(events_pb2.PredictionEvent))
+        self.state.observe_prediction(prediction, self._clock())
+        if self._rollouts is not None:
+            self._rollouts.observe_prediction(prediction)
 
     async def _labelled(self, record: ConsumedRecord) -> None:
-        event = record.decode(events_pb2.LabeledExample)
-        for alert in self.state.observe_example(convert.example_from_proto(event), self._clock()):
-            self._publish_alert(alert)
+        example = convert.example_from_proto(record.decode(events_pb2.LabeledExample))
+        alerts = self.state.observe_example(example, self._clock())
+        if self._rollouts is not None:  # the partition says which replica acts for the model
+            self._rollouts.observe_example(example, record.partition)
+        for alert in alerts:
+            self.publish_alert(alert)
 
     async def _handle(self, record: RawRecord, topic: Topic, step: Step) -> None:
         with tracer.start_as_current_span(f"monitor.{topic.value}", context=_trace_of(record)):
@@ -100,7 +109,8 @@ class MonitorService:
 
         return count
 
-    def _publish_alert(self, alert: AlertRaised) -> None:
+    def publish_alert(self, alert: AlertRaised) -> None:
+        """Publish an alert to ``alerts`` keyed by model (a full buffer is logged, not raised)."""
         log.warning(
             "alert raised",
             extra={"model": alert.model, "version": alert.version, "kind": alert.kind},

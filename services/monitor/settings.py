@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from headwater.services.monitor.domain import MonitorConfig
 from headwater.services.monitor.statistics import DEFAULT_LATENCY_BUCKETS_MS
-from headwater.shared.settings import ServiceSettings
+from headwater.shared.settings import RegistryClientSettings, ServiceSettings
 
 
 class MonitorSettings(ServiceSettings):
@@ -67,6 +67,17 @@ class MonitorSettings(ServiceSettings):
     )
     start_timeout_s: float = Field(
         60.0, gt=0, description="How long wait_ready() waits for the consumer group to join."
+    )
+    registry: RegistryClientSettings = Field(
+        default_factory=RegistryClientSettings,
+        description="Where the registry is (HEADWATER_REGISTRY_TARGET, _DEADLINE_S): the "
+        "rollout controller reads rollouts from it and moves them.",
+    )
+    rollout_tick_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the rollout controller looks at every rollout it judges "
+        "(and retries an unreachable registry).",
     )
     data_dir: Path | None = Field(
         None,

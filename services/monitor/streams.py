@@ -63,8 +63,10 @@ def _agent(
     app.agent(channel, name=f"{settings.app_id}.{topic.value}")(consume)
 
 
-class MonitorStreams:
-    """Runs the Faust app inside this process: start in the background, bounded stop.
+class MonitorStreams(FaustRunner):
+    """The monitor's Faust app run inside this process: background start, bounded stop.
+
+    Readiness, the wait for it and the bounded stop are the :class:`FaustRunner`'s.
 
     Args:
         settings: Broker, app id and group timeouts.
@@ -74,29 +76,23 @@ class MonitorStreams:
     """
 
     def __init__(self, settings: MonitorSettings, service: MonitorService, data_dir: Path) -> None:
+        super().__init__("monitor streams")
         self._settings = settings
         self._service = service
         self._data_dir = data_dir
-        self._runner = FaustRunner("monitor streams")
 
-    @property
-    def ready(self) -> bool:
-        """Whether the consumer group has joined and the agents are consuming."""
-        return self._runner.ready
+    def assigned_partitions(self, topic: Topic) -> frozenset[int]:
+        """The partitions of ``topic`` this replica's group member holds (none before ready).
+
+        The rollout controller acts for a model only while this holds the
+        partition of the model's ``examples``.
+        """
+        app = self._runner.app
+        if app is None or not self.ready:
+            return frozenset()
+        name = topic_name(self._settings.kafka, topic)
+        return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
 
     def start(self) -> None:
         """Build the app and start it in the background (the group join takes seconds)."""
-        self._runner.launch(build_app(self._settings, self._service, self._data_dir))
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the app has started.
-
-        Raises:
-            Unavailable: It did not start within ``timeout_s`` or failed to start.
-
-        """
-        await self._runner.wait_ready(timeout_s)
-
-    async def stop(self, grace_s: float) -> None:
-        """Stop the agents and the consumer within ``grace_s`` (then give up, logged)."""
-        await self._runner.stop(grace_s)
+        self.launch(build_app(self._settings, self._service, self._data_dir))

@@ -6,20 +6,14 @@ Configured by environment variables (``HEADWATER_REGISTRY_*``,
 
 from __future__ import annotations
 
-import asyncio
-
 from headwater.services.registry.server import RegistryServer
 from headwater.services.registry.settings import RegistrySettings
-from headwater.shared.lifecycle import serve_until_signalled
-from headwater.shared.telemetry import setup_telemetry
+from headwater.shared.lifecycle import run_service
 
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
-    settings = RegistrySettings()
-    setup_telemetry("registry", settings.telemetry)
-    server = RegistryServer(settings)
-    asyncio.run(serve_until_signalled(server, settings.shutdown_grace_s, "registry"))
+    run_service("registry", RegistrySettings(), RegistryServer)
 
 
 if __name__ == "__main__":

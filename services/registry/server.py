@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Any
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from grpc_health.v1 import health, health_pb2
 
 from headwater.services.registry import repository as repo
 from headwater.services.registry.grpc_api import RegistryServicer
@@ -30,6 +26,13 @@ from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic, ensure_topics
 from headwater.shared.errors import FailedPrecondition, Unavailable
+from headwater.shared.grpc_server import (
+    MetricsEndpoint,
+    message_size_options,
+    set_serving_status,
+    start_with_health,
+)
+from headwater.shared.lifecycle import bounded_step
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
 from headwater.shared.retry import Backoff
 
@@ -65,7 +68,7 @@ class RegistryServer:
         self._producer: EventProducer | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Task[None]] = set()
-        self._metrics_server: Any = None
+        self._metrics = MetricsEndpoint()
 
     @property
     def target(self) -> str:
@@ -109,8 +112,7 @@ class RegistryServer:
         await self._start_grpc(RegistryServicer(self.service, self.rollouts))
         self._relay_task = asyncio.create_task(self._run_relay(relay), name="registry-outbox")
         self._relay_task.add_done_callback(self._on_relay_done)
-        if settings.metrics_port:
-            self._metrics_server, _ = start_http_server(settings.metrics_port, settings.host)
+        self._metrics.start(settings.host, settings.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self._relay_task.done():  # died meanwhile: its callback's NOT_SERVING must win
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -118,19 +120,12 @@ class RegistryServer:
     async def _start_grpc(self, servicer: RegistryServicer) -> None:
         max_bytes = self.settings.artifacts.max_bytes + MESSAGE_OVERHEAD_BYTES
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-            ],
+            interceptors=[MetricsInterceptor()], options=message_size_options(max_bytes)
         )
         registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        self.port = await start_with_health(
+            server, self._health, SERVICE_NAME, self.settings.host, self.settings.port
         )
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
-        await server.start()
         self._grpc = server
 
     async def _run_relay(self, relay: OutboxRelay) -> None:
@@ -172,8 +167,7 @@ class RegistryServer:
         marking.add_done_callback(self._health_tasks.discard)
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, status)
+        await set_serving_status(self._health, SERVICE_NAME, status)
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, finish in-flight ones within ``grace_s``, stop the relay, close.
@@ -193,33 +187,18 @@ class RegistryServer:
         await self._health.enter_graceful_shutdown()
         server, self._grpc = self._grpc, None
         if server is not None:
-            await _bounded(server.stop(left(grace_end)), left(hard_end), "gRPC server")
+            await bounded_step(server.stop(left(grace_end)), left(hard_end), "gRPC server")
         relay, self._relay_task = self._relay_task, None
         if relay is not None:
             relay.cancel()
-            await _bounded(asyncio.gather(relay, return_exceptions=True), left(hard_end), "relay")
+            stopped = asyncio.gather(relay, return_exceptions=True)
+            await bounded_step(stopped, left(hard_end), "relay")
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _bounded(producer.stop(left(grace_end)), left(hard_end), "producer")
+            await bounded_step(producer.stop(left(grace_end)), left(hard_end), "producer")
         pool, self._pool = self._pool, None
-        if pool is not None and not await _bounded(pool.close(), left(hard_end), "pool"):
+        if pool is not None and not await bounded_step(pool.close(), left(hard_end), "pool"):
             pool.terminate()
-        metrics_server, self._metrics_server = self._metrics_server, None
-        if metrics_server is not None:
-            await _bounded(asyncio.to_thread(metrics_server.shutdown), left(hard_end), "metrics")
-            metrics_server.server_close()
+        await self._metrics.stop(left(hard_end))
         log.info("registry stopped")
 
-
-async def _bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool:
-    """Await one closing step for at most ``timeout_s``; False (logged) when it did not finish."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await step
-        return True
-    except TimeoutError:
-        log.warning("stop step cut short", extra={"step": what, "timeout_s": timeout_s})
-        return False
-    except Exception as error:  # a failing close must not keep the rest open
-        log.warning("stop step failed", extra={"step": what, "error": repr(error)})
-        return False

@@ -29,6 +29,11 @@ from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.specs import ModelSpec, build_model, parse_spec, supports_task
 
 Kind = events_pb2.RegistryEventKind
+#: The event each alias change publishes, by its audit action.
+_ALIAS_EVENTS = {
+    "alias.set": Kind.REGISTRY_EVENT_KIND_ALIAS_SET,
+    "alias.delete": Kind.REGISTRY_EVENT_KIND_ALIAS_DELETED,
+}
 
 
 class RegistryService:
@@ -183,12 +188,7 @@ class RegistryService:
             if await repo.fetch_version(conn, model, version) is None:
                 raise domain.no_version_error(model, version)
             await repo.upsert_alias(conn, model, alias, version)
-            event = events_pb2.RegistryEvent(
-                kind=Kind.REGISTRY_EVENT_KIND_ALIAS_SET, version=version, alias=alias
-            )
-            detail = {"alias": alias, "version": version}
-            await record_change(conn, actor, "alias.set", model, detail, event)
-            result = await self._model(conn, model)
+            result = await self._alias_changed(conn, actor, "alias.set", model, alias, version)
         self._committed("alias.set")
         return result
 
@@ -200,12 +200,7 @@ class RegistryService:
             version = await repo.delete_alias(conn, model, alias)
             if version is None:
                 raise domain.no_version_error(model, alias)
-            event = events_pb2.RegistryEvent(
-                kind=Kind.REGISTRY_EVENT_KIND_ALIAS_DELETED, version=version, alias=alias
-            )
-            detail = {"alias": alias, "version": version}
-            await record_change(conn, actor, "alias.delete", model, detail, event)
-            result = await self._model(conn, model)
+            result = await self._alias_changed(conn, actor, "alias.delete", model, alias, version)
         self._committed("alias.delete")
         return result
 
@@ -288,6 +283,21 @@ class RegistryService:
                 raise domain.no_model_error(model)
             raise domain.no_version_error(model, ref)
         return row
+
+    async def _alias_changed(
+        self,
+        conn: asyncpg.Connection,
+        actor: str,
+        action: str,
+        model: str,
+        alias: str,
+        version: int,
+    ) -> registry_pb2.Model:
+        """Record an alias change (audit entry, outbox event); the model with its aliases now."""
+        event = events_pb2.RegistryEvent(kind=_ALIAS_EVENTS[action], version=version, alias=alias)
+        detail = {"alias": alias, "version": version}
+        await record_change(conn, actor, action, model, detail, event)
+        return await self._model(conn, model)
 
     def _committed(self, action: str) -> None:
         metrics.CHANGES.labels(action).inc()

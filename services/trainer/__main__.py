@@ -6,20 +6,14 @@ Configured by environment variables (``HEADWATER_TRAINER_*``,
 
 from __future__ import annotations
 
-import asyncio
-
 from headwater.services.trainer.server import TrainerServer
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.shared.lifecycle import serve_until_signalled
-from headwater.shared.telemetry import setup_telemetry
+from headwater.shared.lifecycle import run_service
 
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
-    settings = TrainerSettings()
-    setup_telemetry("trainer", settings.telemetry)
-    server = TrainerServer(settings)
-    asyncio.run(serve_until_signalled(server, settings.shutdown_grace_s, "trainer"))
+    run_service("trainer", TrainerSettings(), TrainerServer)
 
 
 if __name__ == "__main__":

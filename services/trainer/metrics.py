@@ -14,16 +14,24 @@ from headwater.shared.metrics import get_or_create
 JOIN_EVENTS = get_or_create(
     Counter,
     "headwater_trainer_join_events_total",
-    "Predictions and feedback seen by the join, by side and outcome "
-    "(waiting, joined, duplicate, dead_lettered).",
+    "Predictions, shadow predictions and feedback seen by the join, by side (prediction, "
+    "shadow, feedback) and outcome (waiting, joined, duplicate, missed, dead_lettered).",
     ("side", "outcome"),
 )
 JOIN_EXPIRED = get_or_create(
     Counter,
     "headwater_trainer_join_expired_total",
     "Join entries deleted by the TTL sweep: predictions never labelled (prediction), "
-    "feedback whose prediction never came (feedback), remembered joins (joined).",
+    "feedback whose prediction never came (feedback), remembered joins (joined), "
+    "shadow predictions never labelled (shadow).",
     ("side",),
+)
+SHADOW_EXAMPLES_EMITTED = get_or_create(
+    Counter,
+    "headwater_trainer_shadow_examples_emitted_total",
+    "Shadow predictions joined with their answer's label: the LabeledExamples the join wrote "
+    "for them, by model (counted in examples_emitted_total too).",
+    ("model",),
 )
 EXAMPLES_EMITTED = get_or_create(
     Counter,

@@ -186,6 +186,18 @@ async def partitions_of(kafka: KafkaSettings, names: Sequence[str]) -> list[Topi
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
+async def stop_reading(task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None) -> None:
+    """Stop a background reader: cancel its loop task and wait for it, then stop its consumer.
+
+    Either may be None (never started, or already stopped).
+    """
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if consumer is not None:
+        await consumer.stop()
+
+
 async def fetch_batch(
     consumer: AIOKafkaConsumer, timeout_ms: int, what: str, retry_s: float = 0.5
 ) -> Batch:

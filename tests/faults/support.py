@@ -209,7 +209,7 @@ async def read_to_end(kafka: KafkaSettings, topic: Topic) -> list[ConsumerRecord
     duplicates both show.
     """
     records: list[ConsumerRecord] = []
-    async with assigned_consumer(kafka, topic, fresh_metadata=True) as (consumer, partitions):
+    async with assigned_consumer(kafka, topic) as (consumer, partitions):
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + 20

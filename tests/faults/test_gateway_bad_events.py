@@ -24,15 +24,17 @@ from tests.fixtures import eventually
 from tests.integration.gateway.conftest import (
     CODEC,
     MODEL,
+    ROW,
+    answer_when,
     create_version,
     infer_request,
+    model_update,
     trained,
 )
-from tests.signed_updates import forgeries, signed_update
+from tests.signed_updates import forgeries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-ROW = {"x1": 1.0, "x2": 1.0}
 K = events_pb2.RegistryEventKind
 PROTOBUF = [protobuf_header()]
 
@@ -115,10 +117,6 @@ def refused_updates() -> list[BadRecord]:
     ]  # fmt: skip
 
 
-def model_update(sequence: int, positive: bool) -> events_pb2.ModelUpdate:
-    return signed_update(CODEC, trained(positive), MODEL, 1, sequence)
-
-
 async def test_malformed_events_are_dead_lettered_and_the_good_ones_after_them_applied(
     gateway: GatewayServer,
     stub: oip_pb2_grpc.GRPCInferenceServiceStub,
@@ -139,21 +137,17 @@ async def test_malformed_events_are_dead_lettered_and_the_good_ones_after_them_a
     finally:
         await producer.stop(grace_s=2)
 
-    async def live_update_served() -> oip_pb2.ModelInferResponse | None:
-        response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
-        return response if response.parameters["live_sequence"].int64_param == 4 else None
-
-    response = await eventually(live_update_served, timeout_s=15, what="the good live update")
+    response = await answer_when(
+        stub, lambda r: r.parameters["live_sequence"].int64_param == 4, "the good live update"
+    )
     assert response.outputs[0].contents.bool_contents[0] is False
 
     await create_version(client, estimator=trained(True))
     await client.deploy(MODEL, 2)
 
-    async def v2_served() -> oip_pb2.ModelInferResponse | None:
-        response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
-        return response if response.model_version == "2" else None
-
-    response = await eventually(v2_served, timeout_s=15, what="the deployment after bad events")
+    response = await answer_when(
+        stub, lambda r: r.model_version == "2", "the deployment after bad events"
+    )
     assert response.outputs[0].contents.bool_contents[0] is True
 
     letters = await read_to_end(kafka_settings, Topic.DEAD_LETTER)

@@ -17,11 +17,16 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import oip_pb2, oip_pb2_grpc
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import SERVING, read_to_end
-from tests.integration.gateway.conftest import MODEL, GatewayFactory, infer_request
+from tests.integration.gateway.conftest import (
+    MODEL,
+    ROW,
+    GatewayFactory,
+    infer_request,
+    prediction_ids,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-ROW = {"x1": 1.0, "x2": 1.0}
 MAX_MESSAGE_BYTES = 64 * 1024
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 Tensor = oip_pb2.ModelInferRequest.InferInputTensor
@@ -156,7 +161,7 @@ async def good(stub: oip_pb2_grpc.GRPCInferenceServiceStub) -> list[str]:
         "1",
         [True, True],
     )
-    return response.parameters["prediction_ids"].string_param.split(",")
+    return prediction_ids(response)
 
 
 async def test_a_burst_of_bad_requests_is_refused_precisely_and_good_ones_all_succeed(

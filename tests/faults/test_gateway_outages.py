@@ -17,14 +17,15 @@ from tests.fixtures import eventually, free_port
 from tests.integration.gateway.conftest import (
     FEATURES,
     MODEL,
+    ROW,
     create_version,
     infer_request,
+    prediction_ids,
     trained,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-ROW = {"x1": 1.0, "x2": 1.0}
 OUTAGE_REQUESTS = 40
 DROPPED = "headwater_gateway_prediction_events_dropped_total"
 
@@ -32,10 +33,6 @@ DROPPED = "headwater_gateway_prediction_events_dropped_total"
 async def predict(stub: oip_pb2_grpc.GRPCInferenceServiceStub) -> oip_pb2.ModelInferResponse:
     """One request of two rows; answered within 2 s or the test fails."""
     return await stub.ModelInfer(infer_request([ROW, {**ROW, "plan": "pro"}]), timeout=2)
-
-
-def ids_of(response: oip_pb2.ModelInferResponse) -> list[str]:
-    return response.parameters["prediction_ids"].string_param.split(",")
 
 
 async def assert_serving(channel: grpc.aio.Channel) -> None:
@@ -61,7 +58,7 @@ async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after
     producer = gateway.producer
     async with grpc.aio.insecure_channel(gateway.target) as channel:
         stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
-        ids = ids_of(await predict(stub))
+        ids = prediction_ids(await predict(stub))
         await producer.flush(timeout_s=10)
         published_before = producer.published
 
@@ -72,7 +69,7 @@ async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after
                 response = await predict(stub)
                 assert response.model_version == "1"
                 assert response.outputs[0].contents.bool_contents[0] is True
-                outage_ids += ids_of(response)
+                outage_ids += prediction_ids(response)
 
             async def retrying() -> bool:
                 return producer.retried > 0
@@ -80,17 +77,17 @@ async def test_answers_while_the_broker_is_paused_and_delivers_every_event_after
             await eventually(retrying, timeout_s=15, what="a timed-out send being retried")
             assert producer.published == published_before  # nothing got through ...
             assert producer.buffered == len(outage_ids)  # ... and everything is held
-            outage_ids += ids_of(await predict(stub))  # still answering while it retries
+            outage_ids += prediction_ids(await predict(stub))  # still answering while it retries
             await assert_serving(channel)
             # a deployment committed during the outage (its event cannot be published yet)
             await create_version(client, estimator=trained(False))
             await client.deploy(MODEL, 2)
             response = await predict(stub)
             assert response.model_version == "1"
-            outage_ids += ids_of(response)
+            outage_ids += prediction_ids(response)
         finally:
             broker.resume()
-        outage_ids += ids_of(await predict(stub))
+        outage_ids += prediction_ids(await predict(stub))
 
         await producer.flush(timeout_s=30)
     assert (producer.failed, producer.dropped_buffer_full, gateway.service.events_dropped) == (
@@ -171,7 +168,7 @@ async def test_starts_and_answers_while_the_broker_is_paused(
         async with grpc.aio.insecure_channel(gateway.target) as channel:
             await assert_serving(channel)
             stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
-            ids = [i for _ in range(10) for i in ids_of(await predict(stub))]
+            ids = [i for _ in range(10) for i in prediction_ids(await predict(stub))]
         assert gateway.producer.published == 0
     finally:
         broker.resume()
@@ -199,7 +196,7 @@ async def test_a_full_event_buffer_drops_are_counted_and_the_rest_delivered(
             for _ in range(10):  # 20 rows, 12 fit in the buffer
                 response = await predict(stub)
                 assert response.model_version == "1"  # answered all the same
-                ids += ids_of(response)
+                ids += prediction_ids(response)
         finally:
             broker.resume()
         await gateway.producer.flush(timeout_s=30)

@@ -14,11 +14,10 @@ from headwater.shared.pb import oip_pb2_grpc
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import SERVING, Spawn, kafka_env, read_to_end, scrape
 from tests.fixtures import eventually, free_port, unique_name
-from tests.integration.gateway.conftest import infer_request
+from tests.integration.gateway.conftest import ROW, infer_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-ROW = {"x1": 1.0, "x2": 1.0}
 GRACE_S = 10.0
 REQUESTS = 25
 

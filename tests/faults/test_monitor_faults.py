@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from headwater.services.monitor.server import MonitorServer
-from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import (
     encode_event,
     encode_event_json,
@@ -26,7 +25,8 @@ from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import http_get, read_to_end, scrape
-from tests.fixtures import eventually, unique_name
+from tests.fixtures import eventually
+from tests.integration.monitor.conftest import monitor_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -150,14 +150,7 @@ async def produce(kafka: KafkaSettings, records: list[Record]) -> None:
 
 @pytest.fixture
 async def monitor(kafka_settings: KafkaSettings) -> AsyncIterator[MonitorServer]:
-    settings = MonitorSettings(
-        kafka=kafka_settings,
-        metrics_port=0,
-        app_id=unique_name("monitor"),
-        window_size=100,
-        session_timeout_s=6.0,
-    )
-    server = MonitorServer(settings)
+    server = MonitorServer(monitor_settings(kafka_settings, window_size=100))
     await server.start()
     try:
         yield server

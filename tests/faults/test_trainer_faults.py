@@ -24,13 +24,15 @@ from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
 from tests.faults.support import ServiceProcess, Spawn, http_get, kafka_env, read_to_end, scrape
 from tests.fixtures import eventually, free_port, unique_name
-from tests.integration.gateway.conftest import MODEL, infer_request
-from tests.integration.trainer.conftest import labeled, produce_examples, stream
-from tests.integration.trainer.test_learning import (
+from tests.integration.gateway.conftest import MODEL, infer_request, prediction_ids
+from tests.integration.trainer.conftest import (
     answers,
+    labeled,
+    produce_examples,
     read_updates,
     reference,
     state_of,
+    stream,
     update_with,
 )
 
@@ -106,7 +108,7 @@ async def predict_all(gateway: GatewayServer) -> list[tuple[str, bool]]:
             response = await stub.ModelInfer(
                 infer_request([features_from_proto(r.features) for r in batch]), timeout=5
             )
-            ids = response.parameters["prediction_ids"].string_param.split(",")
+            ids = prediction_ids(response)
             pairs += [(i, r.label.bool_label) for i, r in zip(ids, batch, strict=True)]
     await gateway.producer.flush(timeout_s=15)
     return pairs

@@ -32,8 +32,10 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
+from headwater.services.trainer.join.pairing import Join
 from headwater.services.trainer.join.service import JoinService
-from headwater.services.trainer.join.slots import Join, Slot, TraceHeaders, decode_slot, encode_slot
+from headwater.services.trainer.join.slot_codec import decode_slot, encode_slot
+from headwater.services.trainer.join.slots import Slot, TraceHeaders
 from headwater.services.trainer.settings import JOIN_TABLE, TrainerSettings
 from headwater.shared.bus.codec import encode_event, protobuf_header
 from headwater.shared.bus.faust_app import faust_app
@@ -215,8 +217,12 @@ def _agent(policy: RecordPolicy, handle: Step) -> Any:
     return consume
 
 
-class JoinStreams:
-    """Runs the join's Faust app inside this process: background start, bounded stop.
+class JoinStreams(FaustRunner):
+    """The join's Faust app run inside this process: background start, bounded stop.
+
+    Readiness (group joined, table recovered, agents consuming), the wait for it
+    and the bounded stop (which flushes table writes and examples) are the
+    :class:`FaustRunner`'s.
 
     Args:
         settings: Broker, app id, TTL and group timeouts.
@@ -229,17 +235,12 @@ class JoinStreams:
     def __init__(
         self, settings: TrainerSettings, partitions: int, data_dir: Path, producer: EventProducer
     ) -> None:
+        super().__init__("the join")
         self._settings = settings
         self._partitions = partitions
         self._data_dir = data_dir
         self._producer = producer
         self.service: JoinService | None = None
-        self._runner = FaustRunner("the join")
-
-    @property
-    def ready(self) -> bool:
-        """Whether the consumer group has joined, the table recovered and the agents consume."""
-        return self._runner.ready
 
     async def start(self) -> None:
         """Create the changelog topic, build the app and start it in the background."""
@@ -247,17 +248,4 @@ class JoinStreams:
         app, self.service = build_app(
             self._settings, self._partitions, self._data_dir, self._producer
         )
-        self._runner.launch(app)
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the app has started.
-
-        Raises:
-            Unavailable: It did not start within ``timeout_s`` or failed to start.
-
-        """
-        await self._runner.wait_ready(timeout_s)
-
-    async def stop(self, grace_s: float) -> None:
-        """Stop the agents (flushing table writes and examples) within ``grace_s``."""
-        await self._runner.stop(grace_s)
+        self.launch(app)

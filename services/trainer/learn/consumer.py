@@ -24,7 +24,12 @@ from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch, make_consumer
+from headwater.shared.bus.consumer import (
+    assign_all_partitions,
+    fetch_batch,
+    make_consumer,
+    stop_reading,
+)
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
@@ -272,10 +277,6 @@ class RegistryEventsTail:
 
     async def stop(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        task, consumer = self._task, self._consumer
+        self._task = self._consumer = None
+        await stop_reading(task, consumer)

@@ -35,7 +35,7 @@ from headwater.services.trainer.learn.convert import offset_ranges, spans_from_r
 from headwater.services.trainer.learn.learner import Position, Progress
 from headwater.services.trainer.timestamps import seconds, timestamp
 from headwater.shared.artifacts import ArtifactCodec, SignedArtifact
-from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
+from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch, stop_reading
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
@@ -274,10 +274,6 @@ class UpdateIndex:
 
     async def stop(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        task, consumer = self._task, self._consumer
+        self._task = self._consumer = None
+        await stop_reading(task, consumer)

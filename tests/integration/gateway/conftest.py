@@ -14,15 +14,18 @@ from headwater.services.gateway.server import GatewayServer
 from headwater.services.gateway.settings import GatewaySettings
 from headwater.services.registry.server import RegistryServer
 from headwater.shared.artifacts import ArtifactCodec
-from headwater.shared.pb import oip_pb2, oip_pb2_grpc, registry_pb2
+from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import ArtifactSettings, KafkaSettings, RegistryClientSettings
-from tests.fixtures import unique_name
+from tests.fixtures import eventually, unique_name
+from tests.signed_updates import signed_update
 
 SPEC = '{"component": "linear_model.LogisticRegression"}'
 FEATURES = [("x1", "float"), ("x2", "float"), ("plan", "str", False)]
 MODEL = "churn"
 CODEC = ArtifactCodec.from_settings(ArtifactSettings())
+#: The row every test model answers ``positive`` for (see :func:`trained`).
+ROW = {"x1": 1.0, "x2": 1.0}
 
 
 def gateway_settings(registry_target: str, kafka: KafkaSettings, **overrides) -> GatewaySettings:
@@ -44,8 +47,15 @@ def trained(positive: bool, n: int = 200) -> compose.Pipeline:
     """A model that answers ``positive`` for x1=1, x2=1 with high confidence."""
     model = compose.Discard("plan") | linear_model.LogisticRegression()
     for _ in range(n):
-        model.learn_one({"x1": 1.0, "x2": 1.0}, positive)
+        model.learn_one(ROW, positive)
     return model
+
+
+def model_update(
+    sequence: int, positive: bool, codec: ArtifactCodec = CODEC
+) -> events_pb2.ModelUpdate:
+    """A signed update of MODEL version 1 whose state (:func:`trained`) answers ``positive``."""
+    return signed_update(codec, trained(positive), MODEL, 1, sequence)
 
 
 async def create_version(
@@ -130,3 +140,26 @@ def infer_request(rows: list[dict], model: str = MODEL, **fields) -> oip_pb2.Mod
             values = [r[name].encode() if datatype == "BYTES" else r[name] for r in rows]
             getattr(tensor.contents, field).extend(values)
     return request
+
+
+def prediction_ids(response: oip_pb2.ModelInferResponse) -> list[str]:
+    """The ids of the prediction events a response's rows were published as, in row order."""
+    return response.parameters["prediction_ids"].string_param.split(",")
+
+
+async def answer_when(
+    stub: oip_pb2_grpc.GRPCInferenceServiceStub,
+    accept: Callable[[oip_pb2.ModelInferResponse], bool],
+    what: str,
+    timeout_s: float = 15.0,
+) -> oip_pb2.ModelInferResponse:
+    """Ask for :data:`ROW` until an answer passes ``accept`` (a swap arrived); that answer.
+
+    Fails the test when none does within ``timeout_s``.
+    """
+
+    async def accepted() -> oip_pb2.ModelInferResponse | None:
+        response = await stub.ModelInfer(infer_request([ROW]), timeout=5)
+        return response if accept(response) else None
+
+    return await eventually(accepted, timeout_s=timeout_s, what=what)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from headwater.services.monitor.server import MonitorServer
-from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import (
     decode_event,
     encode_event,
@@ -27,7 +25,13 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, prometheus_samples, read_records, unique_name
+from tests.fixtures import (
+    eventually,
+    produce_records,
+    prometheus_samples,
+    read_records,
+)
+from tests.integration.monitor.conftest import monitor_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -54,31 +58,9 @@ def example(
     return Topic.EXAMPLES, model, encode_event(event), [protobuf_header()]
 
 
-async def produce(kafka: KafkaSettings, records: Iterable[Record]) -> None:
-    """Send records as any Kafka producer would, and wait for every ack."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(kafka.topic(topic.value), value, key=key.encode(), headers=headers)
-            for topic, key, value, headers in records
-        ]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
-
-
 @pytest.fixture
 async def monitor(kafka_settings: KafkaSettings) -> AsyncIterator[MonitorServer]:
-    settings = MonitorSettings(
-        kafka=kafka_settings,
-        metrics_port=0,
-        app_id=unique_name("monitor"),
-        window_size=50,
-        session_timeout_s=6.0,
-    )
-    server = MonitorServer(settings)
+    server = MonitorServer(monitor_settings(kafka_settings, window_size=50))
     await server.start()
     threads_before = {t for t in threading.enumerate() if not t.daemon}
     try:
@@ -130,7 +112,7 @@ async def test_counts_quality_and_metrics_match_what_was_sent(
     records += [example("churn", 2, "yes", "no", as_json=True)]  # 4 of 10 right
     records += [prediction("price", 1, 1.0) for _ in range(5)]
     records += [example("price", 1, 10.0, 10.0 + err) for err in (1.0, -2.0, 3.0, -4.0, 5.0)]
-    await produce(kafka_settings, records)
+    await produce_records(kafka_settings, records)
 
     async def counted() -> dict[str, Any] | None:
         status, churn = await client.get("/v1/models/churn")
@@ -189,7 +171,7 @@ async def test_malformed_events_go_to_dead_letter_and_counting_goes_on(
         (Topic.EXAMPLES, "churn", encode_event(no_label), [protobuf_header()]),
     ]
     good = [prediction("churn", 1, 3.0) for _ in range(3)] + [example("churn", 1, True, True)]
-    await produce(kafka_settings, bad + good)
+    await produce_records(kafka_settings, bad + good)
 
     letters = await read_records(kafka_settings, Topic.DEAD_LETTER, 2, timeout_s=30)
     reasons = {
@@ -227,7 +209,7 @@ async def test_an_abrupt_error_change_raises_one_drift_alert(
     # one partition key (the model), so the monitor sees them in this order
     records = [example("drifty", 7, "a", "a") for _ in range(300)]
     records += [example("drifty", 7, "a", "b") for _ in range(300)]
-    await produce(kafka_settings, records)
+    await produce_records(kafka_settings, records)
 
     [record] = await read_records(kafka_settings, Topic.ALERTS, 1, timeout_s=30)
     alert = decode_event(events_pb2.Alert, record.value, record.headers)
@@ -249,12 +231,7 @@ async def test_an_abrupt_error_change_raises_one_drift_alert(
 
 
 async def test_stop_during_the_group_join_is_bounded(kafka_settings: KafkaSettings) -> None:
-    settings = MonitorSettings(
-        kafka=kafka_settings,
-        metrics_port=0,
-        app_id=unique_name("monitor"),
-        session_timeout_s=6.0,
-    )
+    settings = monitor_settings(kafka_settings)
     threads_before = {t for t in threading.enumerate() if not t.daemon}
     server = MonitorServer(settings)
     await server.start()
@@ -270,7 +247,7 @@ async def test_a_header_with_a_null_value_is_counted_like_any_record(
     monitor: MonitorServer, client: Client, kafka_settings: KafkaSettings
 ) -> None:
     topic, key, value, headers = prediction("nulls", 1, 3.0)
-    await produce(kafka_settings, [(topic, key, value, [*headers, ("x-empty", None)])])
+    await produce_records(kafka_settings, [(topic, key, value, [*headers, ("x-empty", None)])])
 
     async def counted() -> dict[str, Any] | None:
         status, body = await client.get("/v1/models/nulls")

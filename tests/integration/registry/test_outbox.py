@@ -12,7 +12,7 @@ from headwater.services.registry.server import RegistryServer
 from headwater.shared.pb import events_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, free_port
+from tests.fixtures import eventually, free_port, running_registry
 from tests.integration.registry.conftest import (
     FEATURES,
     SPEC,
@@ -95,9 +95,7 @@ async def test_a_change_made_while_the_broker_is_paused_is_published_when_it_res
     broker, database_url: str, kafka_settings: KafkaSettings
 ) -> None:
     kafka = kafka_settings.model_copy(update={"request_timeout_ms": 1_000})
-    server = RegistryServer(registry_settings(database_url, kafka))
-    await server.start()
-    try:
+    async with running_registry(database_url, kafka) as server:
         async with RegistryClient(server.target, deadline_s=10) as client:
             await client.create_model("churn", "binary", FEATURES)
             await wait_all_published(database_url)
@@ -116,8 +114,6 @@ async def test_a_change_made_while_the_broker_is_paused_is_published_when_it_res
             finally:
                 broker.resume()
             await wait_all_published(database_url, timeout_s=30)
-    finally:
-        await server.stop(grace_s=2)
 
     records = await read_all_events(kafka_settings)
     sequences = [event.sequence for _, event in records]

@@ -15,7 +15,7 @@ from headwater.services.registry.server import RegistryServer
 from headwater.shared.bus.topics import Topic, ensure_topics
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, unique_name
+from tests.fixtures import eventually, running_registry, unique_name
 from tests.integration.registry.conftest import (
     FEATURES,
     SPEC,
@@ -44,15 +44,11 @@ async def test_an_existing_registry_events_topic_with_fewer_partitions_is_used(
         bootstrap=broker.bootstrap, topic_prefix=f"{unique_name()}.", partitions=2
     )
     await ensure_topics(kafka, [Topic.REGISTRY_EVENTS], partitions=1)  # made by an older setup
-    server = RegistryServer(registry_settings(database_url, kafka))
-    await server.start()
-    try:
+    async with running_registry(database_url, kafka) as server:
         async with RegistryClient(server.target, deadline_s=10) as client:
             await client.create_model("churn", "binary", FEATURES)
         await wait_all_published(database_url)
         assert await health_status(server.target) == Status.SERVING
-    finally:
-        await server.stop(grace_s=2)
     ((record, event),) = await read_all_events(kafka)
     assert (record.partition, event.model) == (0, "churn")
 

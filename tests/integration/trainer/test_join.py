@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from headwater.services.trainer.join.streams import JoinStreams
 from headwater.services.trainer.settings import TrainerSettings
@@ -25,7 +25,7 @@ from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, read_records, unique_name
+from tests.fixtures import eventually, produce_records, read_records, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -71,14 +71,8 @@ def feedback(prediction_id: str, label: bool) -> events_pb2.FeedbackEvent:
     return event
 
 
-async def produce(kafka: KafkaSettings, records) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for topic, key, value, headers in records:
-            await producer.send_and_wait(kafka.topic(topic.value), value, key=key, headers=headers)
-    finally:
-        await producer.stop()
+#: Each record acked before the next is sent: the broker has them in the order written here.
+produce = functools.partial(produce_records, one_at_a_time=True)
 
 
 async def test_predictions_and_json_feedback_make_one_example_per_pair(

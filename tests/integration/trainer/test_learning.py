@@ -7,93 +7,31 @@ import time
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from headwater.services.trainer.learn.learner import Example, Learner, Position
 from headwater.services.trainer.server import TrainerServer
 from headwater.shared.bus.codec import decode_event, header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.topics import Topic
-from headwater.shared.features import features_from_proto, target_from_proto
-from headwater.shared.model_updates import verify_update
 from headwater.shared.pb import events_pb2, registry_pb2
-from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
-from tests.fixtures import eventually, read_records
+from tests.fixtures import ProducedRecord, eventually, produce_records, read_records
 from tests.integration.trainer.conftest import (
     CODEC,
     MODEL,
     TrainerFactory,
+    answers,
     labeled,
     produce_examples,
+    read_updates,
+    reference,
+    state_of,
     stream,
+    update_with,
 )
 from tests.signed_updates import forgeries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-async def read_updates(kafka: KafkaSettings) -> list[events_pb2.ModelUpdate]:
-    """Every ModelUpdate on the topic so far, in offset order per partition."""
-    name = kafka.topic(Topic.MODEL_UPDATES.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        updates = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                updates += [decode_event(events_pb2.ModelUpdate, r.value) for r in records]
-        return updates
-    finally:
-        await consumer.stop()
-
-
-async def update_with(kafka: KafkaSettings, **expected) -> events_pb2.ModelUpdate:
-    """Wait for a ModelUpdate whose fields have the expected values."""
-
-    async def probe():
-        for update in reversed(await read_updates(kafka)):
-            if all(getattr(update, k) == v for k, v in expected.items()):
-                return update
-        return None
-
-    return await eventually(probe, timeout_s=20, interval_s=0.2, what=f"update {expected}")
-
-
-async def reference(client: RegistryClient, version: int, examples) -> Learner:
-    """The same learning in-process: the version's artifact, test-then-train on ``examples``."""
-    found = await client.get_artifact(MODEL, version)
-    model = CODEC.decode(found.content, found.version.artifact.signature)
-    learner = Learner(MODEL, "classifier", base_version=version, model=model)
-    for offset, example in enumerate(examples):
-        learner.process(
-            Example(
-                example.example_id,
-                features_from_proto(example.features),
-                target_from_proto(example.label),
-            ),
-            Position("t", 0, offset),
-        )
-    return learner
-
-
-PROBE = [{"x1": i / 10, "x2": (9 - i) / 10 + 0.05} for i in range(10)]
-
-
-def answers(model) -> list:
-    return [model.predict_proba_one(x) for x in PROBE]
-
-
-def state_of(update: events_pb2.ModelUpdate):
-    verify_update(CODEC, update)
-    return CODEC.decode_addressed(update.state, update.sha256)
 
 
 async def test_examples_become_model_updates_within_the_sync_interval(
@@ -313,35 +251,22 @@ async def test_health_and_learner_view(
 async def test_labels_sent_as_json_feedback_are_joined_and_learned_exactly_once(
     deployed: int, start_trainer: TrainerFactory, kafka_settings: KafkaSettings, client
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
     from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 
     await start_trainer()
-    sources = stream(0, 12)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i, source in enumerate(sources):
-            prediction = events_pb2.PredictionEvent(
-                prediction_id=f"p-{i}", model=MODEL, version=deployed
-            )
-            for name, value in source.features.items():
-                prediction.features[name].CopyFrom(value)
-            feedback = events_pb2.FeedbackEvent(prediction_id=f"p-{i}", label=source.label)
-            key = prediction.prediction_id.encode()
-            await producer.send_and_wait(
-                kafka_settings.topic("predictions"), encode_event(prediction), key=key
-            )
-            for _ in range(2):  # an at-least-once producer may send a label twice
-                await producer.send_and_wait(
-                    kafka_settings.topic("feedback"),
-                    encode_event_json(feedback),
-                    key=key,
-                    headers=[json_header()],
-                )
-    finally:
-        await producer.stop()
+    records: list[ProducedRecord] = []
+    for i, source in enumerate(stream(0, 12)):
+        prediction = events_pb2.PredictionEvent(
+            prediction_id=f"p-{i}", model=MODEL, version=deployed
+        )
+        for name, value in source.features.items():
+            prediction.features[name].CopyFrom(value)
+        feedback = events_pb2.FeedbackEvent(prediction_id=f"p-{i}", label=source.label)
+        key = prediction.prediction_id
+        records.append((Topic.PREDICTIONS, key, encode_event(prediction), []))
+        # an at-least-once producer may send a label twice
+        records += [(Topic.FEEDBACK, key, encode_event_json(feedback), [json_header()])] * 2
+    await produce_records(kafka_settings, records, one_at_a_time=True)
 
     update = await update_with(kafka_settings, model=MODEL, examples_learned=12)
     examples = await read_records(kafka_settings, Topic.EXAMPLES, count=12)

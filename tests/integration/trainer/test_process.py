@@ -15,12 +15,14 @@ import pytest
 from headwater.services.registry.server import RegistryServer
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually, free_port, unique_name
-from tests.integration.trainer.conftest import MODEL, produce_examples, stream
-from tests.integration.trainer.test_learning import (
+from tests.integration.trainer.conftest import (
+    MODEL,
     answers,
+    produce_examples,
     read_updates,
     reference,
     state_of,
+    stream,
     update_with,
 )
 

@@ -6,17 +6,22 @@ import time
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from headwater.services.trainer.server import TrainerServer
-from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually
-from tests.integration.trainer.conftest import MODEL, TrainerFactory, labeled, produce_examples
-from tests.integration.trainer.test_learning import answers, reference, state_of
+from tests.integration.trainer.conftest import (
+    MODEL,
+    TrainerFactory,
+    answers,
+    labeled,
+    produce_examples,
+    read_keyed_updates,
+    reference,
+    state_of,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -27,36 +32,13 @@ CANARY_SPEC = (
 )
 
 
-async def keyed_updates(kafka: KafkaSettings) -> list[tuple[str, events_pb2.ModelUpdate]]:
-    """Every (key, ModelUpdate) on the topic so far, in offset order per partition."""
-    name = kafka.topic(Topic.MODEL_UPDATES.value)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        found = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found += [
-                    (r.key.decode(), decode_event(events_pb2.ModelUpdate, r.value)) for r in records
-                ]
-        return found
-    finally:
-        await consumer.stop()
-
-
 async def latest_update(
     kafka: KafkaSettings, version: int, examples_learned: int
 ) -> tuple[str, events_pb2.ModelUpdate]:
     """Wait for an update of the learner on ``version`` that has learned that many examples."""
 
     async def probe():
-        for key, update in reversed(await keyed_updates(kafka)):
+        for key, update in reversed(await read_keyed_updates(kafka)):
             if update.base_version == version and update.examples_learned == examples_learned:
                 return key, update
         return None
@@ -107,7 +89,7 @@ async def test_primary_and_canary_each_learn_every_example_exactly_like_river(
     assert answers((await reference(client, deployed, learned)).model) != answers(
         (await reference(client, canary, learned)).model
     )
-    assert {key for key, _ in await keyed_updates(kafka_settings)} == {
+    assert {key for key, _ in await read_keyed_updates(kafka_settings)} == {
         f"{MODEL}/{deployed}",
         f"{MODEL}/{canary}",
     }
@@ -155,7 +137,9 @@ async def test_removing_the_canary_route_stops_its_learner_after_a_final_save(
     await eventually(only_the_primary, timeout_s=10, what="the canary's learner gone")
     await produce_examples(kafka_settings, [labeled(i) for i in range(21, 25)])
     await latest_update(kafka_settings, deployed, 25)
-    canary_updates = [u for _, u in await keyed_updates(kafka_settings) if u.base_version == canary]
+    canary_updates = [
+        u for _, u in await read_keyed_updates(kafka_settings) if u.base_version == canary
+    ]
     assert max(u.examples_learned for u in canary_updates) == 20  # it learns nothing more
 
 

@@ -103,7 +103,7 @@ async def test_tampered_update_is_refused(tamper, caplog: pytest.LogCaptureFixtu
     assert served(cache).live_sequence == 0
     assert updater.counts[UpdatePlan.REFUSED] == 1
     assert "live update refused" in caplog.text
-    assert cache.pending("m") is None  # never remembered for later either
+    assert cache.pending_updates("m") == ()  # never remembered for later either
 
 
 async def test_update_signed_with_another_key_is_refused() -> None:
@@ -122,7 +122,7 @@ async def test_reinstall_keeps_live_state_unless_pinned() -> None:
     assert cache.reusable("m", 2, live=True) is None
 
 
-async def test_only_the_newest_update_per_model_is_remembered_across_rebases() -> None:
+async def test_remembered_updates_stay_bounded_however_many_versions_publish() -> None:
     cache = ModelCache()
     updater = LiveUpdater(cache, CODEC)
     state = update(1)
@@ -134,13 +134,17 @@ async def test_only_the_newest_update_per_model_is_remembered_across_rebases() -
         sign_update(CODEC, message)  # the learner signs every update it publishes
         return message
 
-    for base in range(1, 41):  # a learner rebasing onto each new checkpoint
+    for base in range(1, 41):  # a learner per version, none of them deployed yet
         assert await updater.offer(rebased(base, base * 10)) is UpdatePlan.NOT_DEPLOYED
-    kept = cache.pending("m")
-    assert isinstance(kept, events_pb2.ModelUpdate)
-    assert (kept.base_version, kept.sequence) == (40, 400)
-    await updater.offer(rebased(39, 390))  # older: not kept
-    assert cache.pending("m").sequence == 400
+    kept = cache.pending_updates("m")
+    assert [(u.base_version, u.sequence) for u in kept] == [
+        (37, 370),
+        (38, 380),
+        (39, 390),
+        (40, 400),
+    ]
+    await updater.offer(rebased(39, 389))  # older than that learner's newest: not kept
+    assert cache.pending("m", 39).sequence == 390
 
 
 async def test_install_forgets_an_update_whose_base_is_no_longer_routed() -> None:
@@ -149,12 +153,12 @@ async def test_install_forgets_an_update_whose_base_is_no_longer_routed() -> Non
     updater = LiveUpdater(cache, CODEC)
     assert await updater.offer(update(5, base_version=1)) is UpdatePlan.APPLY
     assert cache.install(entry(2, 1, 2))  # still routes 1: kept
-    assert cache.pending("m").base_version == 1
+    assert cache.pending("m", 1).sequence == 5
     assert cache.install(entry(3, 2))  # promoted 2, 1 is gone: forgotten
-    assert cache.pending("m") is None
+    assert cache.pending_updates("m") == ()
     assert await updater.offer(update(9, base_version=3)) is UpdatePlan.NOT_DEPLOYED
     assert cache.install(entry(4, 2))  # base 3 is newer than what is routed: may be on its way
-    assert cache.pending("m").base_version == 3
+    assert cache.pending("m", 3).sequence == 9
     cache.install(entry(5, 3))
     await updater.apply_pending("m")
     assert served(cache, 3).live_sequence == 9
@@ -203,7 +207,7 @@ async def test_a_forged_update_is_refused_and_its_reason_handed_back(forgery: st
 
     assert await updater.offer(forged, on_refused) is UpdatePlan.REFUSED
     assert served(cache).live_sequence == 0
-    assert cache.pending("m") is None and cache.pending("n") is None
+    assert cache.pending_updates("m") == () and cache.pending_updates("n") == ()
     assert reasons == [
         f"ModelUpdate for {forged.model!r} (sequence {forged.sequence}) does not verify: "
         "artifact signature does not verify: wrong signing key or tampered content"

@@ -132,7 +132,7 @@ async def test_shadow_predicts_after_the_answer_and_never_answers() -> None:
     response = await service.infer(request([1.0, 1.0]))
     assert response.model_version == "1"
     assert list(response.outputs[0].contents.bool_contents) == [True, True]
-    await asyncio.sleep(0)  # the shadow runs on the next turn of the loop
+    await service.shadows.join()  # the shadows run in a background task, after the answer
     shadow = [e for _, _, e in publisher.events if e.route_role == R.ROUTE_ROLE_SHADOW]
     assert [e.version for e in shadow] == [2, 2]
     assert [e.prediction.bool_label for e in shadow] == [False, False]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiokafka import ConsumerRecord
-from aiokafka.structs import RecordMetadata, TopicPartition
 from river import linear_model
 
 from headwater.services.gateway.live_updates import LiveUpdater, UpdatePlan
@@ -11,34 +10,14 @@ from headwater.services.gateway.model_cache import ModelCache, ModelEntry, Serve
 from headwater.services.gateway.streams import ModelUpdateHandler
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.dead_letter import REASON_HEADER, TRUNCATED_HEADER
-from headwater.shared.bus.producer import OutgoingRecord
 from headwater.shared.bus.record_policy import RecordPolicy
-from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.pb import events_pb2, registry_pb2
+from tests.fakes import FakeProducer
 from tests.signed_updates import forgeries, signed_update
 
 R = registry_pb2
 CODEC = ArtifactCodec("unit-test-key")
 LIMIT = 64 * 1024
-
-
-class FlakyProducer:
-    """Refuses values over its request size; the first ``outages`` sends are Unavailable."""
-
-    max_request_size = LIMIT
-
-    def __init__(self, outages: int = 0) -> None:
-        self.outages = outages
-        self.sent: list[OutgoingRecord] = []
-
-    async def send_raw_and_wait(self, record: OutgoingRecord) -> RecordMetadata:
-        if len(record.value) + sum(len(v) for _, v in record.headers) > LIMIT:
-            raise ResourceExhausted(f"event of {len(record.value)} bytes is too large")
-        if self.outages:
-            self.outages -= 1
-            raise Unavailable("broker did not acknowledge")
-        self.sent.append(record)
-        return RecordMetadata("dead-letter", 0, TopicPartition("dead-letter", 0), 0, 0, 0, 0)
 
 
 def record(value: bytes, offset: int) -> ConsumerRecord:
@@ -67,7 +46,7 @@ def cache_serving_version_1() -> ModelCache:
 
 
 async def test_an_oversize_bad_update_is_dead_lettered_truncated_and_the_batch_goes_on() -> None:
-    producer = FlakyProducer(outages=2)
+    producer = FakeProducer(outages=2, max_request_size=LIMIT)
     policy = RecordPolicy(producer, "gateway", stopping=lambda: False)  # type: ignore[arg-type]
     cache = cache_serving_version_1()
     handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), policy)
@@ -83,7 +62,7 @@ async def test_an_oversize_bad_update_is_dead_lettered_truncated_and_the_batch_g
 
 
 async def test_a_record_that_cannot_be_dead_lettered_never_aborts_its_batch() -> None:
-    producer = FlakyProducer(outages=1_000_000)
+    producer = FakeProducer(outages=1_000_000, max_request_size=LIMIT)
     stopping = False
 
     async def stop_soon() -> None:
@@ -100,7 +79,7 @@ async def test_a_record_that_cannot_be_dead_lettered_never_aborts_its_batch() ->
 
 
 async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one() -> None:
-    producer = FlakyProducer()
+    producer = FakeProducer(max_request_size=LIMIT)
     policy = RecordPolicy(producer, "gateway")  # type: ignore[arg-type]
     cache = cache_serving_version_1()
     updater = LiveUpdater(cache, CODEC)
@@ -110,7 +89,7 @@ async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one()
     batch = [record(f.SerializeToString(), i) for i, (_, f) in enumerate(forged)]
     await handler([*batch, record(genuine.SerializeToString(), len(batch))])
     assert cache.get("m").versions[1].live_sequence == 2  # not 1002, and not hidden by it
-    assert cache.pending("n") is None
+    assert cache.pending_updates("n") == ()
     assert (policy.rejected, updater.counts[UpdatePlan.REFUSED]) == (3, 3)
     assert [sent.value for sent in producer.sent] == [r.value for r in batch]
     reasons = [dict(sent.headers)[REASON_HEADER].decode() for sent in producer.sent]
@@ -125,7 +104,7 @@ async def test_forged_updates_are_dead_lettered_and_never_hide_the_genuine_one()
 
 
 async def test_an_update_of_an_older_trainer_is_dead_lettered_with_the_reason() -> None:
-    producer = FlakyProducer()
+    producer = FakeProducer(max_request_size=LIMIT)
     policy = RecordPolicy(producer, "gateway")  # type: ignore[arg-type]
     cache = cache_serving_version_1()
     handler = ModelUpdateHandler(LiveUpdater(cache, CODEC), policy)

@@ -285,3 +285,30 @@ def test_the_statistic_stays_valid_over_a_long_horizon_of_looks(candidate_share:
         naive += any(t is not None and t.z > Z_ONE_SIDED_5_PERCENT for t in tests)
     assert sequential / RUNS <= binomial_ceiling(0.05, RUNS)
     assert naive / RUNS > 0.2
+
+
+def test_a_first_step_of_zero_judges_a_shadow_on_both_arms() -> None:
+    judge = classifier_judge(steps=(0.0, 50.0, 100.0), min_samples=10, interval_s=1.0)
+    for _ in range(10):
+        judge.observe_score(Arm.CANDIDATE, 1.0)  # the shadow's scoring copies
+    waiting = judge.decide(now=2.0)
+    assert waiting.action is Action.CONTINUE and "0/10 baseline" in waiting.reason
+    for _ in range(10):
+        judge.observe_score(Arm.BASELINE, 1.0)
+    advance = judge.decide(now=2.0)
+    assert advance.action is Action.ADVANCE and advance.evidence["step_percent"] == 0.0
+    assert "advance to 50 %" in advance.reason
+    with pytest.raises(InvalidInput, match="the first may be 0"):
+        CanaryPolicy(steps=(5.0, 0.0, 100.0))
+
+
+def test_a_restarted_step_waits_its_interval_and_samples_again_but_keeps_the_test() -> None:
+    judge = classifier_judge(steps=(50.0, 100.0), min_samples=5, interval_s=10.0)
+    for _ in range(5):
+        judge.observe_score(Arm.CANDIDATE, 1.0)
+        judge.observe_score(Arm.BASELINE, 1.0)
+    assert judge.decide(now=11.0).action is Action.ADVANCE
+    judge.restart_step(now=20.0)  # a resumed rollout
+    again = judge.decide(now=21.0)
+    assert again.action is Action.CONTINUE and again.evidence["step_samples_candidate"] == 0
+    assert again.evidence["samples_candidate"] == 5 and judge.step == 0

@@ -5,39 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
 from headwater.services.monitor.domain import MonitorConfig, MonitorState
+from headwater.services.monitor.rollout_controller import RolloutController
 from headwater.services.monitor.service import MonitorService
 from headwater.services.monitor.settings import MonitorSettings
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
-from headwater.shared.bus.producer import OutgoingRecord
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import Unavailable
 from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2
-
-
-class FakeProducer:
-    """Records what the service publishes; can refuse dead letters."""
-
-    max_request_size = 1_048_576
-
-    def __init__(self, dead_letter_failures: int = 0) -> None:
-        self.published: list[tuple[Topic, Any, Message]] = []
-        self.dead_letters: list[OutgoingRecord] = []
-        self.failures_left = dead_letter_failures
-
-    def publish(self, topic: Topic, key: Any, message: Message, headers: Any = None) -> None:
-        self.published.append((topic, key, message))
-
-    async def send_raw_and_wait(self, record: OutgoingRecord) -> None:
-        if self.failures_left:
-            self.failures_left -= 1
-            raise Unavailable("broker down")
-        self.dead_letters.append(record)
+from tests.fakes import FakeProducer
 
 
 class Clock:
@@ -79,7 +59,7 @@ async def test_malformed_record_is_dead_lettered_with_its_reason() -> None:
     producer = FakeProducer()
     service = make(producer)
     await service.handle_example(record("x.examples", b"\x08\x96", (("trace", b"t"),)))
-    [letter] = producer.dead_letters
+    [letter] = producer.sent
     headers = dict(letter.headers)
     assert letter.topic is Topic.DEAD_LETTER
     assert letter.value == b"\x08\x96" and letter.key == b"k"
@@ -98,25 +78,25 @@ async def test_unexpected_error_is_dead_lettered_not_raised(monkeypatch) -> None
     monkeypatch.setattr(service.state, "observe_prediction", broken)
     event = events_pb2.PredictionEvent(model="m", version=1, latency_ms=1.0)
     await service.handle_prediction(record("x.predictions", encode_event(event)))
-    [letter] = producer.dead_letters
+    [letter] = producer.sent
     assert dict(letter.headers)[REASON_HEADER] == b"monitor failed: ZeroDivisionError"
 
 
 async def test_dead_letter_is_retried_until_acked() -> None:
-    producer = FakeProducer(dead_letter_failures=2)
+    producer = FakeProducer(outages=2)
     service = make(producer)
     await service.handle_prediction(record("x.predictions", b"\xff"))
-    assert len(producer.dead_letters) == 1 and producer.failures_left == 0
+    assert len(producer.sent) == 1 and producer.outages == 0
     assert service.snapshot().rejected == {"predictions": 1}
 
 
 async def test_a_stopping_monitor_does_not_drop_a_record_it_could_not_dead_letter() -> None:
-    producer = FakeProducer(dead_letter_failures=1_000)
+    producer = FakeProducer(outages=1_000)
     service = MonitorService(MonitorState(MonitorConfig()), producer, Clock(),  # type: ignore[arg-type]
                              stopping=lambda: True)
     with pytest.raises(Unavailable):  # the caller does not commit the offset
         await service.handle_prediction(record("x.predictions", b"\xff"))
-    assert producer.dead_letters == []
+    assert producer.sent == []
 
 
 async def test_drift_alert_is_published_keyed_by_model() -> None:
@@ -147,7 +127,20 @@ async def test_a_record_with_unreadable_headers_is_dead_lettered_and_counted() -
     event = events_pb2.PredictionEvent(model="m", version=1, latency_ms=1.0)
     broken = ConsumedRecord("x.predictions", 0, 0, b"k", encode_event(event), (("a", "text"),))  # type: ignore[arg-type]
     await service.handle_prediction(broken)
-    [letter] = producer.dead_letters
+    [letter] = producer.sent
     assert dict(letter.headers)[REASON_HEADER].startswith(b"unreadable record headers: TypeError")
     assert service.snapshot().rejected == {"predictions": 1}
     assert service.snapshot().version("m", 1) is None
+
+
+async def test_accepted_records_feed_the_rollout_controller_with_their_partition() -> None:
+    rollouts = RolloutController()
+    service = MonitorService(
+        MonitorState(MonitorConfig()), FakeProducer(), Clock(), rollouts=rollouts  # type: ignore[arg-type]
+    )
+    good = ConsumedRecord("x.examples", 1, 0, b"churn", labelled("churn", 1, True, True), ())
+    await service.handle_example(good)
+    bad = ConsumedRecord("x.examples", 0, 1, b"fraud", labelled("fraud", 0, True, True), ())
+    await service.handle_example(bad)  # no served version: dead-lettered, not fed
+    assert rollouts.owns("churn", {1}) and not rollouts.owns("churn", {0})
+    assert rollouts.models_to_refresh() == ("churn",)

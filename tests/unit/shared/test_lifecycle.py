@@ -6,7 +6,9 @@ import signal
 
 import pytest
 
-from headwater.shared.lifecycle import serve_until_signalled
+from headwater.shared import lifecycle
+from headwater.shared.lifecycle import bounded_step, run_service, serve_until_signalled
+from headwater.shared.settings import ServiceSettings
 
 
 class Recorder:
@@ -49,3 +51,28 @@ async def test_a_failed_start_is_stopped_and_reraised() -> None:
     with pytest.raises(RuntimeError, match="cannot start"):
         await asyncio.wait_for(serve_until_signalled(service, 1.0, "t"), 5)
     assert service.events == ["start", "stop 1.0"]
+
+
+def test_run_service_sets_up_telemetry_builds_inside_the_loop_and_serves_with_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    telemetry: list[str] = []
+    monkeypatch.setattr(lifecycle, "setup_telemetry", lambda name, _: telemetry.append(name))
+    service = Recorder()
+
+    def build(settings: ServiceSettings) -> Recorder:
+        _signal_soon(0.05)  # needs the running loop: the server is built inside it
+        return service
+
+    run_service("t", ServiceSettings(shutdown_grace_s=2.0), build)
+    assert telemetry == ["t"]
+    assert service.events == ["start", "started", "stop 2.0"]
+
+
+async def test_a_bounded_step_says_whether_it_finished_and_never_raises() -> None:
+    async def fails() -> None:
+        raise OSError("connection reset")
+
+    assert await bounded_step(asyncio.sleep(0), 1.0, "quick") is True
+    assert await bounded_step(asyncio.sleep(60), 0.01, "slow") is False
+    assert await bounded_step(fails(), 1.0, "failing") is False

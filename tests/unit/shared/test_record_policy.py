@@ -4,41 +4,17 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import ConsumerRecord
-from aiokafka.structs import RecordMetadata, TopicPartition
 
 from headwater.shared.bus.dead_letter import (
     MIN_VALUE_BYTES,
     REASON_HEADER,
     SOURCE_TOPIC_HEADER,
 )
-from headwater.shared.bus.producer import OutgoingRecord
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
-from headwater.shared.retry import Backoff
-
-FAST = Backoff(initial_s=0.001, max_s=0.002)
-
-
-class FakeProducer:
-    """Keeps dead letters; the first ``outages`` sends are Unavailable; may refuse all (too big)."""
-
-    max_request_size = 1_048_576
-
-    def __init__(self, outages: int = 0, too_large: bool = False) -> None:
-        self.outages = outages
-        self.too_large = too_large
-        self.sent: list[OutgoingRecord] = []
-
-    async def send_raw_and_wait(self, record: OutgoingRecord) -> RecordMetadata:
-        if self.too_large:
-            raise ResourceExhausted(f"event of {len(record.value)} bytes is too large")
-        if self.outages:
-            self.outages -= 1
-            raise Unavailable("broker did not acknowledge")
-        self.sent.append(record)
-        return RecordMetadata("dead-letter", 0, TopicPartition("dead-letter", 0), 0, 0, 0, 0)
+from headwater.shared.errors import InvalidInput, Unavailable
+from tests.fakes import FAST, FakeProducer
 
 
 def raw(headers: object = (("trace", b"t"), ("flag", None)), value: bytes = b"v") -> ConsumerRecord:

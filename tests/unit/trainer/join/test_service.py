@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from headwater.services.trainer.join.pairing import Join, JoinOutcomeKind
 from headwater.services.trainer.join.service import JoinService
-from headwater.services.trainer.join.slots import (
-    Join,
-    JoinOutcomeKind,
-    Slot,
-    SlotState,
-    TraceHeaders,
-)
+from headwater.services.trainer.join.slots import Slot, SlotState, TraceHeaders
 from headwater.shared.bus.codec import encode_event, encode_event_json, json_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import Unavailable
 from headwater.shared.pb import events_pb2
-from tests.unit.shared.test_record_policy import FAST, FakeProducer
+from tests.fakes import FAST, FakeProducer
 
 
 class Harness:

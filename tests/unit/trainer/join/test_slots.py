@@ -7,15 +7,9 @@ import struct
 
 import pytest
 
-from headwater.services.trainer.join.slots import (
-    Join,
-    JoinOutcomeKind,
-    Slot,
-    SlotState,
-    decode_slot,
-    encode_slot,
-    expired,
-)
+from headwater.services.trainer.join.pairing import Join, JoinOutcomeKind
+from headwater.services.trainer.join.slot_codec import decode_slot, encode_slot
+from headwater.services.trainer.join.slots import Slot, SlotState, expired
 from headwater.shared.errors import InvalidInput
 
 TTL = 30.0

@@ -8,14 +8,15 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
+from headwater.services.trainer.join.pairing import Join, JoinOutcomeKind
 from headwater.services.trainer.join.service import JoinService
-from headwater.services.trainer.join.slots import Join, JoinOutcomeKind, Slot, SlotState
+from headwater.services.trainer.join.slots import Slot, SlotState
 from headwater.services.trainer.join.streams import BrokerOutlet, _agent, join_policy
 from headwater.shared.bus.codec import header, protobuf_header
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
-from tests.unit.shared.test_record_policy import FakeProducer
+from tests.fakes import FakeProducer
 from tests.unit.trainer.join.test_service import (
     FEEDBACK_TRACE,
     PREDICTION_TRACE,

@@ -1,4 +1,4 @@
-"""An in-memory registry whose deployment has several routes, and the pool's test helpers."""
+"""The learn tests' registry with a deployment of several routes, and helpers for its learners."""
 
 from __future__ import annotations
 
@@ -8,22 +8,14 @@ from river import linear_model
 
 from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.services.trainer.learn.routes import LearnerId
-from headwater.services.trainer.learn.updates import UpdateIndex
-from headwater.services.trainer.settings import TrainerSettings
-from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.bus.codec import encode_event
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import ModelNotFound
 from headwater.shared.features import features_to_proto, target_to_proto
 from headwater.shared.pb import events_pb2, registry_pb2
-from headwater.shared.registry_client import lineage as make_lineage
 from headwater.shared.registry_client import route
-from headwater.shared.settings import KafkaSettings
-from tests.unit.shared.test_record_policy import FakeProducer
+from tests.unit.trainer.learn.conftest import CODEC, TOPIC, FakeRegistry, Rejects
 
-SPEC = '{"component": "linear_model.LogisticRegression"}'
-CODEC = ArtifactCodec("unit-key")
-TOPIC = "hw.examples"
 MODEL = "m"
 PROBE = [{"x": x / 4} for x in range(-4, 5)]
 
@@ -47,31 +39,18 @@ def answers(model: Any) -> list[dict]:
     return [model.predict_proba_one(x) for x in PROBE]
 
 
-class RoutedRegistry:
-    """Versions, a deployment of several routes and the model, with the client's method names."""
+class RoutedRegistry(FakeRegistry):
+    """The learn tests' registry with a deployment of several routes (set by :meth:`deploy`).
+
+    Version 1 is a fresh LogisticRegression, version k one that learned 3(k - 1) rows.
+    """
 
     def __init__(self, versions: int = 3) -> None:
-        self.versions: dict[int, registry_pb2.ModelVersion] = {}
-        self.contents: dict[int, bytes] = {}
+        super().__init__()
         self.deployment = registry_pb2.Deployment(model=MODEL)
         self.broken: set[int] = set()  # versions whose artifact does not verify
-        self.calls: list[str] = []
-        for k in range(versions):
+        for k in range(1, versions):
             self.add_version(start_model(3 * k))
-
-    def add_version(self, estimator: Any, lineage=None, tags=None) -> int:
-        number = len(self.versions) + 1
-        artifact = CODEC.encode(estimator)
-        self.versions[number] = registry_pb2.ModelVersion(
-            model=MODEL,
-            version=number,
-            spec_json=SPEC,
-            lineage=lineage or make_lineage(seed=1),
-            artifact=registry_pb2.Artifact(sha256=artifact.sha256, signature=artifact.signature),
-            tags=dict(tags or {}),
-        )
-        self.contents[number] = artifact.content
-        return number
 
     def deploy(self, *routes: tuple[int, float, str]) -> events_pb2.RegistryEvent:
         """Set the routes (version, weight, role); the DEPLOYMENT_CHANGED event that says so."""
@@ -87,32 +66,18 @@ class RoutedRegistry:
         )
 
     async def get_deployment(self, model: str) -> registry_pb2.Deployment:
-        self.calls.append("get_deployment")
+        self._check("get_deployment")
         if model != MODEL or not self.deployment.routes:
             raise ModelNotFound(f"model {model!r} has no deployment")
         return self.deployment
 
-    async def get_model(self, model: str) -> registry_pb2.Model:
-        self.calls.append("get_model")
-        features = [registry_pb2.Feature(name="x", type=registry_pb2.FEATURE_TYPE_FLOAT)]
-        return registry_pb2.Model(name=model, task=registry_pb2.TASK_BINARY, features=features)
-
     async def get_artifact(self, model: str, ref: int) -> registry_pb2.GetArtifactResponse:
-        self.calls.append(f"get_artifact {ref}")
+        self._check(f"get_artifact {ref}")
         version = registry_pb2.ModelVersion()
         version.CopyFrom(self.versions[ref])
         if ref in self.broken:
             version.artifact.signature = "00" * 32
         return registry_pb2.GetArtifactResponse(version=version, content=self.contents[ref])
-
-    async def create_version(self, model, spec_json, lineage=None, **kwargs):
-        self.calls.append("create_version")
-        estimator = CODEC.decode(kwargs["artifact"], kwargs["artifact_signature"])
-        return self.versions[self.add_version(estimator, lineage, kwargs.get("tags"))]
-
-    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
-        self.calls.append("list_versions")
-        return list(self.versions.values())
 
 
 def example(
@@ -134,31 +99,9 @@ def example(
     return ConsumedRecord(TOPIC, partition, offset, model.encode(), encode_event(message))
 
 
-class Rejects(list):
-    """The dead letters a pool hands out: (offset, reason)."""
-
-    async def __call__(self, record: ConsumedRecord, reason: str) -> None:
-        self.append((record.offset, reason))
-
-
-def new_index() -> UpdateIndex:
-    return UpdateIndex(KafkaSettings(bootstrap="127.0.0.1:1"), "test", CODEC, FakeProducer())  # type: ignore[arg-type]
-
-
-def make_pool(
-    registry: RoutedRegistry, index: UpdateIndex | None = None, **settings
-) -> LearnerPool:
-    values = {"checkpoint_every_examples": 1000, "sync_interval_ms": 250, **settings}
-    return LearnerPool(
-        TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"), **values),
-        registry,  # type: ignore[arg-type]
-        CODEC,
-        index or new_index(),
-        clock=lambda: 0.0,
-    )
-
-
-async def feed(pool: LearnerPool, offsets, rejects: Rejects | None = None, **kwargs) -> list:
+async def feed_examples(
+    pool: LearnerPool, offsets, rejects: Rejects | None = None, **kwargs
+) -> list:
     """The outcome of each record, fed in order."""
     rejects = rejects if rejects is not None else Rejects()
     return [(await pool.process(example(o, **kwargs), rejects)).outcome for o in offsets]

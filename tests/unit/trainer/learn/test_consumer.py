@@ -11,8 +11,8 @@ from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.shared.bus.dead_letter import REASON_HEADER
 from headwater.shared.bus.producer import OutgoingRecord
 from headwater.shared.errors import Unavailable
-from tests.unit.shared.test_record_policy import FakeProducer
-from tests.unit.trainer.learn.test_pool import TOPIC, FakeRegistry, make_pool, record
+from tests.fakes import FakeProducer
+from tests.unit.trainer.learn.conftest import TOPIC, FakeRegistry, make_pool, record
 
 PARTITION = TopicPartition(TOPIC, 0)
 

@@ -18,13 +18,11 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import ModelNotFound
 from headwater.shared.pb import events_pb2
 from tests.signed_updates import signed_update
+from tests.unit.trainer.learn.conftest import CODEC, make_pool, new_index
 from tests.unit.trainer.learn.routed_fakes import (
-    CODEC,
     MODEL,
     RoutedRegistry,
-    feed,
-    make_pool,
-    new_index,
+    feed_examples,
 )
 
 
@@ -43,7 +41,7 @@ async def test_the_loop_publishes_each_learners_update_under_model_slash_version
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"), (3, 0.0, "challenger"))
     pool = make_pool(registry)
-    await feed(pool, range(4))
+    await feed_examples(pool, range(4))
     producer = KeptUpdates()
     loop = LearningLoop(pool.settings, pool, producer, pool.index)  # type: ignore[arg-type]
 
@@ -120,7 +118,7 @@ async def test_the_http_view_lists_every_learner_and_checkpoints_one_by_version(
     registry = RoutedRegistry()
     registry.deploy((1, 0.0, "primary"), (2, 1.0, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(3))
+    await feed_examples(pool, range(3))
     app = build_web_app(lambda: pool, lambda: True, deadline_s=2.0)
 
     async with TestClient(TestServer(app)) as client:
@@ -151,7 +149,7 @@ async def test_the_clis_checkpoint_request_names_the_version() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(3))
+    await feed_examples(pool, range(3))
     app = build_web_app(lambda: pool, lambda: True, deadline_s=2.0)
 
     async with TestServer(app) as server:

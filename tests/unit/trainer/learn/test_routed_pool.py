@@ -6,16 +6,13 @@ from headwater.services.trainer import metrics
 from headwater.services.trainer.learn.pool import ExampleOutcome
 from headwater.services.trainer.learn.routes import LearnerId
 from headwater.shared.pb import events_pb2, registry_pb2
+from tests.unit.trainer.learn.conftest import TOPIC, Rejects, make_pool, new_index
 from tests.unit.trainer.learn.routed_fakes import (
     MODEL,
-    TOPIC,
-    Rejects,
     RoutedRegistry,
     answers,
     example,
-    feed,
-    make_pool,
-    new_index,
+    feed_examples,
     reference,
     save_all,
 )
@@ -29,7 +26,7 @@ async def test_two_routed_versions_each_learn_every_example_like_river_in_proces
     registry.deploy((1, 0.9, "primary"), (2, 0.1, "canary"))
     pool = make_pool(registry)
 
-    assert await feed(pool, range(20)) == [LEARNED] * 20
+    assert await feed_examples(pool, range(20)) == [LEARNED] * 20
 
     primary, canary = pool.find(MODEL), pool.find(MODEL, 2)
     assert primary is not None and canary is not None
@@ -90,9 +87,9 @@ async def test_a_route_that_goes_retires_its_learner_after_a_final_save() -> Non
     registry = RoutedRegistry()
     registry.deploy((1, 0.9, "primary"), (2, 0.1, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(5))
+    await feed_examples(pool, range(5))
     await save_all(pool)
-    await feed(pool, range(5, 8))  # unsaved: the canary's final save must cover them
+    await feed_examples(pool, range(5, 8))  # unsaved: the canary's final save must cover them
     assert pool.commit_offsets({(TOPIC, 0): 8}) == {(TOPIC, 0): 5}
 
     pool.on_registry_event(registry.deploy((1, 1.0, "primary")))  # rolled back
@@ -100,7 +97,7 @@ async def test_a_route_that_goes_retires_its_learner_after_a_final_save() -> Non
 
     assert pool.find(MODEL, 2) is None
     assert [r.learner_id for r in pool.learners()] == [LearnerId(MODEL, 1)]
-    assert await feed(pool, [8]) == [LEARNED]  # the retiring learner learns nothing more
+    assert await feed_examples(pool, [8]) == [LEARNED]  # the retiring learner learns nothing more
     assert pool.due_updates() == [LearnerId(MODEL, 2)]  # its last update, at once
     assert pool.commit_offsets({(TOPIC, 0): 9}) == {(TOPIC, 0): 5}
     final = await pool.build_update(LearnerId(MODEL, 2))
@@ -118,7 +115,7 @@ async def test_a_retired_learners_gauges_go_with_it() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(6))
+    await feed_examples(pool, range(6))
     await save_all(pool)
     gauge = metrics.LEARNER_EXAMPLES
     assert gauge.labels(model=MODEL, version="2")._value.get() == 6
@@ -134,7 +131,7 @@ async def test_a_promoted_canary_keeps_learning_and_the_old_primary_retires() ->
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(10))
+    await feed_examples(pool, range(10))
     canary = pool.find(MODEL, 2)
 
     pool.on_registry_event(registry.deploy((2, 1.0, "primary")))  # promoted
@@ -143,7 +140,7 @@ async def test_a_promoted_canary_keeps_learning_and_the_old_primary_retires() ->
     assert pool.find(MODEL) is canary  # the same learner, now the primary's
     assert [(r.learner_id, r.role) for r in pool.learners()] == [(LearnerId(MODEL, 2), "primary")]
     assert pool.due_updates() == [LearnerId(MODEL, 2), LearnerId(MODEL, 1)]  # 1: its last
-    assert await feed(pool, range(10, 15)) == [LEARNED] * 5
+    assert await feed_examples(pool, range(10, 15)) == [LEARNED] * 5
     assert canary is not None and canary.learner.examples_learned == 15
     assert answers(canary.learner.model) == answers(await reference(registry, 2, range(15)))
     assert registry.calls.count("get_artifact 2") == 1  # never loaded again
@@ -153,12 +150,12 @@ async def test_blue_green_keeps_both_learners_switching_their_roles() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 1.0, "primary"), (2, 0.0, "challenger"))
     pool = make_pool(registry)
-    await feed(pool, range(4))
+    await feed_examples(pool, range(4))
     before = {v: pool.find(MODEL, v) for v in (1, 2)}
 
     pool.on_registry_event(registry.deploy((2, 1.0, "primary"), (1, 0.0, "challenger")))
     pool.apply_deployments()
-    await feed(pool, range(4, 8))
+    await feed_examples(pool, range(4, 8))
 
     assert [(r.learner_id.version, r.role) for r in pool.learners()] == [
         (1, "challenger"),
@@ -172,12 +169,12 @@ async def test_a_new_route_gets_its_learner_at_its_first_example() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 1.0, "primary"))
     pool = make_pool(registry)
-    await feed(pool, range(5))
+    await feed_examples(pool, range(5))
 
     pool.on_registry_event(registry.deploy((1, 0.95, "primary"), (3, 0.05, "canary")))
     pool.apply_deployments()
     assert pool.find(MODEL, 3) is None
-    await feed(pool, range(5, 9))
+    await feed_examples(pool, range(5, 9))
 
     canary = pool.find(MODEL, 3)
     assert canary is not None and canary.learner.examples_learned == 4
@@ -190,14 +187,14 @@ async def test_a_checkpoint_next_to_its_maker_is_a_learner_of_its_own() -> None:
     registry = RoutedRegistry(versions=1)
     registry.deploy((1, 1.0, "primary"))
     pool = make_pool(registry)
-    await feed(pool, range(6))
+    await feed_examples(pool, range(6))
     checkpoint = await pool.start_checkpoint(MODEL)
     assert checkpoint is not None and checkpoint.version == 2
-    await feed(pool, range(6, 8))
+    await feed_examples(pool, range(6, 8))
 
     pool.on_registry_event(registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary")))
     pool.apply_deployments()
-    await feed(pool, [8])
+    await feed_examples(pool, [8])
 
     maker, fresh = pool.find(MODEL, 1), pool.find(MODEL, 2)  # the maker still learns for 1
     assert maker is not None and maker.learner.examples_learned == 9
@@ -214,12 +211,12 @@ async def test_a_canary_route_moved_onto_its_learners_checkpoint_rebases_that_le
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(5))
+    await feed_examples(pool, range(5))
     checkpoint = await pool.start_checkpoint(MODEL, 2)
     assert checkpoint is not None and checkpoint.version == 4
     assert checkpoint.lineage.parent_version == 2
     assert checkpoint.tags["headwater.checkpoint-id"] == "m/2/5"
-    await feed(pool, range(5, 8))
+    await feed_examples(pool, range(5, 8))
     canary = pool.find(MODEL, 2)
 
     pool.on_registry_event(registry.deploy((1, 0.5, "primary"), (4, 0.5, "canary")))
@@ -237,15 +234,15 @@ async def test_a_route_back_before_the_final_save_revives_its_learner() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(4))
+    await feed_examples(pool, range(4))
     canary = pool.find(MODEL, 2)
 
     pool.on_registry_event(registry.deploy((1, 1.0, "primary")))
     pool.apply_deployments()
-    await feed(pool, range(4, 6))  # learned by the primary only
+    await feed_examples(pool, range(4, 6))  # learned by the primary only
     pool.on_registry_event(registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary")))
     pool.apply_deployments()
-    await feed(pool, range(6, 8))
+    await feed_examples(pool, range(6, 8))
 
     assert pool.find(MODEL, 2) is canary and canary is not None
     assert canary.learner.examples_learned == 6
@@ -257,15 +254,15 @@ async def test_a_route_back_after_its_final_save_restores_the_learner_past_the_g
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(4))
+    await feed_examples(pool, range(4))
     pool.on_registry_event(registry.deploy((1, 1.0, "primary")))
     pool.apply_deployments()
     await save_all(pool)  # the canary's last update, and the primary's
-    await feed(pool, range(4, 6))
+    await feed_examples(pool, range(4, 6))
 
     pool.on_registry_event(registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary")))
     pool.apply_deployments()
-    await feed(pool, range(6, 8))
+    await feed_examples(pool, range(6, 8))
 
     back = pool.find(MODEL, 2)
     assert back is not None and back.learner.examples_learned == 6
@@ -279,15 +276,15 @@ async def test_commit_offsets_wait_for_every_learner_of_every_model() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(5))
-    await feed(
+    await feed_examples(pool, range(5))
+    await feed_examples(
         pool, range(3), model="other", partition=1
     )  # not deployed: dead-lettered, nothing unsaved
     update = await pool.build_update(LearnerId(MODEL, 1))
     pool.saved(LearnerId(MODEL, 1), update)  # the primary saved, the canary not yet
 
     assert pool.commit_offsets({(TOPIC, 0): 5, (TOPIC, 1): 3}) == {(TOPIC, 0): 0, (TOPIC, 1): 3}
-    await feed(pool, range(5, 7))
+    await feed_examples(pool, range(5, 7))
     update = await pool.build_update(LearnerId(MODEL, 2))
     pool.saved(LearnerId(MODEL, 2), update)
     assert pool.commit_offsets({(TOPIC, 0): 7}) == {(TOPIC, 0): 5}  # the primary's 5, 6
@@ -300,13 +297,13 @@ async def test_a_restarted_pool_restores_each_learner_from_its_own_update() -> N
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     index = new_index()
     first = make_pool(registry, index)
-    await feed(first, range(8))
+    await feed_examples(first, range(8))
     saved = await save_all(first)
     assert {learner.version: u.sequence for learner, u in saved.items()} == {1: 1, 2: 2}
 
     second = make_pool(registry, index)
-    assert await feed(second, range(8)) == [ExampleOutcome.ALREADY_CONSUMED] * 8
-    assert await feed(second, range(8, 10)) == [LEARNED] * 2
+    assert await feed_examples(second, range(8)) == [ExampleOutcome.ALREADY_CONSUMED] * 8
+    assert await feed_examples(second, range(8, 10)) == [LEARNED] * 2
     for version in (1, 2):
         active = second.find(MODEL, version)
         assert active is not None and active.learner.examples_learned == 10
@@ -320,7 +317,7 @@ async def test_one_learner_refusing_an_example_dead_letters_it_once_and_the_othe
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, [0])
+    await feed_examples(pool, [0])
     canary = pool.find(MODEL, 2)
     assert canary is not None
 
@@ -352,14 +349,14 @@ async def test_a_version_that_cannot_be_learned_leaves_the_others_learning() -> 
     pool = make_pool(registry)
     rejects = Rejects()
 
-    assert await feed(pool, range(3), rejects) == [LEARNED] * 3
+    assert await feed_examples(pool, range(3), rejects) == [LEARNED] * 3
     assert rejects == [] and pool.find(MODEL, 2) is None
     assert registry.calls.count("get_artifact 2") == 1  # remembered for a while
 
     registry.deploy((2, 1.0, "primary"))
     pool.on_registry_event(registry.deploy((2, 1.0, "primary")))
     pool.apply_deployments()
-    assert await feed(pool, [3], rejects) == [ExampleOutcome.NOT_DEPLOYED]
+    assert await feed_examples(pool, [3], rejects) == [ExampleOutcome.NOT_DEPLOYED]
     [(_, reason)] = rejects
     assert reason.startswith("version 2 of model 'm' cannot be learned: ")
 
@@ -369,7 +366,7 @@ async def test_an_older_deployment_event_is_ignored() -> None:
     old = registry.deploy((1, 1.0, "primary"))
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(2))
+    await feed_examples(pool, range(2))
 
     pool.on_registry_event(old)  # delivered late: revision 1 < 2
     pool.apply_deployments()
@@ -384,7 +381,7 @@ async def test_a_deployment_without_routes_retires_every_learner() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(2))
+    await feed_examples(pool, range(2))
 
     pool.on_registry_event(
         events_pb2.RegistryEvent(
@@ -397,14 +394,14 @@ async def test_a_deployment_without_routes_retires_every_learner() -> None:
     assert pool.due_updates() == [LearnerId(MODEL, 1), LearnerId(MODEL, 2)]  # their last saves
     registry.deployment.ClearField("routes")
     rejects = Rejects()
-    assert await feed(pool, [2], rejects) == [ExampleOutcome.NOT_DEPLOYED]
+    assert await feed_examples(pool, [2], rejects) == [ExampleOutcome.NOT_DEPLOYED]
 
 
 async def test_revoked_partitions_drop_every_learner_of_their_models() -> None:
     registry = RoutedRegistry()
     registry.deploy((1, 0.5, "primary"), (2, 0.5, "canary"))
     pool = make_pool(registry)
-    await feed(pool, range(3))
+    await feed_examples(pool, range(3))
 
     assert pool.drop({(TOPIC, 1)}) == []
     assert pool.drop({(TOPIC, 0)}) == [LearnerId(MODEL, 1), LearnerId(MODEL, 2)]

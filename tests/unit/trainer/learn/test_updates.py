@@ -10,10 +10,10 @@ from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.shared.bus.codec import protobuf_header
 from headwater.shared.bus.dead_letter import REASON_HEADER, SOURCE_TOPIC_HEADER
 from headwater.shared.pb import events_pb2
+from tests.fakes import FakeProducer
 from tests.signed_updates import forgeries, signed_update
-from tests.unit.trainer.learn.test_pool import (
+from tests.unit.trainer.learn.conftest import (
     CODEC,
-    DeadLetters,
     FakeRegistry,
     feed,
     make_pool,
@@ -32,7 +32,7 @@ def consumer_record(value: bytes | None, offset: int, key: bytes = b"m") -> Cons
     )
 
 
-def dead_letters(index: UpdateIndex) -> DeadLetters:
+def dead_letters(index: UpdateIndex) -> FakeProducer:
     return index._policy.producer  # type: ignore[return-value]
 
 
