@@ -28,7 +28,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 typecheck: install
-	$(VENV)/bin/mypy shared services cli
+	$(VENV)/bin/mypy -p headwater.shared -p headwater.services -p headwater.cli
 
 docs: install
 	$(PY) tools/gen_settings_doc.py

@@ -74,7 +74,7 @@ def parse_percents(text: str) -> list[float]:
         raise typer.BadParameter(f"{text!r} is not a list of percents like 5,25,50,100") from None
 
 
-def _state(state: int, unset: str = "?") -> str:
+def _state(state: registry_pb2.RolloutState.ValueType, unset: str = "?") -> str:
     return enums.ROLLOUT_STATES.get(state, unset)
 
 

@@ -13,36 +13,40 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from headwater.shared.pb import registry_pb2
 
-TASKS: Mapping[int, str] = {
+#: An enum's value type (each table's keys are one protobuf enum's values).
+E = TypeVar("E", bound=int)
+
+TASKS: Mapping[registry_pb2.Task.ValueType, str] = {
     registry_pb2.TASK_BINARY: "binary",
     registry_pb2.TASK_MULTICLASS: "multiclass",
     registry_pb2.TASK_REGRESSION: "regression",
 }
-FEATURE_TYPES: Mapping[int, str] = {
+FEATURE_TYPES: Mapping[registry_pb2.FeatureType.ValueType, str] = {
     registry_pb2.FEATURE_TYPE_FLOAT: "float",
     registry_pb2.FEATURE_TYPE_INT: "int",
     registry_pb2.FEATURE_TYPE_STR: "str",
     registry_pb2.FEATURE_TYPE_BOOL: "bool",
 }
-SOURCES: Mapping[int, str] = {
+SOURCES: Mapping[registry_pb2.VersionSource.ValueType, str] = {
     registry_pb2.VERSION_SOURCE_SPEC: "spec",
     registry_pb2.VERSION_SOURCE_ONLINE_SNAPSHOT: "online-snapshot",
     registry_pb2.VERSION_SOURCE_BATCH: "batch",
 }
-ROLES: Mapping[int, str] = {
+ROLES: Mapping[registry_pb2.RouteRole.ValueType, str] = {
     registry_pb2.ROUTE_ROLE_PRIMARY: "primary",
     registry_pb2.ROUTE_ROLE_CANARY: "canary",
     registry_pb2.ROUTE_ROLE_SHADOW: "shadow",
     registry_pb2.ROUTE_ROLE_CHALLENGER: "challenger",
 }
-MODES: Mapping[int, str] = {
+MODES: Mapping[registry_pb2.ServingMode.ValueType, str] = {
     registry_pb2.SERVING_MODE_LIVE: "live",
     registry_pb2.SERVING_MODE_PINNED: "pinned",
 }
-STRATEGIES: Mapping[int, str] = {
+STRATEGIES: Mapping[registry_pb2.RolloutStrategy.ValueType, str] = {
     registry_pb2.ROLLOUT_STRATEGY_DIRECT: "direct",
     registry_pb2.ROLLOUT_STRATEGY_BLUE_GREEN: "blue-green",
     registry_pb2.ROLLOUT_STRATEGY_CANARY: "canary",
@@ -50,7 +54,7 @@ STRATEGIES: Mapping[int, str] = {
     registry_pb2.ROLLOUT_STRATEGY_SHADOW: "shadow",
     registry_pb2.ROLLOUT_STRATEGY_BANDIT: "bandit",
 }
-ROLLOUT_STATES: Mapping[int, str] = {
+ROLLOUT_STATES: Mapping[registry_pb2.RolloutState.ValueType, str] = {
     registry_pb2.ROLLOUT_STATE_PENDING: "pending",
     registry_pb2.ROLLOUT_STATE_PROGRESSING: "progressing",
     registry_pb2.ROLLOUT_STATE_PAUSED: "paused",
@@ -58,7 +62,7 @@ ROLLOUT_STATES: Mapping[int, str] = {
     registry_pb2.ROLLOUT_STATE_ROLLED_BACK: "rolled_back",
     registry_pb2.ROLLOUT_STATE_ABORTED: "aborted",
 }
-ROLLOUT_ACTIONS: Mapping[int, str] = {
+ROLLOUT_ACTIONS: Mapping[registry_pb2.RolloutAction.ValueType, str] = {
     registry_pb2.ROLLOUT_ACTION_PAUSE: "pause",
     registry_pb2.ROLLOUT_ACTION_RESUME: "resume",
     registry_pb2.ROLLOUT_ACTION_ADVANCE: "advance",
@@ -69,7 +73,7 @@ ROLLOUT_ACTIONS: Mapping[int, str] = {
 }
 
 
-def value_of(table: Mapping[int, str], name: str) -> int:
+def value_of(table: Mapping[E, str], name: str) -> E:
     """The enum value of a name in one of the tables above.
 
     Raises:
@@ -82,7 +86,7 @@ def value_of(table: Mapping[int, str], name: str) -> int:
     raise KeyError(name)
 
 
-def names(table: Mapping[int, str]) -> tuple[str, ...]:
+def names(table: Mapping[E, str]) -> tuple[str, ...]:
     """The names of a table, in enum order.
 
     >>> names(MODES)

@@ -115,7 +115,7 @@ def rollout_policy(
     max_latency_ratio: float | None = None,
 ) -> registry_pb2.RolloutPolicy:
     """A RolloutPolicy message; what is left out (None, no steps) takes the registry's default."""
-    given = {
+    given: dict[str, Any] = {
         "interval_s": interval_s, "min_samples": min_samples, "max_drop": max_drop,
         "alpha": alpha, "shadow_percent": shadow_percent,
         "bandit_floor_weight": bandit_floor_weight, "max_latency_ratio": max_latency_ratio,

@@ -87,7 +87,7 @@ class MonitorStreams(FaustRunner):
         The rollout controller acts for a model only while this holds the
         partition of the model's ``examples``.
         """
-        app = self._runner.app
+        app = self.app
         if app is None or not self.ready:
             return frozenset()
         name = topic_name(self._settings.kafka, topic)

@@ -139,7 +139,9 @@ def new_deployment(request: registry_pb2.SetDeploymentRequest) -> deployments.Ne
 def rollout_policy(message: registry_pb2.RolloutPolicy) -> RolloutPolicy:
     """The policy a request asks for: every field left unset takes its default."""
     given: dict[str, Any] = {
-        name: getattr(message, name) for name in _POLICY_SCALARS if message.HasField(name)
+        name: getattr(message, name)
+        for name in _POLICY_SCALARS
+        if message.HasField(name)  # type: ignore[arg-type]  # names from the descriptor
     }
     if message.step_percents:
         given["step_percents"] = tuple(message.step_percents)
