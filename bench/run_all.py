@@ -23,11 +23,13 @@ from bench import (
     gateway_bench,
     profile_gateway,
     trainer_bench,
+    trainer_routes_bench,
 )
 
 BENCHMARKS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "gateway": gateway_bench.main,
     "trainer": trainer_bench.main,
+    "trainer_routes": trainer_routes_bench.main,
     "freshness": freshness_bench.main,
     "fetch_latency": fetch_latency_bench.main,
 }

@@ -113,30 +113,38 @@ async def produce(stack: BenchStack, examples: list[events_pb2.LabeledExample]) 
     return time.monotonic() - started
 
 
-async def learned(session: aiohttp.ClientSession, url: str, name: str) -> int:
-    """How many examples the trainer's learner of ``name`` has learned (0 before it exists)."""
+async def learned(session: aiohttp.ClientSession, url: str, name: str, learners: int = 1) -> int:
+    """How many examples every learner of ``name`` has learned (0 until ``learners`` exist)."""
     try:
         async with session.get(f"{url}/v1/models") as reply:
             body = await reply.json()
     except (aiohttp.ClientError, TimeoutError):  # not listening yet
         return 0
-    for learner in body["learners"]:
-        if learner["model"] == name:
-            return int(learner["examples_learned"])
-    return 0
+    counts = [int(x["examples_learned"]) for x in body["learners"] if x["model"] == name]
+    return min(counts) if len(counts) >= learners else 0
 
 
 async def watch_learning(
-    stack: BenchStack, trainer: str, url: str, name: str, total: int, timeout_s: float
+    stack: BenchStack,
+    trainer: str,
+    url: str,
+    name: str,
+    total: int,
+    timeout_s: float,
+    learners: int = 1,
 ) -> dict[str, Any]:
-    """Poll until ``total`` examples are learned: the rate between first and last sighting."""
+    """Poll until every one of the model's ``learners`` has learned ``total`` examples.
+
+    The rate is counted between the first sighting of a learned example (by all
+    of them) and the last poll.
+    """
     meter = CpuMeter({"trainer": stack.processes[trainer].pid})
     deadline = time.monotonic() + timeout_s
     first: tuple[float, int] | None = None
     count = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
         while time.monotonic() < deadline:
-            count = await learned(session, url, name)
+            count = await learned(session, url, name, learners)
             now = time.monotonic()
             if count and first is None:
                 first = (now, count)

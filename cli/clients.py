@@ -142,18 +142,30 @@ class InferenceClient:
         return parse_infer_response(response)
 
 
-async def request_checkpoint(trainer_url: str, model: str, deadline_s: float = 15.0) -> Any:
+async def request_checkpoint(
+    trainer_url: str, model: str, version: int | None = None, deadline_s: float = 15.0
+) -> Any:
     """POST the trainer's checkpoint endpoint; the new version's lineage as JSON.
 
+    Args:
+        trainer_url: The trainer's HTTP address.
+        model: The learner's model.
+        version: The learner's (deployed) version; None: the primary route's.
+        deadline_s: Longest wait for the answer.
+
     Raises:
-        ModelNotFound: the trainer has no learner for the model.
+        ModelNotFound: the trainer has no learner for the model (or that version).
         Unavailable: the trainer or the registry could not do it now.
 
     """
     url = f"{trainer_url.rstrip('/')}/v1/models/{model}/checkpoint"
+    params = {} if version is None else {"version": str(version)}
     timeout = aiohttp.ClientTimeout(total=deadline_s)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as reply:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, params=params) as reply,
+        ):
             body = await reply.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError) as error:
         raise Unavailable(f"trainer at {trainer_url} unreachable: {error}") from None

@@ -288,15 +288,23 @@ TrainerOption = typer.Option(
 
 @registry_call
 async def checkpoint(
-    model: str, output: Output = OutputOption, trainer: str = TrainerOption
+    model: str,
+    version: int | None = typer.Option(
+        None, "--version", min=1,
+        help="The deployed version whose learner to checkpoint (default: the primary's)."),
+    output: Output = OutputOption,
+    trainer: str = TrainerOption,
 ) -> None:
-    """Ask the trainer to register a checkpoint version of a model's live learner now."""
-    version = await request_checkpoint(trainer, model)
+    """Ask the trainer to register a checkpoint version of a model's live learner now.
+
+    Every deployed version (primary, canary, shadow, challenger) has its own learner.
+    """
+    created = await request_checkpoint(trainer, model, version)
     if output is Output.json:
-        print_json(version)
+        print_json(created)
         return
     print_mapping(f"checkpoint of {model}", {
-        "version": version["version"], "parent": version["parent_version"],
-        "examples": version["example_count"],
+        "version": created["version"], "parent": created["parent_version"],
+        "examples": created["example_count"],
         "offsets": ", ".join(f"{o['topic']}[{o['partition']}] {o['first']}..{o['last']}"
-                             for o in version["offsets"]) or "-"})
+                             for o in created["offsets"]) or "-"})

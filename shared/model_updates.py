@@ -28,6 +28,13 @@ Deterministic serialization is stable for one schema and one protobuf runtime,
 which every headwater service shares; it is not a canonical form across
 languages, so a foreign producer must sign with this module's rule.
 
+Each learner (one per deployed version) writes its updates under the record
+key :func:`update_key` ``"{model}/{base_version}"``, so compaction keeps the
+latest update of every learner. The key is not signed: a receiver takes the
+learner's identity from the signed fields, and checks the key against them
+(:func:`check_update_key`) only so that a misrouted record cannot make
+compaction drop another learner's update.
+
 >>> from river import linear_model
 >>> codec = ArtifactCodec("key")
 >>> artifact = codec.encode(linear_model.LinearRegression())
@@ -48,6 +55,42 @@ from __future__ import annotations
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import ArtifactIntegrityError
 from headwater.shared.pb import events_pb2
+
+
+def update_key(model: str, base_version: int) -> str:
+    """The ``model-updates`` record key of a learner's updates.
+
+    >>> update_key("churn", 3)
+    'churn/3'
+    """
+    return f"{model}/{base_version}"
+
+
+def check_update_key(key: bytes | None, update: events_pb2.ModelUpdate) -> None:
+    """Check a (verified) update's record key against its signed model and base version.
+
+    The model name alone, the key of the one learner per model before each
+    deployed version had its own, is accepted too, so older updates still restore.
+
+    >>> signed = events_pb2.ModelUpdate(model="churn", base_version=3)
+    >>> check_update_key(b"churn/3", signed); check_update_key(b"churn", signed)
+    >>> check_update_key(b"churn/2", signed)
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.ArtifactIntegrityError: ModelUpdate for 'churn' version 3 is \
+keyed 'churn/2', not 'churn/3'
+
+    Raises:
+        ArtifactIntegrityError: The key names another learner.
+
+    """
+    expected = update_key(update.model, update.base_version)
+    found = (key or b"").decode("utf-8", errors="replace")
+    if found not in (expected, update.model):
+        raise ArtifactIntegrityError(
+            f"ModelUpdate for {update.model!r} version {update.base_version} is keyed "
+            f"{found!r}, not {expected!r}"
+        )
 
 
 def signed_content(update: events_pb2.ModelUpdate) -> bytes:

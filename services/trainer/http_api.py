@@ -3,10 +3,12 @@
 - ``GET /health``: 200 ``{"status": "serving"}`` once the join and the learners
   consume, 503 ``{"status": "starting"}`` before.
 - ``GET /metrics``: Prometheus text exposition.
-- ``GET /v1/models``: this trainer's learners (base version, counts, metrics, offsets).
-- ``POST /v1/models/{name}/checkpoint``: register a checkpoint version of the
-  model's learner now; 201 with the version, 404 when this trainer has no
-  learner for it, 503 when the registry refused or was unreachable.
+- ``GET /v1/models``: this trainer's learners, one per routed version of each
+  model (version, role, counts, progressive-validation metrics, offsets).
+- ``POST /v1/models/{name}/checkpoint[?version=N]``: register a checkpoint
+  version of a learner now (the primary route's without ``version``); 201 with
+  the version, 400 for a ``version`` that is not a number, 404 when this trainer
+  has no such learner, 503 when the registry refused or was unreachable.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ from typing import Any
 
 from aiohttp import web
 
-from headwater.services.trainer.learn.active import ActiveLearner
-from headwater.services.trainer.learn.pool import LearnerPool
-from headwater.shared.errors import Unavailable
+from headwater.services.trainer.learn.pool import LearnerPool, RoutedLearner
+from headwater.shared.errors import InvalidInput, Unavailable
 from headwater.shared.http import service_app
 from headwater.shared.pb import registry_pb2
 
 
-def learner_to_json(model: str, active: ActiveLearner) -> dict[str, Any]:
+def learner_to_json(routed: RoutedLearner) -> dict[str, Any]:
     """One learner as JSON."""
+    active = routed.active
     learner = active.learner
     return {
-        "model": model,
+        "model": routed.learner_id.model,
+        "version": routed.learner_id.version,
+        "role": routed.role,
         "base_version": learner.base_version,
         "examples_learned": learner.examples_learned,
         "metrics": learner.metrics(),
@@ -62,6 +66,27 @@ def version_to_json(version: registry_pb2.ModelVersion) -> dict[str, Any]:
     }
 
 
+def version_param(value: str | None) -> int | None:
+    """The ``version`` query parameter: a version number, or None when absent.
+
+    >>> version_param("3"), version_param(None)
+    (3, None)
+    >>> version_param("latest")
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.InvalidInput: version must be a version number, got 'latest'
+
+    Raises:
+        InvalidInput: Not a positive integer.
+
+    """
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise InvalidInput(f"version must be a version number, got {value!r}")
+    return int(value)
+
+
 def build_web_app(
     pool: Callable[[], LearnerPool | None], ready: Callable[[], bool], deadline_s: float
 ) -> web.Application:
@@ -76,23 +101,24 @@ def build_web_app(
 
     async def models(_: web.Request) -> web.Response:
         learners = pool()
-        items = sorted(learners.active() if learners else [])
-        return web.json_response({"learners": [learner_to_json(m, a) for m, a in items]})
+        items = learners.learners() if learners else []
+        return web.json_response({"learners": [learner_to_json(r) for r in items]})
 
     async def checkpoint(request: web.Request) -> web.Response:
         learners, name = pool(), request.match_info["name"]
+        version = version_param(request.query.get("version"))
         if learners is None:
             raise Unavailable("the trainer is starting")
-        task = learners.start_checkpoint(name)  # ModelNotFound: 404
+        task = learners.start_checkpoint(name, version)  # ModelNotFound: 404
         try:
-            version = await asyncio.wait_for(asyncio.shield(task), timeout=deadline_s + 1)
+            created = await asyncio.wait_for(asyncio.shield(task), timeout=deadline_s + 1)
         except TimeoutError:
             raise Unavailable("the registry did not answer in time") from None
-        if version is None:
-            active = learners.find(name)
+        if created is None:
+            active = learners.find(name, version)
             error = active.checkpoint_error if active is not None else ""
             raise Unavailable(error or "checkpoint failed")
-        return web.json_response(version_to_json(version), status=201)
+        return web.json_response(version_to_json(created), status=201)
 
     app = service_app(ready)
     app.router.add_get("/v1/models", models)

@@ -42,8 +42,9 @@ EXAMPLES_EMITTED = get_or_create(
 EXAMPLES = get_or_create(
     Counter,
     "headwater_trainer_examples_total",
-    "Examples read by the learners, by model and outcome (learned, duplicate, "
-    "already_consumed, not_deployed, dead_lettered).",
+    "Example records read by the learners, by model and outcome (learned, duplicate, "
+    "already_consumed, not_deployed, dead_lettered, shadow_copy; of a record's learners, "
+    "the first of dead_lettered, learned, duplicate, already_consumed).",
     ("model", "outcome"),
 )
 MODEL_UPDATES = get_or_create(
@@ -61,13 +62,13 @@ CHECKPOINTS = get_or_create(
 LEARNER_EXAMPLES = get_or_create(
     Gauge,
     "headwater_trainer_learner_examples",
-    "Examples the model's learner has learned since its base version.",
-    ("model",),
+    "Examples the learner of a deployed version has learned since that (base) version.",
+    ("model", "version"),
 )
 LEARNER_METRIC = get_or_create(
     Gauge,
     "headwater_trainer_learner_metric",
-    "Progressive-validation metric of the model's learner (accuracy, rolling_accuracy, "
-    "mae, rolling_mae).",
-    ("model", "metric"),
+    "Progressive-validation metric of the learner of a deployed version (accuracy, "
+    "rolling_accuracy, mae, rolling_mae), every learner of a model on the same examples.",
+    ("model", "version", "metric"),
 )

@@ -67,8 +67,8 @@ class TrainerSettings(ServiceSettings):
     sync_interval_ms: int = Field(
         250,
         ge=10,
-        description="Least time between two live-sync ModelUpdates of one model "
-        "(published only when something was learned).",
+        description="Least time between two live-sync ModelUpdates of one learner (one per "
+        "routed version of a model; published only when something was learned).",
     )
     checkpoint_every_examples: int = Field(
         500, ge=1, description="Examples learned between two checkpoint versions."

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from headwater.services.trainer.learn.checkpoints import CheckpointState
 from headwater.services.trainer.learn.learner import Learner, Position
 from headwater.services.trainer.learn.loading import LoadedLearner
+from headwater.services.trainer.learn.routes import LearnerId
 
 #: A topic-partition: (topic, partition).
 TP = tuple[str, int]
@@ -72,7 +73,7 @@ class SaveState:
 
 @dataclass(frozen=True)
 class ActiveLearner:
-    """A model's learner and what is tracked about it, each part written by one owner.
+    """A version's learner and what is tracked about it, each part written by one owner.
 
     Attributes:
         loaded: The learner and its base version's spec, seed and schema (the loader).
@@ -87,8 +88,13 @@ class ActiveLearner:
 
     @property
     def learner(self) -> Learner:
-        """The model's learner."""
+        """The version's learner."""
         return self.loaded.learner
+
+    @property
+    def learner_id(self) -> LearnerId:
+        """Its model and (base) version: what the pool knows it by."""
+        return LearnerId(self.learner.model_name, self.learner.base_version)
 
     @property
     def sequence(self) -> int:

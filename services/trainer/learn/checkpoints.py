@@ -218,7 +218,7 @@ class Checkpointer:
         state.taken_at = self._clock()
         state.task = asyncio.create_task(
             self._register(loaded.learner, state, request, progress, previous),
-            name=f"checkpoint-{model}",
+            name=f"checkpoint-{model}/{loaded.learner.base_version}",
         )
         return state.task
 

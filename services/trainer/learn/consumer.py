@@ -1,10 +1,12 @@
 """The learners' Kafka side: consume ``examples`` in a group, publish updates, commit safely.
 
-One loop task owns the learners (:class:`LearnerPool`): it reads a batch,
-applies deployment changes noted since the last one, learns every record (or
-dead-letters it), publishes the ModelUpdates that are due (at most one per
-model every ``sync_interval_ms``, acknowledged one at a time), commits what is
-saved, and starts checkpoints that are due. A rebalance saves and commits first,
+One loop task owns the learners (:class:`LearnerPool`, one per routed version of
+each model): it reads a batch, applies deployment changes noted since the last
+one, has every learner of a record's model learn it (or dead-letters it),
+publishes the ModelUpdates that are due (at most one per learner every
+``sync_interval_ms``, a retiring learner's last at once, keyed
+``"{model}/{base_version}"``, the learners' in flight together), commits what
+is saved, and starts checkpoints that are due. A rebalance saves and commits first,
 then forgets the learners of the revoked partitions. The registry-events tail
 feeds deployment changes to the pool.
 """
@@ -33,6 +35,7 @@ from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
+from headwater.shared.model_updates import update_key
 from headwater.shared.pb import events_pb2
 
 log = logging.getLogger(__name__)
@@ -106,8 +109,8 @@ class LearningLoop:
                 retry = await self._learn(consumer, batch)
                 await self._sync()
                 await self._commit(consumer)
-                for model in self.pool.due_checkpoints():
-                    self.pool.start_checkpoint(model)
+                for learner in self.pool.due_checkpoints():
+                    self.pool.start_checkpoint(learner.model, learner.version)
             if retry:
                 await asyncio.sleep(self.settings.registry_retry_s)
 
@@ -137,15 +140,27 @@ class LearningLoop:
         await self.pool.process(record, self._policy.reject)
 
     async def _sync(self, force: bool = False) -> None:
-        """Publish the due ModelUpdates, one acknowledged record at a time."""
-        for model in self.pool.due_updates(force):
-            update = await self.pool.build_update(model)
-            try:
-                await self.producer.send_and_wait(Topic.MODEL_UPDATES, model, update)
-            except (Unavailable, ResourceExhausted) as err:
-                log.warning("model update not published", extra={"model": model, "error": str(err)})
-                continue
-            self.pool.saved(model, update)
+        """Publish the due ModelUpdates; a learner counts as saved once its update is acknowledged.
+
+        Each learner's goes under its own key, ``"{model}/{base_version}"``. The
+        updates of several learners are in flight together (each learner has at
+        most one), so a sync waits about one round trip, not one per learner.
+        """
+        due = self.pool.due_updates(force)
+        updates = [await self.pool.build_update(learner) for learner in due]
+        acknowledged = await asyncio.gather(*(self._publish(update) for update in updates))
+        for learner, update, done in zip(due, updates, acknowledged, strict=True):
+            if done:
+                self.pool.saved(learner, update)
+
+    async def _publish(self, update: events_pb2.ModelUpdate) -> bool:
+        key = update_key(update.model, update.base_version)
+        try:
+            await self.producer.send_and_wait(Topic.MODEL_UPDATES, key, update)
+        except (Unavailable, ResourceExhausted) as err:
+            log.warning("model update not published", extra={"learner": key, "error": str(err)})
+            return False
+        return True
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = self.pool.commit_offsets(self._processed)
@@ -172,8 +187,8 @@ class LearningLoop:
                 if self._consumer is not None:
                     await self._sync(force=True)
                     await self._commit(self._consumer)
-                for model in self.pool.drop(partitions):
-                    log.info("learner handed over", extra={"model": model})
+                for learner in self.pool.drop(partitions):
+                    log.info("learner handed over", extra={"learner": str(learner)})
                 for tp in partitions:
                     self._processed.pop(tp, None)
                     self._committed.pop(tp, None)

@@ -1,4 +1,4 @@
-"""Protobuf ⇄ the learners' values: examples, learner kinds, deployments, lineage ranges.
+"""Protobuf ⇄ the learners' values: examples, learner kinds, lineage ranges.
 
 >>> example = events_pb2.LabeledExample(example_id="p-1", model="churn")
 >>> example.features["age"].int_value = 41
@@ -72,24 +72,6 @@ def _check_label(example_id: str, kind: LearnerKind, label: object) -> None:
         )
     if kind == "regressor" and (isinstance(label, bool | str) or not math.isfinite(float(label))):  # type: ignore[arg-type]
         raise InvalidInput(f"example {example_id!r}: a regressor's label must be a number")
-
-
-def primary_version(deployment: registry_pb2.Deployment) -> int | None:
-    """The version a deployment serves as primary (the learner's base); None without routes.
-
-    >>> d = registry_pb2.Deployment(routes=[
-    ...     registry_pb2.Route(version=2, weight=0.9, role=registry_pb2.ROUTE_ROLE_PRIMARY),
-    ...     registry_pb2.Route(version=3, weight=0.1, role=registry_pb2.ROUTE_ROLE_CANARY)])
-    >>> primary_version(d), primary_version(registry_pb2.Deployment())
-    (2, None)
-    """
-    routes = list(deployment.routes)
-    primary = [r for r in routes if r.role == registry_pb2.ROUTE_ROLE_PRIMARY]
-    serving = [r for r in routes if r.role != registry_pb2.ROUTE_ROLE_SHADOW]
-    chosen = primary or serving
-    if not chosen:
-        return None
-    return max(chosen, key=lambda r: r.weight).version
 
 
 def offset_ranges(spans: Iterable[OffsetSpan]) -> list[registry_pb2.OffsetRange]:

@@ -1,7 +1,7 @@
-"""One model's online learner: test-then-train in offset order, exactly once per example.
+"""The online learner of one deployed version: test-then-train in offset order, exactly once.
 
 Pure apart from the River model it drives: no I/O, no clock. The runtime
-(:mod:`headwater.services.trainer.learn.consumer`) feeds it the examples of one model
+(:mod:`headwater.services.trainer.learn.consumer`) feeds it the examples of its model
 with their ``(topic, partition, offset)`` positions; the learner
 
 * skips a position it has already consumed (at-least-once redelivery after a
@@ -9,8 +9,10 @@ with their ``(topic, partition, offset)`` positions; the learner
   twice to the log);
 * otherwise predicts first, scores the prediction (progressive validation), then
   learns — exactly what ``river.evaluate.progressive_val_score`` does;
-* records, per topic-partition, the inclusive range of offsets it consumed since
-  its base version: the lineage that lets anyone rebuild the model by replay.
+* records, per topic-partition, the inclusive ranges of offsets it consumed since
+  its base version: the lineage that lets anyone rebuild the model by replay. A
+  learner restored from its save opens a new range when it resumes past a gap
+  (its route was gone meanwhile, so the examples in the gap are not in it).
 
 Its bookkeeping (:class:`Progress`) is saved with its state in a ModelUpdate
 (:mod:`headwater.services.trainer.learn.updates`), so a restarted learner continues
@@ -107,7 +109,8 @@ class Progress:
         score_total: Sum of per-example scores (1/0 correct, or absolute error).
         window: The last per-example scores (rolling metric), oldest first.
         recent_ids: Digests of the most recently learned example ids, oldest first.
-        offsets: Consumed offset ranges since the base version (the lineage).
+        offsets: Consumed offset ranges since the base version (the lineage), sorted;
+            a partition has more than one when the learner resumed past a gap.
         positions: Last consumed offset per topic-partition (where to resume); may
             run ahead of ``offsets`` after a rebase onto a checkpoint.
         newest_label_at: Newest ``labelled_at`` learned, if any.
@@ -160,7 +163,7 @@ class _Score:
 
 
 class Learner:
-    """The online learner of one model, from one base version.
+    """The online learner of one version of a model, from that (base) version.
 
     Args:
         model_name: The model it learns.
@@ -200,9 +203,16 @@ class Learner:
         self._score = _Score(kind, metric_window, saved)
         self._recent: deque[bytes] = deque(saved.recent_ids[-dedupe_ids:], maxlen=dedupe_ids)
         self._recent_set = set(self._recent)
-        self._spans = {(s.topic, s.partition): [s.first, s.last] for s in saved.offsets}
-        self._positions = {(s.topic, s.partition): s.last for s in saved.offsets}
+        self._spans: dict[tuple[str, int], list[list[int]]] = {}
+        for span in saved.offsets:
+            self._spans.setdefault((span.topic, span.partition), []).append([span.first, span.last])
+        self._positions = {
+            tp: max(last for _, last in ranges) for tp, ranges in self._spans.items()
+        }
         self._positions.update({(p.topic, p.partition): p.offset for p in saved.positions})
+        # A restored learner may come back after examples it never saw (its route was
+        # gone for a while): the first offset it consumes past a gap opens a new range.
+        self._resuming = set(self._positions)
         self._newest_label_at = saved.newest_label_at
 
     @property
@@ -249,6 +259,14 @@ class Learner:
             self._newest_label_at = max(self._newest_label_at or 0.0, example.labelled_at)
         return StepKind.LEARNED
 
+    def pause(self) -> None:
+        """It will not be fed for a while (its route is gone; it may come back).
+
+        When fed again, the first offset it consumes past a gap opens a new
+        lineage range, as after a restore: the examples it missed are not in it.
+        """
+        self._resuming = set(self._positions)
+
     def skip(self, at: Position) -> None:
         """Mark a position consumed without learning (e.g. an example that failed)."""
         if not self._consumed(at):
@@ -256,12 +274,15 @@ class Learner:
 
     def _consume(self, at: Position) -> None:
         tp = (at.topic, at.partition)
-        self._positions[tp] = at.offset
-        span = self._spans.get(tp)
-        if span is None:
-            self._spans[tp] = [at.offset, at.offset]
+        ranges = self._spans.setdefault(tp, [])
+        last = self._positions.get(tp)
+        after_gap = tp in self._resuming and last is not None and at.offset > last + 1
+        self._resuming.discard(tp)
+        if not ranges or after_gap:
+            ranges.append([at.offset, at.offset])
         else:
-            span[1] = at.offset
+            ranges[-1][1] = at.offset
+        self._positions[tp] = at.offset
 
     def rebase(self, version: int, mark: Progress) -> None:
         """Continue as the learner of ``version``, a checkpoint this learner registered.
@@ -281,10 +302,14 @@ class Learner:
             )
         marked = {(p.topic, p.partition): p.offset for p in mark.positions}
         spans = {}
-        for tp, (first, last) in self._spans.items():
-            start = max(first, marked[tp] + 1) if tp in marked else first
-            if start <= last:
-                spans[tp] = [start, last]
+        for tp, ranges in self._spans.items():
+            kept = []
+            for first, last in ranges:
+                start = max(first, marked[tp] + 1) if tp in marked else first
+                if start <= last:
+                    kept.append([start, last])
+            if kept:
+                spans[tp] = kept
         self._spans = spans
         self.base_version = version
         self._learned -= mark.examples_learned
@@ -308,7 +333,8 @@ class Learner:
         """Consumed offset ranges since the base version, sorted by topic and partition."""
         return tuple(
             OffsetSpan(topic, partition, first, last)
-            for (topic, partition), (first, last) in sorted(self._spans.items())
+            for (topic, partition), ranges in sorted(self._spans.items())
+            for first, last in ranges
         )
 
     def progress(self) -> Progress:

@@ -1,11 +1,12 @@
-"""Where a learner starts from: the registry's deployed artifact, or its latest ModelUpdate.
+"""Where a learner starts from: its version's artifact, or its latest ModelUpdate.
 
-:class:`LearnerLoader` asks the registry which version a model's deployment
-routes to, verifies and unpickles that artifact, and restores the learner's
-state and positions from the model's latest ModelUpdate when it was saved on
-the same base version: a :class:`LoadedLearner`, which the pool keeps next to
-its own save state and the checkpointer's state. :class:`NotLearnable`
-remembers, for a while, why a model has no learner.
+:class:`LearnerLoader` asks the registry for a model's deployment (which
+versions it routes to), and for each routed version verifies and unpickles its
+artifact, then restores the learner's state and positions from that learner's
+latest ModelUpdate (same model, same base version) if it has one: a
+:class:`LoadedLearner`, which the pool keeps next to its own save state and the
+checkpointer's state. :class:`NotLearnable` remembers, for a while, why a model
+(or one of its versions) has no learner.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from headwater.services.trainer.learn.convert import learner_kind, primary_version
+from headwater.services.trainer.learn.convert import learner_kind
 from headwater.services.trainer.learn.learner import Learner, LearnerKind, Progress
+from headwater.services.trainer.learn.routes import LearnerId, routed_versions
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -38,7 +40,7 @@ NOT_DEPLOYED_CACHE_SIZE = 256
 
 @dataclass(frozen=True)
 class LoadedLearner:
-    """A model's learner as loaded, with what its base version says; written once, by the loader.
+    """A version's learner as loaded, with what its base version says; written once, by the loader.
 
     The :class:`Learner` itself then changes only through the pool (learn,
     skip, rebase).
@@ -58,7 +60,10 @@ class LoadedLearner:
 
 
 class NotLearnable:
-    """Why a model has no learner, remembered for a while; at most ``size`` names (LRU).
+    """Why a model, or one of its versions, has no learner; remembered a while, ``size`` at most.
+
+    Keyed by a model name, or by a :class:`LearnerId`'s ``str()``, ``"model/version"``
+    (model names have no slash, so the two never meet); least recently used first out.
 
     >>> cache = NotLearnable(ttl_s=5.0, size=2)
     >>> cache.put("a", "not deployed", now=0.0); cache.put("b", "not deployed", now=0.0)
@@ -96,15 +101,21 @@ class NotLearnable:
             self._entries.popitem(last=False)
 
     def forget(self, model: str) -> None:
-        """Ask the registry again next time (a registry event about the model)."""
-        self._entries.pop(model, None)
+        """Ask the registry again next time, for the model and its versions (a registry event).
+
+        >>> cache = NotLearnable(ttl_s=5.0, size=4)
+        >>> cache.put("a", "not deployed", now=0.0); cache.put("a/2", "broken", now=0.0)
+        >>> cache.put("ab/2", "broken", now=0.0); cache.forget("a"); len(cache)
+        1
+        """
+        for key in [k for k in self._entries if k == model or k.startswith(f"{model}/")]:
+            del self._entries[key]
 
 
 @dataclass(frozen=True)
 class _Base:
     """The deployed version a learner starts from, as the registry gave it."""
 
-    version: int
     kind: LearnerKind
     info: registry_pb2.Model
     found: registry_pb2.GetArtifactResponse
@@ -112,13 +123,13 @@ class _Base:
 
 
 class LearnerLoader:
-    """Loads a model's learner from the registry and restores it from its last update.
+    """Loads the learners of a model's routed versions, each restored from its last update.
 
     Args:
         settings: De-duplication and metric windows of new learners.
         registry: Where deployments, models and artifacts come from.
         codec: Verifies artifacts and saved states.
-        index: The latest ModelUpdate of each model.
+        index: The latest ModelUpdate of each learner.
 
     """
 
@@ -134,21 +145,37 @@ class LearnerLoader:
         self._codec = codec
         self._index = index
 
-    async def load(self, model: str) -> LoadedLearner | str:
-        """The model's learner, or why there is none (not deployed, cannot be learned).
+    async def deployment(self, model: str) -> registry_pb2.Deployment | str:
+        """The model's deployment, or why there is none (not deployed, no route).
 
         Raises:
             Unavailable: The registry did not answer.
 
         """
-        base = await self._fetch(model)
+        try:
+            deployment = await self._registry.get_deployment(model)
+        except (ModelNotFound, NotFound) as err:
+            return f"model {model!r} is not deployed: {err}"
+        if not routed_versions(deployment):
+            return f"model {model!r} is not deployed: its deployment has no route"
+        return deployment
+
+    async def load(self, learner_id: LearnerId) -> LoadedLearner | str:
+        """The learner of a routed version, or why there is none (it cannot be learned).
+
+        Raises:
+            Unavailable: The registry did not answer.
+
+        """
+        model, version = learner_id.model, learner_id.version
+        base = await self._fetch(learner_id)
         if isinstance(base, str):
             return base
-        estimator, progress = await self.restore(model, base.version, base.estimator)
+        estimator, progress = await self.restore(learner_id, base.estimator)
         learner = Learner(
             model,
             base.kind,
-            base_version=base.version,
+            base_version=version,
             model=estimator,
             progress=progress,
             dedupe_ids=self._settings.dedupe_ids,
@@ -156,7 +183,7 @@ class LearnerLoader:
         )
         log.info(
             "learner started",
-            extra={"model": model, "base_version": base.version, "restored": progress is not None},
+            extra={"model": model, "base_version": version, "restored": progress is not None},
         )
         return LoadedLearner(
             learner,
@@ -165,11 +192,9 @@ class LearnerLoader:
             schema=FeatureSchema.from_proto(base.info),
         )
 
-    async def _fetch(self, model: str) -> _Base | str:
+    async def _fetch(self, learner_id: LearnerId) -> _Base | str:
+        model, version = learner_id.model, learner_id.version
         try:
-            version = primary_version(await self._registry.get_deployment(model))
-            if version is None:
-                return f"model {model!r} is not deployed: its deployment has no route"
             info = await self._registry.get_model(model)
             kind = learner_kind(info.task)
             found = await self._registry.get_artifact(model, version)
@@ -179,23 +204,24 @@ class LearnerLoader:
                 self._codec.decode, found.content, artifact.signature, artifact.sha256
             )
         except (ModelNotFound, NotFound) as err:
-            return f"model {model!r} is not deployed: {err}"
+            return f"version {version} of model {model!r} is not deployed: {err}"
         except (InvalidInput, ArtifactIntegrityError) as err:
-            log.error("cannot learn this model", extra={"model": model, "error": str(err)})
-            return f"model {model!r} cannot be learned: {err}"
-        return _Base(version, kind, info, found, estimator)
+            log.error(
+                "cannot learn this version",
+                extra={"model": model, "version": version, "error": str(err)},
+            )
+            return f"version {version} of model {model!r} cannot be learned: {err}"
+        return _Base(kind, info, found, estimator)
 
-    async def restore(
-        self, model: str, version: int, base: object
-    ) -> tuple[object, Progress | None]:
-        """The saved state and progress when the latest update is on ``version``, else ``base``.
+    async def restore(self, learner_id: LearnerId, base: object) -> tuple[object, Progress | None]:
+        """The state and progress of the learner's latest update if it has one, else ``base``.
 
         The index holds only verified updates (one signature over state digest,
         offsets, counts and progress): the state is checked against its digest
         again and unpickled in a worker thread, the progress taken as saved.
         """
-        saved = self._index.latest(model)
-        if saved is None or saved.update.base_version != version:
+        saved = self._index.latest(learner_id.model, learner_id.version)
+        if saved is None:
             return base, None
         update = saved.update
         try:
@@ -203,6 +229,9 @@ class LearnerLoader:
                 self._codec.decode_addressed, update.state, update.sha256
             )
         except ArtifactIntegrityError as err:
-            log.error("saved learner state refused", extra={"model": model, "error": str(err)})
+            log.error(
+                "saved learner state refused",
+                extra={"model": learner_id.model, "version": learner_id.version, "error": str(err)},
+            )
             return base, None
         return state, saved.progress

@@ -1,4 +1,4 @@
-"""Live-sync ModelUpdates: what a learner saves, and the index of the latest one per model.
+"""Live-sync ModelUpdates: what a learner saves, and the index of the latest one per learner.
 
 A ModelUpdate on the compacted ``model-updates`` topic is the learner's save
 point: the model state (what gateways in live mode swap in), its base version,
@@ -6,7 +6,8 @@ sequence, the offsets it learned and the rest of its bookkeeping
 (de-duplication ids, metric, consumed positions: :class:`Progress`, as the
 embedded ``LearnerProgress``), all under one signature
 (:mod:`headwater.shared.model_updates`). State and offsets are saved in one
-write, and a restarted learner resumes from both.
+write, and a restarted learner resumes from both. Each learner (one per
+deployed version) writes under its own key, ``"{model}/{base_version}"``.
 
 >>> from river import linear_model
 >>> codec = ArtifactCodec("key")
@@ -40,7 +41,7 @@ from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import ArtifactIntegrityError, Unavailable
-from headwater.shared.model_updates import sign_update, verify_update
+from headwater.shared.model_updates import check_update_key, sign_update, verify_update
 from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
 
@@ -119,21 +120,23 @@ def encode_update(
 
 @dataclass(frozen=True)
 class SavedUpdate:
-    """The latest verified ModelUpdate of a model, with the progress it saved."""
+    """The latest verified ModelUpdate of a learner, with the progress it saved."""
 
     update: events_pb2.ModelUpdate
     progress: Progress
 
 
 class UpdateIndex:
-    """Reads ``model-updates`` from the beginning and keeps the latest update per model.
+    """Reads ``model-updates`` from the beginning; keeps the latest update per learner.
 
+    A learner is a ``(model, base_version)``, both read from the signed fields.
     Group-less: every trainer reads every partition (the topic is compacted and small).
     Every update read is verified (:func:`~headwater.shared.model_updates.verify_update`,
-    in a worker thread) before any field of it is noted; one that cannot be decoded
-    or does not verify is dead-lettered with the reason, so a forged update can
-    neither be restored from, nor hide the genuine latest one, nor push up the
-    sequences this trainer publishes.
+    in a worker thread) before any field of it is noted, and its record key checked
+    against the signed model and base version; one that cannot be decoded, does not
+    verify or is keyed for another learner is dead-lettered with the reason, so a
+    forged update can neither be restored from, nor hide the genuine latest one,
+    nor push up the sequences this trainer publishes.
 
     Args:
         kafka: Broker and topic prefix.
@@ -154,40 +157,55 @@ class UpdateIndex:
         self._client_id = client_id
         self._codec = codec
         self._policy = RecordPolicy(producer, "trainer")
-        self._latest: dict[str, SavedUpdate] = {}
-        self._sequences: dict[str, int] = {}
+        self._latest: dict[tuple[str, int], SavedUpdate] = {}
+        self._sequences: dict[tuple[str, int], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._moved = asyncio.Event()
 
-    def latest(self, model: str) -> SavedUpdate | None:
-        """The newest update of ``model`` read so far."""
-        return self._latest.get(model)
+    def latest(self, model: str, version: int | None = None) -> SavedUpdate | None:
+        """The newest update of the learner of ``model`` on ``version`` read so far.
 
-    def max_sequence(self, model: str) -> int:
-        """The highest sequence any update of ``model`` carried (0 if none)."""
-        return self._sequences.get(model, 0)
+        ``version`` None: the one with the highest sequence among the model's learners.
+        """
+        if version is not None:
+            return self._latest.get((model, version))
+        saved = [s for (name, _), s in self._latest.items() if name == model]
+        return max(saved, key=lambda s: s.update.sequence, default=None)
+
+    def max_sequence(self, model: str, version: int | None = None) -> int:
+        """The highest sequence an update of that learner carried (0 if none).
+
+        ``version`` None: the highest of all the model's learners.
+        """
+        if version is not None:
+            return self._sequences.get((model, version), 0)
+        return max((n for (name, _), n in self._sequences.items() if name == model), default=0)
 
     def record(self, update: events_pb2.ModelUpdate) -> None:
         """Take note of a verified update (read from the topic, or just published).
 
-        An update older than the latest one noted (a lower sequence: the topic
-        read back after :meth:`LearnerPool.saved` noted a newer one) is ignored,
-        so a restore never goes back to an older state.
+        An update older than the latest one noted for its learner (a lower
+        sequence: the topic read back after :meth:`LearnerPool.saved` noted a
+        newer one) is ignored, so a restore never goes back to an older state.
 
         >>> index = UpdateIndex(
         ...     KafkaSettings(bootstrap="127.0.0.1:1"), "doc", ArtifactCodec("key"),
         ...     EventProducer(KafkaSettings(bootstrap="127.0.0.1:1"), "doc"))
-        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=5))
-        >>> index.record(events_pb2.ModelUpdate(model="m", sequence=4))
-        >>> index.latest("m").update.sequence, index.max_sequence("m")
-        (5, 5)
+        >>> index.record(events_pb2.ModelUpdate(model="m", base_version=1, sequence=5))
+        >>> index.record(events_pb2.ModelUpdate(model="m", base_version=1, sequence=4))
+        >>> index.record(events_pb2.ModelUpdate(model="m", base_version=2, sequence=3))
+        >>> index.latest("m", 1).update.sequence, index.max_sequence("m", 2)
+        (5, 3)
+        >>> index.latest("m").update.base_version, index.max_sequence("m")
+        (1, 5)
         """
-        current = self._latest.get(update.model)
+        learner = (update.model, update.base_version)
+        current = self._latest.get(learner)
         if current is None or update.sequence >= current.update.sequence:
-            self._latest[update.model] = SavedUpdate(update, progress_from_update(update))
-        self._sequences[update.model] = max(self.max_sequence(update.model), update.sequence)
+            self._latest[learner] = SavedUpdate(update, progress_from_update(update))
+        self._sequences[learner] = max(self._sequences.get(learner, 0), update.sequence)
 
     async def start(self) -> None:
         """Assign every partition from the beginning and read in the background.
@@ -218,7 +236,7 @@ class UpdateIndex:
 
         The record goes through a :class:`RecordPolicy`, as every consumer's does:
         one that cannot be decoded, or hits a bug, is dead-lettered like one that
-        does not verify, and the index reads on.
+        does not verify (or is keyed for another learner), and the index reads on.
         """
         if record.value is None:
             return  # a tombstone of the compacted topic
@@ -228,6 +246,7 @@ class UpdateIndex:
         update = record.decode(events_pb2.ModelUpdate)
         try:
             await asyncio.to_thread(verify_update, self._codec, update)
+            check_update_key(record.key, update)
         except ArtifactIntegrityError as err:
             log.error("model update refused", extra={"offset": record.offset, "reason": str(err)})
             await self._policy.reject(record, str(err))

@@ -106,8 +106,8 @@ async def produce_examples(
     )
 
 
-async def read_updates(kafka: KafkaSettings) -> list[events_pb2.ModelUpdate]:
-    """Every ModelUpdate on the topic so far, in offset order per partition."""
+async def read_keyed_updates(kafka: KafkaSettings) -> list[tuple[str, events_pb2.ModelUpdate]]:
+    """Every ModelUpdate on the topic so far with its record key, in offset order per partition."""
     name = kafka.topic(Topic.MODEL_UPDATES.value)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False
@@ -121,10 +121,18 @@ async def read_updates(kafka: KafkaSettings) -> list[events_pb2.ModelUpdate]:
         updates = []
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                updates += [decode_event(events_pb2.ModelUpdate, r.value) for r in records]
+                updates += [
+                    ((r.key or b"").decode(), decode_event(events_pb2.ModelUpdate, r.value))
+                    for r in records
+                ]
         return updates
     finally:
         await consumer.stop()
+
+
+async def read_updates(kafka: KafkaSettings) -> list[events_pb2.ModelUpdate]:
+    """Every ModelUpdate on the topic so far, in offset order per partition."""
+    return [update for _, update in await read_keyed_updates(kafka)]
 
 
 async def update_with(kafka: KafkaSettings, **expected) -> events_pb2.ModelUpdate:

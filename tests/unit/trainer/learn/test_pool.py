@@ -6,6 +6,7 @@ import pytest
 
 from headwater.services.trainer.learn.loading import NOT_DEPLOYED_CACHE_SIZE
 from headwater.services.trainer.learn.pool import ExampleOutcome
+from headwater.services.trainer.learn.routes import LearnerId
 from headwater.shared.bus.codec import encode_event
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.errors import Unavailable
@@ -86,7 +87,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     registry.deployed = 1
     pool = make_pool(registry, checkpoint_every_examples=5)
     await feed(pool, range(6))
-    assert pool.due_checkpoints() == ["m"]
+    assert pool.due_checkpoints() == [LearnerId("m", 1)]
     version = await pool.start_checkpoint("m")
     assert version is not None and version.version == 2
     assert version.lineage.parent_version == 1
@@ -102,7 +103,7 @@ async def test_checkpoint_then_its_deployment_rebases_and_another_restarts() -> 
     pool.apply_deployments()
     learner = pool.find("m").learner
     assert (learner.base_version, learner.examples_learned) == (2, 3)
-    assert pool.due_updates() == ["m"]  # published under the new base at once
+    assert pool.due_updates() == [LearnerId("m", 2)]  # published under the new base at once
 
     registry.add_version(build_model(SPEC, seed=9))
     registry.deployed = 3

@@ -8,6 +8,7 @@ import pytest
 
 from headwater.services.trainer.learn.checkpoints import CHECKPOINT_TAG
 from headwater.services.trainer.learn.pool import ExampleOutcome, LearnerPool
+from headwater.services.trainer.learn.routes import LearnerId
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
 from headwater.shared.errors import ModelNotFound
@@ -61,7 +62,7 @@ async def test_sequences_never_repeat_even_when_a_send_fails() -> None:
     registry.deployed = 1
     pool = make_pool(registry)
     await feed(pool, range(3))
-    lost = await pool.build_update("m")  # never acknowledged
+    lost = await pool.build_update(LearnerId("m", 1))  # never acknowledged
     update = await save(pool)
     assert update.sequence == lost.sequence + 1
     assert pool.due_updates(force=True) == []
@@ -86,7 +87,7 @@ async def test_an_older_update_read_back_after_a_save_does_not_replace_the_newer
     index = new_index()
     pool = make_pool(registry, index)
     await feed(pool, range(3))
-    older = await pool.build_update("m")
+    older = await pool.build_update(LearnerId("m", 1))
     index.record(older)
     await feed(pool, range(3, 6))
     newer = await save(pool)
@@ -172,8 +173,8 @@ async def test_model_state_is_decoded_encoded_and_signed_off_the_event_loop() ->
     settings = TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1"))
     pool = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(pool, range(5))
-    update = await pool.build_update("m")
-    pool.saved("m", update)
+    update = await pool.build_update(LearnerId("m", 1))
+    pool.saved(LearnerId("m", 1), update)
     restored = LearnerPool(settings, registry, codec, index, clock=lambda: 0.0)  # type: ignore[arg-type]
     await feed(restored, [5])  # loads the base version and restores the saved state
     version = await restored.start_checkpoint("m")
