@@ -386,7 +386,8 @@ Global___LabeledExample: _TypeAlias = LabeledExample  # noqa: Y015
 
 @_typing.final
 class ModelUpdate(_message.Message):
-    """A learner's save point. Topic: model-updates (compacted), key: model name.
+    """A learner's save point. Topic: model-updates (compacted), key: "{model}/{base_version}"
+    (one entry per learner; receivers trust the signed fields, never the key).
 
     One signature covers everything a receiver acts on: `signature` is the
     HMAC-SHA256 (the platform's artifact signing key) of this message's
