@@ -276,6 +276,7 @@ def rollout_message(row: Mapping[str, Any]) -> registry_pb2.Rollout:
         updated_at=timestamp(row["updated_at"]),
         actor=row["actor"],
         step_started_at=timestamp(row["step_started_at"]),
+        switched_replicas=row["switched_replicas"],
     )
 
 
@@ -292,6 +293,7 @@ def transition_message(row: Mapping[str, Any]) -> registry_pb2.RolloutTransition
         evidence=row["evidence"],
         at=timestamp(row["at"]),
         revision=row["revision"],
+        switched_replica=row["switched_replica"],
     )
 
 
