@@ -256,6 +256,7 @@ def rollout_of_row(row: Mapping[str, Any]) -> rollouts.Rollout:
         policy=policy_of_json(row["policy"]),
         state=row["state"],
         step=row["step"],
+        switched_replicas=tuple(row["switched_replicas"]),
     )
 
 

@@ -82,14 +82,14 @@ async def switch_next_replica(
     """A rolling ADVANCE inside the caller's transaction: switch and record the next replica.
 
     ``row`` is the rollout's row (locked by the caller through its deployment),
-    ``rollout`` where it stands.
+    ``rollout`` where it stands (with the replicas switched so far).
 
     Raises:
         FailedPrecondition: see :func:`.replicas.advance_rolling`.
 
     """
     live = await live_replicas(conn, timeout_s)
-    switch = replicas.advance_rolling(rollout, live, tuple(row["switched_replicas"]))
+    switch = replicas.advance_rolling(rollout, live)
     if switch.replica_id:
-        await repo.set_switched_replicas(conn, row["id"], switch.switched)
+        await repo.set_switched_replicas(conn, row["id"], switch.move.rollout.switched_replicas)
     return switch

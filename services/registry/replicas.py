@@ -20,22 +20,21 @@ leaves every replica unready.
 >>> ready = (ReplicaVersion("m", 1), ReplicaVersion("m", 2))
 >>> gateways = [Replica("gw-b", "b:8001", now, ready), Replica("gw-a", "a:8001", now, ready)]
 >>> rollout = rollouts.start("m", "rolling", 1, 2, rollouts.RolloutPolicy()).rollout
->>> first = advance_rolling(rollout, gateways, switched=())
+>>> first = advance_rolling(rollout, gateways)
 >>> first.replica_id, first.move.rollout.state, first.move.routes
 ('gw-a', 'progressing', None)
->>> last = advance_rolling(first.move.rollout, gateways, switched=("gw-a",))
->>> last.replica_id, last.move.rollout.step, last.move.routes[0]
-('gw-b', 1, Route(version=2, weight=1.0, role='primary'))
+>>> last = advance_rolling(first.move.rollout, gateways)
+>>> last.replica_id, last.move.rollout.switched_replicas, last.move.routes[0]
+('gw-b', ('gw-a', 'gw-b'), Route(version=2, weight=1.0, role='primary'))
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from headwater.services.registry import rollouts
 from headwater.services.registry.domain import validate_model_name
@@ -136,16 +135,15 @@ class Switch:
     """The outcome of a rolling ADVANCE.
 
     Attributes:
-        move: The rollout after it, and the routes (None while replicas remain unswitched).
+        move: The rollout after it (with every replica switched so far), and the
+            routes (None while live replicas remain unswitched).
         replica_id: The replica switched ('' when only the routes switched).
-        switched: Every replica switched after it, in switch order.
         evidence: Replica counts (live, switched, ready) and the replica's warm-up latency.
 
     """
 
     move: rollouts.Move
     replica_id: str
-    switched: tuple[str, ...]
     evidence: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -218,7 +216,7 @@ def assignments_for(replica_id: str, rolling: Iterable[RollingRollout]) -> tuple
     [(2, True)]
     >>> [(a.version, a.switched) for a in assignments_for("gw-b", [r])]
     [(1, False)]
-    >>> assignments_for("gw-a", [dataclasses.replace(r, step=1)])
+    >>> assignments_for("gw-a", [replace(r, step=1)])
     ()
     """
     return tuple(
@@ -252,12 +250,10 @@ def next_to_switch(
     return next((r for r in waiting if r.reports_ready(model, candidate)), None)
 
 
-def advance_rolling(
-    rollout: rollouts.Rollout, live: Sequence[Replica], switched: Sequence[str]
-) -> Switch:
+def advance_rolling(rollout: rollouts.Rollout, live: Sequence[Replica]) -> Switch:
     """Switch the next replica of a rolling rollout (see the module docstring).
 
-    ``live`` are the live replicas, ``switched`` the replicas switched so far.
+    ``live`` are the live replicas; ``rollout.switched_replicas`` the ones switched so far.
 
     Raises:
         FailedPrecondition: the rollout's state does not allow an advance, there
@@ -266,7 +262,7 @@ def advance_rolling(
 
     """
     final = rollouts.apply(rollout, "advance")  # refuses what any advance from here would
-    model, candidate = rollout.model, rollout.candidate_version
+    model, candidate, switched = rollout.model, rollout.candidate_version, rollout.switched_replicas
     if not live:
         raise FailedPrecondition(
             f"no live gateway replica to switch to v{candidate} of {model!r}: start a gateway, "
@@ -282,16 +278,14 @@ def advance_rolling(
             f"(headwater rollout status {model})"
         )
     if chosen is None:  # every live replica is switched already: only the routes are left
-        return Switch(final, "", tuple(switched), _evidence(rollout, live, switched, None))
+        return Switch(final, "", _evidence(rollout, live, switched, None))
     now_switched = (*switched, chosen.id)
-    remaining = [r for r in waiting if r is not chosen]
-    move = _held(rollout, final) if remaining else final
-    return Switch(move, chosen.id, now_switched, _evidence(rollout, live, now_switched, chosen))
-
-
-def _held(rollout: rollouts.Rollout, final: rollouts.Move) -> rollouts.Move:
-    """A switch that leaves the routes (and the step) as they are: progressing."""
-    return rollouts.Move(dataclasses.replace(rollout, state=final.rollout.state), None)
+    state = final.rollout.state
+    if [r for r in waiting if r is not chosen]:  # others left: the routes stay as they are
+        move = rollouts.Move(replace(rollout, state=state, switched_replicas=now_switched), None)
+    else:
+        move = rollouts.Move(replace(final.rollout, switched_replicas=now_switched), final.routes)
+    return Switch(move, chosen.id, _evidence(rollout, live, now_switched, chosen))
 
 
 def _evidence(

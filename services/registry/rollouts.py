@@ -87,7 +87,8 @@ class Rollout:
     blue-green and rolling: 0 before the switch, 1 after (rolling: after the
     advance that switched its last live gateway replica); shadow: 0 while
     mirrored, k >= 1 a canary at ``step_percents[k - 1]``; bandit: the number
-    of weight updates.
+    of weight updates. ``switched_replicas``: rolling, the gateway replicas
+    switched to the candidate so far, in switch order (:mod:`.replicas`).
     """
 
     model: str
@@ -97,6 +98,7 @@ class Rollout:
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     state: str = "pending"
     step: int = 0
+    switched_replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,15 @@ STRATEGY)"
 
 
 def _unpaused_state(rollout: Rollout) -> str:
-    """Where a resume returns: pending for a switching strategy not switched yet."""
-    if rollout.strategy in SWITCHING_STRATEGIES and rollout.step == 0:
+    """Where a resume returns: pending for a switching strategy not switched yet.
+
+    >>> _unpaused_state(Rollout("m", "rolling", 1, 2, state="paused"))
+    'pending'
+    >>> _unpaused_state(Rollout("m", "rolling", 1, 2, state="paused", switched_replicas=("gw",)))
+    'progressing'
+    """
+    switched = rollout.step > 0 or rollout.switched_replicas  # rolling: some replica already
+    if rollout.strategy in SWITCHING_STRATEGIES and not switched:
         return "pending"
     return "progressing"
 

@@ -30,8 +30,10 @@ def replica(replica_id: str, versions=BOTH_READY, age_s: float = 0.0) -> Replica
     return Replica(replica_id, f"{replica_id}:8001", NOW - dt.timedelta(seconds=age_s), versions)
 
 
-def rolling(state: str = "pending", step: int = 0) -> rollouts.Rollout:
-    return rollouts.Rollout("m", "rolling", 1, 2, RolloutPolicy(), state, step)
+def rolling(
+    state: str = "pending", step: int = 0, switched: tuple[str, ...] = ()
+) -> rollouts.Rollout:
+    return rollouts.Rollout("m", "rolling", 1, 2, RolloutPolicy(), state, step, switched)
 
 
 # --- heartbeats and liveness ------------------------------------------------------------
@@ -95,53 +97,61 @@ def test_the_next_replica_is_the_first_ready_one_in_id_order() -> None:
 
 def test_an_advance_switches_one_replica_and_keeps_the_routes() -> None:
     live = [replica("gw-b"), replica("gw-a"), replica("gw-c")]
-    first = advance_rolling(rolling(), live, ())
-    assert (first.replica_id, first.switched) == ("gw-a", ("gw-a",))
+    first = advance_rolling(rolling(), live)
+    assert (first.replica_id, first.move.rollout.switched_replicas) == ("gw-a", ("gw-a",))
     assert first.move.routes is None
     assert (first.move.rollout.state, first.move.rollout.step) == ("progressing", 0)
     assert first.evidence == {
         "replicas.live": 3.0, "replicas.switched": 1.0, "replicas.ready": 3.0,
         "switched.warmup_latency_ms": 0.4,
     }  # fmt: skip
-    second = advance_rolling(first.move.rollout, live, first.switched)
-    assert (second.replica_id, second.switched, second.move.routes) == (
+    second = advance_rolling(first.move.rollout, live)
+    assert (second.replica_id, second.move.rollout.switched_replicas, second.move.routes) == (
         "gw-b", ("gw-a", "gw-b"), None)  # fmt: skip
 
 
 def test_the_advance_switching_the_last_replica_switches_the_routes() -> None:
     live = [replica("gw-a"), replica("gw-b")]
-    last = advance_rolling(rolling("progressing"), live, ("gw-a",))
+    last = advance_rolling(rolling("progressing", switched=("gw-a",)), live)
     assert last.replica_id == "gw-b" and last.move.rollout.step == 1
+    assert last.move.rollout.switched_replicas == ("gw-a", "gw-b")
     assert last.move.routes == rollouts.routes_at(rolling("progressing", step=1))
     with pytest.raises(FailedPrecondition, match=r"v2 already: promote it \(drops v1\)"):
-        advance_rolling(last.move.rollout, live, last.switched)
+        advance_rolling(last.move.rollout, live)
 
 
 def test_a_replica_that_has_not_reported_the_candidate_ready_is_never_switched() -> None:
     live = [replica("gw-a"), replica("gw-b", ONLY_BASELINE)]
-    first = advance_rolling(rolling(), live, ())
+    first = advance_rolling(rolling(), live)
     assert first.replica_id == "gw-a" and first.move.routes is None
     with pytest.raises(FailedPrecondition, match=r"reports v2 ready \(waiting for gw-b\)"):
-        advance_rolling(first.move.rollout, live, first.switched)
+        advance_rolling(first.move.rollout, live)
     nobody = [replica("gw-a", ONLY_BASELINE), replica("gw-b", ONLY_BASELINE)]
     with pytest.raises(FailedPrecondition, match="waiting for gw-a, gw-b"):
-        advance_rolling(rolling(), nobody, ())
+        advance_rolling(rolling(), nobody)
 
 
 def test_without_live_replicas_nothing_is_switched() -> None:
     with pytest.raises(FailedPrecondition, match="no live gateway replica to switch to v2 of 'm'"):
-        advance_rolling(rolling(), [], ())
+        advance_rolling(rolling(), [])
 
 
 def test_when_every_live_replica_is_switched_only_the_routes_are_left() -> None:
     # gw-c was switched, then went silent: the two live ones are switched already
     live = [replica("gw-a"), replica("gw-b")]
-    routes_only = advance_rolling(rolling("progressing"), live, ("gw-a", "gw-c", "gw-b"))
+    routes_only = advance_rolling(rolling("progressing", switched=("gw-a", "gw-c", "gw-b")), live)
     assert routes_only.replica_id == "" and routes_only.move.rollout.step == 1
     assert routes_only.evidence["replicas.switched"] == 2.0
 
 
+def test_a_rollout_paused_after_a_switch_resumes_progressing() -> None:
+    switched = advance_rolling(rolling(), [replica("gw-a"), replica("gw-b")]).move.rollout
+    paused = rollouts.apply(switched, "pause").rollout
+    assert rollouts.apply(paused, "resume").rollout.state == "progressing"
+    assert rollouts.apply(rollouts.apply(rolling(), "pause").rollout, "resume").rollout.state == (
+        "pending")  # fmt: skip
+
+
 def test_a_paused_rolling_rollout_switches_nothing() -> None:
     with pytest.raises(FailedPrecondition, match="is paused: resume it or roll it back"):
-        advance_rolling(rolling("paused"), [replica("gw-a")], ())
-
+        advance_rolling(rolling("paused"), [replica("gw-a")])
