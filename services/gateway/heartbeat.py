@@ -125,13 +125,17 @@ class ReplicaHeartbeat:
 
     async def beat(self) -> bool:
         """One heartbeat; False when the registry did not take it (the next one retries)."""
-        versions = self.report()
         try:
+            versions = self.report()
             answer = await self._registry.heartbeat(self.replica_id, self._address(), versions)
-        except HeadwaterError as error:
+        except Exception as error:  # unreachable, refused, or a bug: serving goes on regardless
             metrics.HEARTBEAT_FAILURES.inc()
             if not self._failing:  # once per outage: a beat every few seconds would flood
-                log.warning("heartbeat failed; retrying", extra={"error": str(error)})
+                log.warning(
+                    "heartbeat failed; retrying",
+                    extra={"error": str(error)},
+                    exc_info=not isinstance(error, HeadwaterError),
+                )
             self._failing = True
             return False
         if self._failing:
