@@ -208,15 +208,8 @@ STRATEGY)"
 
 
 def _unpaused_state(rollout: Rollout) -> str:
-    """Where a resume returns: pending for a switching strategy not switched yet.
-
-    >>> _unpaused_state(Rollout("m", "rolling", 1, 2, state="paused"))
-    'pending'
-    >>> _unpaused_state(Rollout("m", "rolling", 1, 2, state="paused", switched_replicas=("gw",)))
-    'progressing'
-    """
-    switched = rollout.step > 0 or rollout.switched_replicas  # rolling: some replica already
-    if rollout.strategy in SWITCHING_STRATEGIES and not switched:
+    """Where a resume returns: pending for a switching strategy not switched yet (not a replica)."""
+    if rollout.strategy in SWITCHING_STRATEGIES and not (rollout.step or rollout.switched_replicas):
         return "pending"
     return "progressing"
 
