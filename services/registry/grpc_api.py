@@ -1,10 +1,11 @@
 """The ``headwater.registry.v1.Registry`` gRPC servicer: a few lines per RPC.
 
 Each method converts the request, calls :class:`.service.RegistryService`
-(or, for rollouts, :class:`.rollout_service.RolloutService`) and wraps the
-result; ``@grpc_errors`` turns headwater errors into status codes. The
-caller names itself in the ``x-headwater-actor`` metadata key, recorded in
-the audit log, on every registry event and on every rollout transition.
+(or, for rollouts, :class:`.rollout_service.RolloutService`, for gateway
+replicas :class:`.replica_service.ReplicaService`) and wraps the result;
+``@grpc_errors`` turns headwater errors into status codes. The caller names
+itself in the ``x-headwater-actor`` metadata key, recorded in the audit log,
+on every registry event and on every rollout transition.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import TypeAlias
 
 import grpc
 
-from headwater.services.registry import convert
+from headwater.services.registry import convert, replica_convert
+from headwater.services.registry.replica_service import ReplicaService
 from headwater.services.registry.rollout_service import RolloutService
 from headwater.services.registry.service import RegistryService
 from headwater.shared.errors import InvalidInput
@@ -40,9 +42,12 @@ def actor_of(context: Context) -> str:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     """Adapts gRPC requests to the registry's services."""
 
-    def __init__(self, service: RegistryService, rollouts: RolloutService) -> None:
+    def __init__(
+        self, service: RegistryService, rollouts: RolloutService, replicas: ReplicaService
+    ) -> None:
         self._service = service
         self._rollouts = rollouts
+        self._replicas = replicas
 
     @grpc_errors
     async def CreateModel(  # noqa: D102
@@ -156,3 +161,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.Rollout:
         change = convert.rollout_change(request)
         return await self._rollouts.transition_rollout(change, actor_of(context))
+
+    @grpc_errors
+    async def Heartbeat(  # noqa: D102
+        self, request: registry_pb2.HeartbeatRequest, context: Context
+    ) -> registry_pb2.HeartbeatResponse:
+        return await self._replicas.heartbeat(replica_convert.heartbeat_of(request))
+
+    @grpc_errors
+    async def ListReplicas(  # noqa: D102
+        self, request: registry_pb2.ListReplicasRequest, context: Context
+    ) -> registry_pb2.ListReplicasResponse:
+        replicas = await self._replicas.list_replicas(request.model)
+        return registry_pb2.ListReplicasResponse(replicas=replicas)

@@ -20,6 +20,7 @@ import asyncpg
 from headwater.services.registry import convert, deployments, domain, metrics, rollouts
 from headwater.services.registry import repository as repo
 from headwater.services.registry import rollout_repository as rollout_repo
+from headwater.services.registry.replica_service import switch_next_replica
 from headwater.services.registry.rollout_policy import (
     NewRollout,
     RolloutChange,
@@ -44,12 +45,20 @@ class RolloutService:
     Args:
         pool: asyncpg pool whose connections ran :func:`repository.init_connection`.
         on_commit: Called after every committed change (wakes the outbox relay).
+        replica_timeout_s: How long a gateway replica stays live after its last
+            heartbeat (a rolling advance switches live replicas only).
 
     """
 
-    def __init__(self, pool: asyncpg.Pool, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_commit: Callable[[], None] = lambda: None,
+        replica_timeout_s: float = 15.0,
+    ) -> None:
         self._pool = pool
         self._on_commit = on_commit
+        self._replica_timeout_s = replica_timeout_s
 
     async def start_rollout(self, draft: NewRollout, actor: str) -> registry_pb2.Rollout:
         """Start rolling ``draft.candidate_version`` out over the deployed primary."""
@@ -93,7 +102,7 @@ class RolloutService:
             if change.rollout_id and change.rollout_id != active["id"]:
                 raise rollouts.other_rollout_error(change.model, change.rollout_id, current)
             rollouts.check_revision(current, active["revision"], change.expected_revision)
-            move = rollouts.apply(current, change.action, evidence)
+            move, evidence, switched = await self._decide(conn, active, current, change, evidence)
             row = await rollout_repo.update_rollout(
                 conn,
                 active["id"],
@@ -103,10 +112,24 @@ class RolloutService:
             )
             written = await _write_move(
                 conn, row, current.state, change.action, actor, change.reason, evidence,
-                deployment, move.routes,
+                deployment, move.routes, switched_replica=switched,
             )  # fmt: skip
         self._committed(change.action)
         return written
+
+    async def _decide(
+        self,
+        conn: asyncpg.Connection,
+        active: repo.Row,
+        current: rollouts.Rollout,
+        change: RolloutChange,
+        evidence: dict[str, float],
+    ) -> tuple[rollouts.Move, dict[str, float], str]:
+        """The move, its evidence and the replica it switched ('' but for a rolling advance)."""
+        if current.strategy == "rolling" and change.action == "advance":
+            switch = await switch_next_replica(conn, active, current, self._replica_timeout_s)
+            return switch.move, {**evidence, **switch.evidence}, switch.replica_id
+        return rollouts.apply(current, change.action, evidence), evidence, ""
 
     async def get_rollout(self, model: str) -> registry_pb2.Rollout:
         """The model's active rollout, else its latest; NotFound when it never had one."""
@@ -151,6 +174,8 @@ async def _write_move(
     evidence: dict[str, float],
     deployment: repo.Row,
     routes: tuple[deployments.Route, ...] | None,
+    *,
+    switched_replica: str = "",
 ) -> registry_pb2.Rollout:
     """Write the transition, the routes (when they change), the audit entry and the events."""
     await rollout_repo.insert_transition(
@@ -158,7 +183,7 @@ async def _write_move(
         rollout_repo.TransitionRow(
             rollout_id=row["id"], from_state=from_state, to_state=row["state"],
             action=action, step=row["step"], revision=row["revision"], actor=actor,
-            reason=reason, evidence=evidence,
+            reason=reason, evidence=evidence, switched_replica=switched_replica,
         ),
     )  # fmt: skip
     rollout = convert.rollout_message(row)
@@ -167,6 +192,8 @@ async def _write_move(
         "to_state": row["state"], "step": row["step"], "revision": row["revision"],
         "reason": reason, "evidence": evidence,
     }  # fmt: skip
+    if switched_replica:
+        detail.update(switched_replica=switched_replica, switched=list(rollout.switched_replicas))
     events = []
     if routes is not None:
         changed = await _write_routes(conn, row, deployment, routes)

@@ -23,6 +23,7 @@ TABLES = {
     "deployments",
     "models",
     "outbox",
+    "replicas",
     "rollout_transitions",
     "rollouts",
     "schema_migrations",

@@ -119,6 +119,16 @@ class RegistryStub:
                 request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
                 response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/headwater.registry.v1.Registry/Heartbeat',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/headwater.registry.v1.Registry/ListReplicas',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -235,6 +245,23 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """A gateway replica says it is alive, where it listens and which versions it
+        has loaded; the answer says what it must answer with while a rolling
+        rollout switches replicas one at a time. Frequent: no audit entry, no event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplicas(self, request, context):
+        """The live replicas (last heartbeat within the registry's replica timeout),
+        by id; silent ones are dropped (and deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +349,16 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.TransitionRollout,
                     request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.FromString,
                     response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -783,6 +820,60 @@ class Registry:
             '/headwater.registry.v1.Registry/TransitionRollout',
             headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
             headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/Heartbeat',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/ListReplicas',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,

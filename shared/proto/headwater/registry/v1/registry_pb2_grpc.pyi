@@ -62,6 +62,15 @@ class RegistryStub:
     """A model's rollouts, newest first, each with its transitions (oldest first)."""
     TransitionRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TransitionRolloutRequest, _registry_pb2.Rollout]
     """Moves the model's active rollout by one action; the routes follow."""
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]
+    """A gateway replica says it is alive, where it listens and which versions it
+    has loaded; the answer says what it must answer with while a rolling
+    rollout switches replicas one at a time. Frequent: no audit entry, no event.
+    """
+    ListReplicas: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]
+    """The live replicas (last heartbeat within the registry's replica timeout),
+    by id; silent ones are dropped (and deleted).
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -94,6 +103,15 @@ class RegistryAsyncStub(RegistryStub):
     """A model's rollouts, newest first, each with its transitions (oldest first)."""
     TransitionRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.TransitionRolloutRequest, _registry_pb2.Rollout]  # type: ignore[assignment]
     """Moves the model's active rollout by one action; the routes follow."""
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """A gateway replica says it is alive, where it listens and which versions it
+    has loaded; the answer says what it must answer with while a rolling
+    rollout switches replicas one at a time. Frequent: no audit entry, no event.
+    """
+    ListReplicas: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]  # type: ignore[assignment]
+    """The live replicas (last heartbeat within the registry's replica timeout),
+    by id; silent ones are dropped (and deleted).
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -225,5 +243,26 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Rollout, _abc.Awaitable[_registry_pb2.Rollout]]:
         """Moves the model's active rollout by one action; the routes follow."""
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _registry_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.HeartbeatResponse, _abc.Awaitable[_registry_pb2.HeartbeatResponse]]:
+        """A gateway replica says it is alive, where it listens and which versions it
+        has loaded; the answer says what it must answer with while a rolling
+        rollout switches replicas one at a time. Frequent: no audit entry, no event.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReplicas(
+        self,
+        request: _registry_pb2.ListReplicasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListReplicasResponse, _abc.Awaitable[_registry_pb2.ListReplicasResponse]]:
+        """The live replicas (last heartbeat within the registry's replica timeout),
+        by id; silent ones are dropped (and deleted).
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
