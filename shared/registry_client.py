@@ -39,6 +39,7 @@ import grpc
 from headwater.shared import enums, errors
 from headwater.shared.grpc_errors import error_for
 from headwater.shared.pb import registry_pb2, registry_pb2_grpc
+from headwater.shared.registry_gates_client import PromotionGateCalls
 from headwater.shared.retry import Backoff
 
 ACTOR_METADATA_KEY = "x-headwater-actor"
@@ -141,8 +142,11 @@ def _route_of(arg: RouteArg) -> registry_pb2.Route:
     return arg if isinstance(arg, registry_pb2.Route) else route(*arg)
 
 
-class RegistryClient:
+class RegistryClient(PromotionGateCalls):
     """Async client of ``headwater.registry.v1.Registry``.
+
+    The promotion gate calls (gates, evaluations) come from
+    :class:`~headwater.shared.registry_gates_client.PromotionGateCalls`.
 
     Args:
         target: ``host:port`` of the registry.
