@@ -25,6 +25,7 @@ from headwater.services.registry.service import record_change
 from headwater.shared.pb import events_pb2, registry_pb2
 
 GATES_CHANGED = events_pb2.REGISTRY_EVENT_KIND_PROMOTION_GATES_CHANGED
+_REFUSED = "gates.refused"
 
 
 def _utc_now() -> dt.datetime:
@@ -131,7 +132,11 @@ class GateService:
             raise gates.refusal(candidate, report, attempt, context)
 
     async def record_refusal(self, refusal: gates.GateRefusal, actor: str) -> None:
-        """Audit a refused rollout (``gates.refused``: the gates, every result, the message)."""
+        """Audit a refused rollout (``gates.refused``: the gates, every result, the message).
+
+        A refusal equal to the model's last audit entry (the same caller retrying
+        on the same evidence, e.g. a controller every tick) is not written again.
+        """
         candidate = refusal.candidate
         assert candidate is not None  # the gates' refusals always name their candidate
         detail = {
@@ -140,8 +145,13 @@ class GateService:
             "results": gate_convert.report_json(refusal.report), "message": str(refusal),
         }  # fmt: skip
         async with self._pool.acquire() as conn, conn.transaction():
-            await record_change(conn, actor, "gates.refused", candidate.model, detail)
-        metrics.CHANGES.labels("gates.refused").inc()
+            last = await repo.fetch_audit(conn, candidate.model, 1)
+            if last and (last[0]["action"], last[0]["actor"], last[0]["detail"]) == (
+                _REFUSED, actor, detail
+            ):
+                return
+            await record_change(conn, actor, _REFUSED, candidate.model, detail)
+        metrics.CHANGES.labels(_REFUSED).inc()
 
 
 async def _existing_version(conn: asyncpg.Connection, model: str, version: int) -> None:

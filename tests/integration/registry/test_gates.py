@@ -153,6 +153,14 @@ async def test_a_low_score_refuses_the_start_and_the_refusal_is_audited(
     assert results["min_examples"]["passed"] is True and results["min_examples"]["margin"] == 700
     assert detail["gates"]["min_score"] == {"metric": "accuracy", "threshold": 0.85}  # type: ignore[index]
 
+    with pytest.raises(FailedPrecondition, match=r"short by 0\.04"):
+        await client.start_rollout("churn", 2, "canary")
+    assert len(await refusals(client)) == 1  # the same refusal again: audited once
+    await client.record_evaluation("churn", 2, "trainer", "accuracy", 0.82, examples=1300)
+    with pytest.raises(FailedPrecondition, match=r"short by 0\.03"):
+        await client.start_rollout("churn", 2, "canary")
+    assert len(await refusals(client)) == 2
+
     await wait_all_published(database_url)
     kinds = [e.kind for _, e in await read_all_events(kafka_settings)]
     assert K.REGISTRY_EVENT_KIND_ROLLOUT_CHANGED not in kinds
