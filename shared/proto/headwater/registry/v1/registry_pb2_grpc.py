@@ -259,6 +259,7 @@ class RegistryServicer:
         """Promotion gates: what a version must show before a rollout of it may
         start (StartRollout) or finish (TransitionRollout PROMOTE); a version
         that fails one is FAILED_PRECONDITION naming the gate and the margin.
+
         Records a version's latest evaluation by one source (the trainer's
         progressive-validation score, a gateway's warm-up latency): one kept per
         (model, version, metric, source); an older `at` never replaces a newer

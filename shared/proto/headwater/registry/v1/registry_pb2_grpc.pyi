@@ -66,6 +66,7 @@ class RegistryStub:
     """Promotion gates: what a version must show before a rollout of it may
     start (StartRollout) or finish (TransitionRollout PROMOTE); a version
     that fails one is FAILED_PRECONDITION naming the gate and the margin.
+
     Records a version's latest evaluation by one source (the trainer's
     progressive-validation score, a gateway's warm-up latency): one kept per
     (model, version, metric, source); an older `at` never replaces a newer
@@ -113,6 +114,7 @@ class RegistryAsyncStub(RegistryStub):
     """Promotion gates: what a version must show before a rollout of it may
     start (StartRollout) or finish (TransitionRollout PROMOTE); a version
     that fails one is FAILED_PRECONDITION naming the gate and the margin.
+
     Records a version's latest evaluation by one source (the trainer's
     progressive-validation score, a gateway's warm-up latency): one kept per
     (model, version, metric, source); an older `at` never replaces a newer
@@ -265,6 +267,7 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         """Promotion gates: what a version must show before a rollout of it may
         start (StartRollout) or finish (TransitionRollout PROMOTE); a version
         that fails one is FAILED_PRECONDITION naming the gate and the margin.
+
         Records a version's latest evaluation by one source (the trainer's
         progressive-validation score, a gateway's warm-up latency): one kept per
         (model, version, metric, source); an older `at` never replaces a newer
