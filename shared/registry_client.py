@@ -42,6 +42,7 @@ from headwater.shared.registry_calls import (
     DEFAULT_MAX_MESSAGE_BYTES,
     enum_value,
 )
+from headwater.shared.registry_gates_client import PromotionGateCalls
 from headwater.shared.rollout_calls import RolloutCalls, replica_version, rollout_policy
 
 __all__ = [
@@ -115,11 +116,13 @@ def _route_of(arg: RouteArg) -> registry_pb2.Route:
     return arg if isinstance(arg, registry_pb2.Route) else route(*arg)
 
 
-class RegistryClient(RolloutCalls):
+class RegistryClient(RolloutCalls, PromotionGateCalls):
     """Async client of ``headwater.registry.v1.Registry``.
 
     Arguments and calling rules: :class:`~headwater.shared.registry_calls.RegistryCalls`;
-    the rollout and gateway replica calls: :class:`~headwater.shared.rollout_calls.RolloutCalls`.
+    the rollout and gateway replica calls: :class:`~headwater.shared.rollout_calls.RolloutCalls`;
+    the promotion gate calls (gates, evaluations):
+    :class:`~headwater.shared.registry_gates_client.PromotionGateCalls`.
     Use as an async context manager, or call :meth:`close` when done.
     """
 

@@ -1737,3 +1737,268 @@ class ListReplicasResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReplicasResponse: _TypeAlias = ListReplicasResponse  # noqa: Y015
+
+@_typing.final
+class ScoreGate(_message.Message):
+    """A least progressive-validation score. Classifiers: accuracy or
+    rolling_accuracy, at least the threshold; regressors: mae or rolling_mae,
+    at most the threshold.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    threshold: _builtins.float
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metric", b"metric", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreGate: _TypeAlias = ScoreGate  # noqa: Y015
+
+@_typing.final
+class PromotionGates(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MIN_EXAMPLES_FIELD_NUMBER: _builtins.int
+    REQUIRE_SCHEMA_COMPATIBLE_FIELD_NUMBER: _builtins.int
+    MAX_WARMUP_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    min_examples: _builtins.int
+    """Least examples behind the version's score (min_score's metric, else the
+    task's accuracy or mae); 0: no gate.
+    """
+    require_schema_compatible: _builtins.bool
+    """The candidate consumes only declared features and predicts what the
+    deployed version predicts. Unset means true.
+    """
+    max_warmup_latency_ms: _builtins.float
+    """Most warm-up latency any gateway replica reported, in ms; unset: no gate."""
+    revision: _builtins.int
+    """Grows by one with every change; 0: never set (the defaults)."""
+    updated_by: _builtins.str
+    @_builtins.property
+    def min_score(self) -> Global___ScoreGate:
+        """Unset: no score gate."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        min_score: Global___ScoreGate | None = ...,
+        min_examples: _builtins.int = ...,
+        require_schema_compatible: _builtins.bool | None = ...,
+        max_warmup_latency_ms: _builtins.float | None = ...,
+        revision: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms", "_require_schema_compatible", b"_require_schema_compatible", "max_warmup_latency_ms", b"max_warmup_latency_ms", "min_score", b"min_score", "require_schema_compatible", b"require_schema_compatible", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms", "_require_schema_compatible", b"_require_schema_compatible", "max_warmup_latency_ms", b"max_warmup_latency_ms", "min_examples", b"min_examples", "min_score", b"min_score", "model", b"model", "require_schema_compatible", b"require_schema_compatible", "revision", b"revision", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_warmup_latency_ms: _TypeAlias = _typing.Literal["max_warmup_latency_ms"]  # noqa: Y015
+    _WhichOneofArgType__max_warmup_latency_ms: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms"]  # noqa: Y015
+    _WhichOneofReturnType__require_schema_compatible: _TypeAlias = _typing.Literal["require_schema_compatible"]  # noqa: Y015
+    _WhichOneofArgType__require_schema_compatible: _TypeAlias = _typing.Literal["_require_schema_compatible", b"_require_schema_compatible"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_warmup_latency_ms) -> _WhichOneofReturnType__max_warmup_latency_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__require_schema_compatible) -> _WhichOneofReturnType__require_schema_compatible | None: ...
+
+Global___PromotionGates: _TypeAlias = PromotionGates  # noqa: Y015
+
+@_typing.final
+class SetPromotionGatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    GATES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    @_builtins.property
+    def gates(self) -> Global___PromotionGates:
+        """Replaces every gate; its model, revision and updated_* are ignored."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        gates: Global___PromotionGates | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPromotionGatesRequest: _TypeAlias = SetPromotionGatesRequest  # noqa: Y015
+
+@_typing.final
+class GetPromotionGatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPromotionGatesRequest: _TypeAlias = GetPromotionGatesRequest  # noqa: Y015
+
+@_typing.final
+class Evaluation(_message.Message):
+    """One measurement of a version, e.g. the trainer's progressive-validation
+    accuracy or a gateway replica's warm-up latency.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    source: _builtins.str
+    """Who measured it: "trainer", "gateway:<replica>", ..."""
+    metric: _builtins.str
+    """accuracy, rolling_accuracy, mae, rolling_mae, warmup_latency_ms, ..."""
+    value: _builtins.float
+    examples: _builtins.int
+    """Examples (or warm-up requests) behind the value."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was measured."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the registry stored it."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        examples: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "examples", b"examples", "metric", b"metric", "model", b"model", "recorded_at", b"recorded_at", "source", b"source", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
+
+@_typing.final
+class RecordEvaluationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    source: _builtins.str
+    metric: _builtins.str
+    value: _builtins.float
+    examples: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: now (the registry's clock)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        examples: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "examples", b"examples", "metric", b"metric", "model", b"model", "source", b"source", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEvaluationRequest: _TypeAlias = RecordEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsRequest: _TypeAlias = ListEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
+    def __init__(
+        self,
+        *,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsResponse: _TypeAlias = ListEvaluationsResponse  # noqa: Y015

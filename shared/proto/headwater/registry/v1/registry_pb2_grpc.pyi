@@ -70,7 +70,22 @@ class RegistryStub:
     ListReplicas: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]
     """The live replicas (last heartbeat within the registry's replica timeout),
     by id; silent ones are dropped (and deleted).
+    Promotion gates: what a version must show before a rollout of it may
+    start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+    that fails one is FAILED_PRECONDITION naming the gate and the margin.
     """
+    RecordEvaluation: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RecordEvaluationRequest, _registry_pb2.Evaluation]
+    """Records a version's latest evaluation by one source (the trainer's
+    progressive-validation score, a gateway's warm-up latency): one kept per
+    (model, version, metric, source); an older `at` never replaces a newer
+    one. Neither audited nor published: evaluations are frequent.
+    """
+    ListEvaluations: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListEvaluationsRequest, _registry_pb2.ListEvaluationsResponse]
+    """The latest evaluations of one version, by metric, then source."""
+    SetPromotionGates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionGatesRequest, _registry_pb2.PromotionGates]
+    """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+    GetPromotionGates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetPromotionGatesRequest, _registry_pb2.PromotionGates]
+    """A model's gates: the defaults (schema compatibility only) until set."""
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -111,7 +126,22 @@ class RegistryAsyncStub(RegistryStub):
     ListReplicas: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]  # type: ignore[assignment]
     """The live replicas (last heartbeat within the registry's replica timeout),
     by id; silent ones are dropped (and deleted).
+    Promotion gates: what a version must show before a rollout of it may
+    start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+    that fails one is FAILED_PRECONDITION naming the gate and the margin.
     """
+    RecordEvaluation: _aio.UnaryUnaryMultiCallable[_registry_pb2.RecordEvaluationRequest, _registry_pb2.Evaluation]  # type: ignore[assignment]
+    """Records a version's latest evaluation by one source (the trainer's
+    progressive-validation score, a gateway's warm-up latency): one kept per
+    (model, version, metric, source); an older `at` never replaces a newer
+    one. Neither audited nor published: evaluations are frequent.
+    """
+    ListEvaluations: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListEvaluationsRequest, _registry_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
+    """The latest evaluations of one version, by metric, then source."""
+    SetPromotionGates: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionGatesRequest, _registry_pb2.PromotionGates]  # type: ignore[assignment]
+    """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+    GetPromotionGates: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetPromotionGatesRequest, _registry_pb2.PromotionGates]  # type: ignore[assignment]
+    """A model's gates: the defaults (schema compatibility only) until set."""
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -263,6 +293,45 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ListReplicasResponse, _abc.Awaitable[_registry_pb2.ListReplicasResponse]]:
         """The live replicas (last heartbeat within the registry's replica timeout),
         by id; silent ones are dropped (and deleted).
+        Promotion gates: what a version must show before a rollout of it may
+        start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+        that fails one is FAILED_PRECONDITION naming the gate and the margin.
         """
+
+    @_abc_1.abstractmethod
+    def RecordEvaluation(
+        self,
+        request: _registry_pb2.RecordEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Evaluation, _abc.Awaitable[_registry_pb2.Evaluation]]:
+        """Records a version's latest evaluation by one source (the trainer's
+        progressive-validation score, a gateway's warm-up latency): one kept per
+        (model, version, metric, source); an older `at` never replaces a newer
+        one. Neither audited nor published: evaluations are frequent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvaluations(
+        self,
+        request: _registry_pb2.ListEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListEvaluationsResponse, _abc.Awaitable[_registry_pb2.ListEvaluationsResponse]]:
+        """The latest evaluations of one version, by metric, then source."""
+
+    @_abc_1.abstractmethod
+    def SetPromotionGates(
+        self,
+        request: _registry_pb2.SetPromotionGatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.PromotionGates, _abc.Awaitable[_registry_pb2.PromotionGates]]:
+        """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+
+    @_abc_1.abstractmethod
+    def GetPromotionGates(
+        self,
+        request: _registry_pb2.GetPromotionGatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.PromotionGates, _abc.Awaitable[_registry_pb2.PromotionGates]]:
+        """A model's gates: the defaults (schema compatibility only) until set."""
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
