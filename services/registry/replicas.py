@@ -313,6 +313,36 @@ def advance_rolling(rollout: rollouts.Rollout, live: Sequence[Replica]) -> Switc
     return Switch(move, chosen.id, _evidence(rollout, live, now_switched, chosen))
 
 
+def check_switch_ready(rollout: rollouts.Rollout, live: Sequence[Replica]) -> dict[str, float]:
+    """The evidence of a blue/green switch; refused while a live replica is not ready.
+
+    Every live replica must report the candidate loaded and ready before the one
+    atomic switch, so no replica answers with a version it is still loading. With no
+    live replica (gateways that do not heartbeat) there is nothing to wait for.
+
+    >>> at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    >>> r = rollouts.Rollout("m", "blue-green", 1, 2)
+    >>> check_switch_ready(r, [Replica("gw-a", "a:1", at, (ReplicaVersion("m", 2),))])
+    {'replicas.live': 1.0, 'replicas.switched': 0.0, 'replicas.ready': 1.0}
+    >>> check_switch_ready(r, [Replica("gw-b", "b:1", at, (ReplicaVersion("m", 2, ready=False),))])
+    Traceback (most recent call last):
+    ...
+    headwater.shared.errors.FailedPrecondition: gateway replicas gw-b do not report v2 of 'm' ...
+
+    Raises:
+        FailedPrecondition: A live replica does not report the candidate ready.
+
+    """
+    model, candidate = rollout.model, rollout.candidate_version
+    waiting = sorted(r.id for r in live if not r.reports_ready(model, candidate))
+    if waiting:
+        raise FailedPrecondition(
+            f"gateway replicas {', '.join(waiting)} do not report v{candidate} of {model!r} "
+            f"ready yet: switch once every replica does (headwater rollout status {model})"
+        )
+    return _evidence(rollout, live, (), None)
+
+
 def _evidence(
     rollout: rollouts.Rollout,
     live: Sequence[Replica],

@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from headwater.services.registry import convert, deployments, domain, metrics, rollouts
+from headwater.services.registry import convert, deployments, domain, metrics, replicas, rollouts
 from headwater.services.registry import repository as repo
 from headwater.services.registry import rollout_repository as rollout_repo
 from headwater.services.registry.gate_service import GateService
 from headwater.services.registry.gates import GateRefusal
-from headwater.services.registry.replica_service import switch_next_replica
+from headwater.services.registry.replica_service import live_replicas, switch_next_replica
 from headwater.services.registry.rollout_policy import (
     NewRollout,
     RolloutChange,
@@ -159,7 +159,11 @@ class RolloutService:
         if current.strategy == "rolling" and change.action == "advance":
             switch = await switch_next_replica(conn, active, current, self._replica_timeout_s)
             return switch.move, {**evidence, **switch.evidence}, switch.replica_id
-        return rollouts.apply(current, change.action, evidence), evidence, ""
+        move = rollouts.apply(current, change.action, evidence)
+        if current.strategy == "blue-green" and change.action == "advance" and current.step == 0:
+            live = await live_replicas(conn, self._replica_timeout_s)  # the switch: all ready?
+            evidence = {**evidence, **replicas.check_switch_ready(current, live)}
+        return move, evidence, ""
 
     async def get_rollout(self, model: str) -> registry_pb2.Rollout:
         """The model's active rollout, else its latest; NotFound when it never had one."""

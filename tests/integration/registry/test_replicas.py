@@ -196,3 +196,24 @@ async def test_concurrent_advances_switch_one_replica_each(client: RegistryClien
     current = await client.get_rollout("churn")
     assert list(current.switched_replicas) == ["gw-a", "gw-b"]  # queued on the row lock
     assert current.revision == started.revision + 2 and current.step == 0
+
+
+async def test_a_blue_green_switch_waits_until_every_live_replica_reports_the_candidate_ready(
+    client: RegistryClient,
+) -> None:
+    await two_versions_deployed(client)
+    await client.heartbeat("gw-a", "10.0.0.1:8001", BOTH_READY)
+    await client.heartbeat("gw-b", "10.0.0.2:8001", BASELINE_ONLY)
+    started = await client.start_rollout("churn", 2, "blue-green")
+    with pytest.raises(FailedPrecondition, match="gw-b do not report v2 of 'churn' ready"):
+        await client.transition_rollout("churn", R.ROLLOUT_ACTION_ADVANCE)
+    assert (await client.get_rollout("churn")).revision == started.revision  # nothing written
+
+    await client.heartbeat("gw-b", "10.0.0.2:8001", BOTH_READY)
+    switched = await client.transition_rollout("churn", R.ROLLOUT_ACTION_ADVANCE)
+    assert switched.step == 1
+    deployment = await client.get_deployment("churn")
+    assert [(r.version, r.role) for r in deployment.routes if r.weight == 1.0] == [
+        (2, R.ROUTE_ROLE_PRIMARY)]  # fmt: skip
+    (history,) = await client.list_rollouts("churn")
+    assert history.transitions[-1].evidence["replicas.ready"] == 2.0
