@@ -48,6 +48,15 @@ class NewEvaluation:
     at: dt.datetime | None = None
 
 
+def gateway_source(replica_id: str) -> str:
+    """The source of what gateway replica ``replica_id`` measured (its warm-up latencies).
+
+    >>> gateway_source("gw-1")
+    'gateway:gw-1'
+    """
+    return f"gateway:{replica_id}"
+
+
 def validate_new_evaluation(evaluation: NewEvaluation, now: dt.datetime) -> NewEvaluation:
     """Check a reported evaluation; return it with its time set (``now`` when unset).
 

@@ -6,6 +6,8 @@ Like :mod:`.repository`, every function takes a connection so that the caller
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from headwater.services.registry.evaluations import NewEvaluation
@@ -76,6 +78,35 @@ async def upsert_evaluation(conn: asyncpg.Connection, row: NewEvaluation) -> Row
         )
     assert stored is not None
     return stored
+
+
+async def upsert_evaluations_of_known_versions(
+    conn: asyncpg.Connection, rows: Sequence[NewEvaluation]
+) -> None:
+    """Keep each of ``rows`` (measured now) whose version exists, in one statement.
+
+    A row of a version the registry does not have is skipped (not an error: a
+    heartbeat may name anything); a newer stored evaluation stays, as in
+    :func:`upsert_evaluation`.
+    """
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO evaluations (model, version, metric, source, value, examples, at)"
+        " SELECT e.model, e.version, e.metric, e.source, e.value, e.examples, now()"
+        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[],"
+        " $6::bigint[]) AS e(model, version, metric, source, value, examples)"
+        " JOIN versions v ON v.model = e.model AND v.version = e.version"
+        " ON CONFLICT (model, version, metric, source) DO UPDATE SET value = EXCLUDED.value,"
+        " examples = EXCLUDED.examples, at = EXCLUDED.at, recorded_at = now()"
+        " WHERE evaluations.at <= EXCLUDED.at",
+        [r.model for r in rows],
+        [r.version for r in rows],
+        [r.metric for r in rows],
+        [r.source for r in rows],
+        [r.value for r in rows],
+        [r.examples for r in rows],
+    )
 
 
 async def fetch_evaluations(conn: asyncpg.Connection, model: str, version: int) -> list[Row]:

@@ -43,13 +43,18 @@ def versions_json(versions: Iterable[ReplicaVersion]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(v) for v in versions]
 
 
+def versions_of_json(versions: Iterable[Mapping[str, Any]]) -> tuple[ReplicaVersion, ...]:
+    """The versions of a replica's versions column."""
+    return tuple(ReplicaVersion(**v) for v in versions)
+
+
 def replica_of_row(row: Mapping[str, Any]) -> Replica:
     """The replica of a replicas row."""
     return Replica(
         id=row["id"],
         address=row["address"],
         last_heartbeat_at=row["last_heartbeat_at"],
-        versions=tuple(ReplicaVersion(**v) for v in row["versions"]),
+        versions=versions_of_json(row["versions"]),
         first_heartbeat_at=row["first_heartbeat_at"],
     )
 

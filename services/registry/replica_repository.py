@@ -21,16 +21,23 @@ _ACTIVE = "r.state IN ('pending', 'progressing', 'paused')"
 
 async def upsert_replica(
     conn: asyncpg.Connection, replica_id: str, address: str, versions: list[dict[str, Any]]
-) -> None:
-    """Record a heartbeat: the replica's address and versions, heard from now."""
-    await conn.execute(
-        "INSERT INTO replicas (id, address, versions) VALUES ($1, $2, $3)"
+) -> list[dict[str, Any]] | None:
+    """Record a heartbeat: the replica's address and versions, heard from now.
+
+    Returns the versions its row held before (None: the replica had no row).
+    """
+    # every part of the statement sees the snapshot from before it: ``previous`` is the old row
+    previous: list[dict[str, Any]] | None = await conn.fetchval(
+        "WITH previous AS (SELECT versions FROM replicas WHERE id = $1)"
+        " INSERT INTO replicas (id, address, versions) VALUES ($1, $2, $3)"
         " ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address,"
-        " versions = EXCLUDED.versions, last_heartbeat_at = now()",
+        " versions = EXCLUDED.versions, last_heartbeat_at = now()"
+        " RETURNING (SELECT versions FROM previous)",
         replica_id,
         address,
         versions,
     )
+    return previous
 
 
 async def fetch_replicas(conn: asyncpg.Connection) -> tuple[list[Row], dt.datetime]:

@@ -1,21 +1,27 @@
 """The replica use cases: heartbeats, the live replicas, and a rolling rollout's next switch.
 
 Heartbeats are frequent (every replica, every few seconds), so one only
-upserts its replica's row and reads the active rolling rollouts: no audit
-entry, no outbox event, no lock. A replica silent for longer than the replica
-timeout is left out of every answer; listing the replicas deletes such rows.
+upserts its replica's row (with, in the same transaction, the warm-up
+latencies it reports anew, as evaluations: none when nothing changed) and
+reads the active rolling rollouts: no audit entry, no outbox event, no lock.
+A replica silent for longer than the replica timeout is left out of every
+answer; listing the replicas deletes such rows.
 The rules are :mod:`.replicas`'; this module reads, decides through them, writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import asyncpg
 
 from headwater.services.registry import domain, replicas, rollouts
+from headwater.services.registry import gate_repository as gate_repo
 from headwater.services.registry import replica_convert as convert
 from headwater.services.registry import replica_repository as repo
+from headwater.services.registry.evaluations import NewEvaluation, gateway_source
+from headwater.services.registry.gates import LATENCY_METRIC
 from headwater.services.registry.repository import Row
 from headwater.shared.pb import registry_pb2
 
@@ -37,9 +43,11 @@ class ReplicaService:
         """Record a replica's heartbeat; what it must answer with for each rolling rollout."""
         replicas.validate_heartbeat(beat)
         async with self._pool.acquire() as conn:
-            await repo.upsert_replica(
-                conn, beat.replica_id, beat.address, convert.versions_json(beat.versions)
-            )
+            async with conn.transaction():  # the row and the latencies it reports, together
+                previous = await repo.upsert_replica(
+                    conn, beat.replica_id, beat.address, convert.versions_json(beat.versions)
+                )
+                await record_warmups(conn, beat, previous)
             rolling = await repo.fetch_rolling_rollouts(conn)
         assignments = replicas.assignments_for(
             beat.replica_id, [convert.rolling_of_row(r) for r in rolling]
@@ -67,6 +75,28 @@ class ReplicaService:
         return [
             convert.replica_message(r, replicas.assignments_for(r.id, rolling), model) for r in live
         ]
+
+
+async def record_warmups(
+    conn: asyncpg.Connection, beat: replicas.Heartbeat, previous: list[dict[str, Any]] | None
+) -> None:
+    """Record the warm-up latencies a heartbeat reports anew as evaluations of their versions.
+
+    Metric ``warmup_latency_ms``, source ``gateway:<replica id>``: what the
+    latency gate reads, so gateways need not call RecordEvaluation. Only a
+    latency that is new or changed since the replica's previous heartbeat
+    (``previous``, its row's versions before) is written; one of a version the
+    registry does not have is skipped.
+    """
+    before = None if previous is None else convert.versions_of_json(previous)
+    source = gateway_source(beat.replica_id)
+    await gate_repo.upsert_evaluations_of_known_versions(
+        conn,
+        [
+            NewEvaluation(v.model, v.version, source, LATENCY_METRIC, v.warmup_latency_ms)
+            for v in replicas.new_warmups(beat, before)
+        ],
+    )
 
 
 async def live_replicas(conn: asyncpg.Connection, timeout_s: float) -> tuple[replicas.Replica, ...]:

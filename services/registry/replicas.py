@@ -182,6 +182,31 @@ whitespace or control ones
     return beat
 
 
+def new_warmups(
+    beat: Heartbeat, previous: Iterable[ReplicaVersion] | None
+) -> tuple[ReplicaVersion, ...]:
+    """The versions whose warm-up latency this heartbeat reports anew.
+
+    A latency is new when it was measured (> 0) and differs from the one the
+    replica's previous heartbeat (``previous``; None: there was none) reported
+    for that version: only those are recorded as evaluations, so a steady
+    replica's heartbeats write nothing more than their own row.
+
+    >>> before = (ReplicaVersion("m", 1, warmup_latency_ms=0.4), ReplicaVersion("m", 2, False))
+    >>> beat = Heartbeat("gw", "h:1", (ReplicaVersion("m", 1, warmup_latency_ms=0.4),
+    ...                                ReplicaVersion("m", 2, warmup_latency_ms=0.9)))
+    >>> [v.version for v in new_warmups(beat, before)], len(new_warmups(beat, None))
+    ([2], 2)
+    """
+    known = {(v.model, v.version): v.warmup_latency_ms for v in previous or ()}
+    reported = {(v.model, v.version): v for v in beat.versions}  # a version named twice: once
+    return tuple(
+        v
+        for key, v in reported.items()
+        if v.warmup_latency_ms > 0 and known.get(key) != v.warmup_latency_ms
+    )
+
+
 def is_live(replica: Replica, now: dt.datetime, timeout_s: float) -> bool:
     """Whether the replica heartbeat within the last ``timeout_s`` seconds.
 

@@ -11,6 +11,7 @@ import pytest
 from headwater.shared.errors import FailedPrecondition, InvalidInput
 from headwater.shared.pb import registry_pb2
 from headwater.shared.registry_client import RegistryClient, replica_version
+from headwater.shared.registry_gates_client import promotion_gates
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually, running_registry
 from tests.integration.registry.conftest import FEATURES, SPEC
@@ -71,6 +72,34 @@ async def test_heartbeats_list_replicas_by_id_and_write_no_audit_or_event(
         await client.heartbeat("gw a", "h:1", [])
     with pytest.raises(InvalidInput, match="versions are >= 1"):
         await client.heartbeat("gw-a", "h:1", [replica_version("churn", 0, ready=True)])
+
+
+async def test_warmup_latencies_heartbeat_are_evaluations_written_when_new_or_changed(
+    client: RegistryClient,
+) -> None:
+    await two_versions_deployed(client)
+    unknown = [replica_version("churn", 9, ready=True, warmup_latency_ms=1.0),
+               replica_version("other", 4, ready=True, warmup_latency_ms=1.0)]  # fmt: skip
+    await client.heartbeat("gw-a", "a:8001", BOTH_READY + unknown)
+    await client.heartbeat("gw-b", "b:8001", [replica_version("churn", 2, ready=False)])
+    (first,) = await client.list_evaluations("churn", 2)  # gw-b measured nothing yet
+    assert (first.source, first.metric, first.examples) == ("gateway:gw-a", "warmup_latency_ms", 0)
+    assert first.value == pytest.approx(0.3)
+    assert [e.value for e in await client.list_evaluations("churn", 1)] == [pytest.approx(0.2)]
+
+    await client.heartbeat("gw-a", "a:8001", BOTH_READY + unknown)  # unchanged: nothing written
+    (again,) = await client.list_evaluations("churn", 2)
+    assert (again.at, again.recorded_at) == (first.at, first.recorded_at)
+
+    await client.set_promotion_gates("churn", promotion_gates(max_warmup_latency_ms=0.5))
+    slow = [*BASELINE_ONLY, replica_version("churn", 2, ready=True, warmup_latency_ms=0.7)]
+    await client.heartbeat("gw-a", "a:8001", slow)
+    with pytest.raises(FailedPrecondition, match=r"warmup_latency_ms 0.7 > 0.5 allowed"):
+        await client.start_rollout("churn", 2, "blue-green")
+    await client.heartbeat("gw-a", "a:8001", BOTH_READY)  # warmed up again, faster
+    assert (await client.start_rollout("churn", 2, "blue-green")).candidate_version == 2
+    (latest,) = await client.list_evaluations("churn", 2)
+    assert latest.value == pytest.approx(0.3) and latest.at.ToDatetime() > first.at.ToDatetime()
 
 
 async def test_a_silent_replica_drops_out_after_the_timeout_and_is_deleted(
