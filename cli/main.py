@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import registry_commands, rollout_commands, stack_commands
+from headwater.cli import gate_commands, registry_commands, rollout_commands, stack_commands
 
 app = typer.Typer(
     name="headwater",
@@ -19,9 +19,11 @@ app.command()(stack_commands.serve)
 app.command()(stack_commands.demo)
 app.add_typer(registry_commands.models, name="models")
 app.add_typer(registry_commands.versions, name="versions")
+registry_commands.versions.command("evaluations")(gate_commands.versions_evaluations)
 app.add_typer(registry_commands.alias, name="alias")
 app.command()(rollout_commands.deploy)
 app.add_typer(rollout_commands.rollout, name="rollout")
+app.add_typer(gate_commands.gates, name="gates")
 app.command()(registry_commands.predict)
 app.command()(registry_commands.feedback)
 app.command()(registry_commands.checkpoint)

@@ -7,6 +7,7 @@ other strategy starts a rollout the registry keeps and the monitor advances.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -107,13 +108,58 @@ def _rollout_fields(found: registry_pb2.Rollout) -> dict[str, Any]:
 
 
 def _print_rollout(
-    found: registry_pb2.Rollout, deployment: registry_pb2.Deployment, output: Output
+    found: registry_pb2.Rollout,
+    deployment: registry_pb2.Deployment,
+    output: Output,
+    replicas: Sequence[registry_pb2.Replica] | None = None,
 ) -> None:
+    """The rollout and its routes; with ``replicas``, every live replica and what it serves."""
     if output is Output.json:
-        print_json({"rollout": to_plain(found), "deployment": to_plain(deployment)})
+        shown: dict[str, Any] = {"rollout": to_plain(found), "deployment": to_plain(deployment)}
+        if replicas is not None:
+            shown["replicas"] = [to_plain(r) for r in replicas]
+        print_json(shown)
         return
     fields = {**_rollout_fields(found), "routes": _routes(deployment)}
+    if found.switched_replicas:
+        fields["switched replicas"] = ", ".join(found.switched_replicas)
     print_mapping(f"rollout of {found.model}", fields)
+    if replicas is not None:
+        _print_replicas(found.model, deployment, replicas)
+
+
+def _print_replicas(
+    model: str, deployment: registry_pb2.Deployment, replicas: Sequence[registry_pb2.Replica]
+) -> None:
+    if not replicas:
+        console.print("no live gateway replica")
+        return
+    rows = [(
+        r.id, r.address, r.last_heartbeat_at.ToDatetime().isoformat(timespec="seconds"),
+        ", ".join(_loaded(v) for v in r.versions) or "-", _answers_with(r, deployment),
+    ) for r in replicas]  # fmt: skip
+    columns = ("replica", "address", "last heartbeat", "loaded", "answers with")
+    print_table(f"gateway replicas serving {model}", columns, rows)
+
+
+def _loaded(version: registry_pb2.ReplicaVersion) -> str:
+    state = "ready" if version.ready else "not ready"
+    warmup = f", warm-up {version.warmup_latency_ms:.2g} ms" if version.warmup_latency_ms else ""
+    return f"v{version.version} ({state}{warmup})"
+
+
+def _answers_with(replica: registry_pb2.Replica, deployment: registry_pb2.Deployment) -> str:
+    """What the replica answers with: its rolling assignment, else the deployment's routes."""
+    if replica.assignments:  # the listing is the model's: one at most
+        assignment = replica.assignments[0]
+        told = "switched" if assignment.switched else "not switched yet"
+        return f"v{assignment.version} ({told})"
+    if not any(v.ready for v in replica.versions):
+        return "nothing yet (loading)"
+    answering = (registry_pb2.ROUTE_ROLE_PRIMARY, registry_pb2.ROUTE_ROLE_CANARY)
+    return ", ".join(
+        f"v{r.version} {r.weight:.0%}" for r in deployment.routes if r.role in answering
+    )
 
 
 @registry_call
@@ -160,11 +206,16 @@ async def deploy(
 @rollout.command("status")
 @registry_call
 async def status(model: str, output: Output = OutputOption, registry: str = RegistryOption) -> None:
-    """The model's active rollout (else its last one) and the routes it serves."""
+    """The model's active rollout (else its last one), its routes, and every live gateway replica.
+
+    Each replica: its address, last heartbeat, the model's versions it has loaded
+    (ready or not, warm-up latency) and what it answers with.
+    """
     async with RegistryClient(registry) as client:
         found = await client.get_rollout(model)
         deployment = await client.get_deployment(model)
-    _print_rollout(found, deployment, output)
+        replicas = await client.list_replicas(model)
+    _print_rollout(found, deployment, output, replicas)
 
 
 async def _transition(

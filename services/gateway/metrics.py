@@ -75,3 +75,8 @@ SHADOW_DROPPED = get_or_create(
     "stopped before they ran.",
     ("model", "reason"),
 )
+HEARTBEAT_FAILURES = get_or_create(
+    Counter,
+    "headwater_gateway_heartbeat_failures_total",
+    "Heartbeats the registry did not take (unreachable, or refused); each is retried at the next.",
+)

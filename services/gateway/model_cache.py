@@ -13,6 +13,13 @@ no longer routes is retired, not dropped: it stays loaded for
 ``unload_grace_s`` so a rollback right after a switch reuses it at once
 (:meth:`ModelCache.reusable`), then :meth:`ModelCache.sweep` unloads it.
 
+A rolling rollout tells each replica, through its heartbeat
+(:mod:`headwater.services.gateway.heartbeat`), which version it answers with:
+an :class:`Override`, which holds for one deployment revision only, and only
+for a version the deployment routes (so it never needs a load). Any later
+deployment change supersedes it at once, without waiting for the next
+heartbeat.
+
 Live updates are verified and planned by
 :mod:`headwater.services.gateway.live_updates`; the cache keeps the newest
 verified update of each (model, base version), one per learner, for a
@@ -55,6 +62,20 @@ class ServedVersion:
 
 
 @dataclass(frozen=True)
+class Override:
+    """The version this replica was told to answer with, while one deployment revision stands.
+
+    Attributes:
+        version: The version that answers every request (a routed one).
+        revision: The deployment revision the override was computed against.
+
+    """
+
+    version: int
+    revision: int
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A deployed model, ready to serve.
 
@@ -93,6 +114,20 @@ class ModelEntry:
             raise ValueError(f"versions {missing} of {model.name!r} are routed but not loaded")
         schema = FeatureSchema.from_proto(model)
         return cls(model, schema, deployment, routes, MappingProxyType(dict(versions)))
+
+    def with_override(self, override: Override | None) -> ModelEntry:
+        """The entry answering as ``override`` says when it holds, else as deployed.
+
+        It holds when it names this deployment's revision and a routed version.
+        """
+        routes = RouteTable.of(Route.from_proto(r) for r in self.deployment.routes)
+        if (
+            override is not None
+            and override.revision == self.revision
+            and override.version in self.versions
+        ):
+            routes = routes.answering_only(override.version)
+        return self if routes == self.routes else replace(self, routes=routes)
 
     @property
     def name(self) -> str:
@@ -165,6 +200,7 @@ class ModelCache:
     _known: set[str] = field(default_factory=set)
     _pending: dict[str, dict[int, events_pb2.ModelUpdate]] = field(default_factory=dict)
     _retired: dict[str, dict[int, Retired]] = field(default_factory=dict)
+    _overrides: dict[str, Override] = field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry:
         """The deployed entry of ``name``.
@@ -235,6 +271,7 @@ class ModelCache:
         if current is not None and current.revision > entry.revision:
             return False
         self._known.add(entry.name)
+        entry = entry.with_override(self._overrides.get(entry.name))
         self._entries[entry.name] = entry  # the one assignment requests see
         retired = self._retired.setdefault(entry.name, {})
         for version in entry.versions:
@@ -244,6 +281,22 @@ class ModelCache:
         self._prune_pending(entry.name)
         self.sweep()
         return True
+
+    def set_overrides(self, overrides: Mapping[str, Override]) -> list[str]:
+        """Answer as ``overrides`` say (model -> override; the others as deployed).
+
+        Returns:
+            The models whose answering routes changed.
+
+        """
+        self._overrides = dict(overrides)
+        changed = []
+        for name, entry in list(self._entries.items()):
+            told = entry.with_override(self._overrides.get(name))
+            if told is not entry:
+                self._entries[name] = told  # one assignment, as in install
+                changed.append(name)
+        return changed
 
     def remove(self, name: str, revision: int) -> bool:
         """Stop serving ``name`` (undeployed) unless a newer revision is served."""

@@ -252,6 +252,33 @@ class RouteTable:
             )
         return RouteChoice(answer=answer, shadows=shadows, key_hash=key_hash)
 
+    def answering_only(self, version: int) -> RouteTable:
+        """The table of a replica told to answer every request with ``version``.
+
+        A rolling rollout tells each gateway replica which version it answers
+        with: ``version`` becomes the only primary, with all the weight; every
+        other primary or canary becomes a challenger (loaded and learning,
+        answering nothing); shadows and challengers stay. When ``version`` has
+        no route but a shadow's, the table is kept as it is.
+
+        >>> table = RouteTable.of([Route(1, 1.0, PRIMARY), Route(2, 0.0, CHALLENGER)])
+        >>> told = table.answering_only(2)
+        >>> told.choose("any key").answer, told.challengers
+        (Route(version=2, weight=1.0, role=1), (Route(version=1, weight=0.0, role=4),))
+        >>> table.answering_only(1) == table, table.answering_only(3) == table
+        (True, True)
+        """
+        if not any(r.version == version and r.role != SHADOW for r in self.routes):
+            return self
+        told = (
+            r if r.role == SHADOW
+            else Route(version, 1.0, PRIMARY) if r.version == version
+            else r if r.role == CHALLENGER
+            else Route(r.version, 0.0, CHALLENGER)
+            for r in self.routes
+        )  # fmt: skip
+        return RouteTable.of(told)
+
     def route_for(self, version: int) -> Route | None:
         """The route serving ``version`` (answering routes first), or None.
 

@@ -8,6 +8,10 @@ Start-up order matters for never missing a deployment change:
 3. read the compacted model-updates topic up to where it was (bounded wait);
 4. report SERVING (``grpc.health.v1``, OIP ServerReady).
 
+From the start the replica heartbeats to the registry every ``heartbeat_s``
+(:mod:`.heartbeat`): what it has loaded, and in return what a rolling rollout
+wants it to answer with.
+
 The gRPC port answers from the start (ServerLive; NOT_SERVING until step 4).
 When the broker is unreachable at start, the deployments are loaded anyway so
 the gateway serves, and they are listed again once the consumer is open.
@@ -26,6 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from headwater.services.gateway.grpc_api import SERVICE_NAME, InferenceServicer, add_to_server
+from headwater.services.gateway.heartbeat import ReplicaHeartbeat
 from headwater.services.gateway.live_updates import LiveUpdater
 from headwater.services.gateway.loader import ModelLoader
 from headwater.services.gateway.model_cache import ModelCache
@@ -82,6 +87,7 @@ class GatewayServer:
         cache: The deployed models.
         service: The inference use case.
         producer: The PredictionEvent producer.
+        heartbeat: Reports this replica to the registry and applies its rolling assignments.
         ready: Set once the deployed models are loaded (health SERVING).
 
     """
@@ -114,6 +120,13 @@ class GatewayServer:
             settings.gateway_id,
             settings.max_batch_rows,
             settings.shadow_queue_max_requests,
+        )
+        self.heartbeat = ReplicaHeartbeat(
+            self.cache,
+            self.registry,
+            settings.replica_name,
+            address=lambda: settings.address(self.port),
+            interval_s=settings.heartbeat_s,
         )
         self.registry_events, self.model_updates = self._streams()
         self._health = health.aio.HealthServicer()
@@ -154,6 +167,7 @@ class GatewayServer:
         self._metrics.start(self.settings.host, self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="gateway-bootstrap"))
         self._spawn(self._unload_retired(), "gateway-unload")
+        self._spawn(self.heartbeat.run(), "gateway-heartbeat")
         try:
             await asyncio.wait_for(self.ready.wait(), self.settings.startup_timeout_s)
         except TimeoutError:

@@ -15,6 +15,8 @@ from pydantic_settings import SettingsConfigDict
 
 from headwater.shared.settings import RegistryClientSettings, ServiceSettings
 
+_EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
+
 
 def _default_gateway_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -74,9 +76,43 @@ class GatewaySettings(ServiceSettings):
         description="How long a version a deployment no longer routes stays loaded, so a "
         "rollback right after a switch is instant.",
     )
+    heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        description="Time between two heartbeats to the registry (loaded and ready versions; "
+        "the answer says what a rolling rollout wants this replica to answer with).",
+    )
+    replica_id: str = Field(
+        "",
+        description="Names this replica in its heartbeats and in rollout status; empty: the "
+        "gateway id (hostname-pid).",
+    )
+    advertised_address: str = Field(
+        "",
+        description="host:port this replica reports in its heartbeats; empty: the bound host "
+        "and port (the hostname when bound to every interface).",
+    )
     shadow_queue_max_requests: int = Field(
         1000,
         ge=1,
         description="Answered requests that may wait for their shadow predictions; when full, "
         "a mirror is dropped (counted), never an answer.",
     )
+
+    @property
+    def replica_name(self) -> str:
+        """The replica id the heartbeats carry: ``replica_id``, else the gateway id."""
+        return self.replica_id or self.gateway_id
+
+    def address(self, port: int) -> str:
+        """The address the heartbeats advertise, given the bound port.
+
+        >>> GatewaySettings(host="10.0.0.5").address(8001)
+        '10.0.0.5:8001'
+        >>> GatewaySettings(advertised_address="gw-0.gateway:8001").address(41234)
+        'gw-0.gateway:8001'
+        """
+        if self.advertised_address:
+            return self.advertised_address
+        host = socket.gethostname() if self.host in _EVERY_INTERFACE else self.host
+        return f"{host}:{port}"

@@ -31,7 +31,12 @@ from headwater.services.monitor.domain import (
     Task,
     VersionSnapshot,
 )
-from headwater.services.monitor.rollout_controller import Look, RolloutsSnapshot, RolloutView
+from headwater.services.monitor.rollout_controller import (
+    Blocked,
+    Look,
+    RolloutsSnapshot,
+    RolloutView,
+)
 from headwater.services.monitor.rollouts import JudgingPolicy, TrackedRollout
 from headwater.shared import enums
 from headwater.shared.errors import InvalidInput, ModelNotFound
@@ -138,6 +143,19 @@ def rollout_to_json(view: RolloutView) -> dict[str, Any]:
         "note": view.note,
         "latest": _look_to_json(view.latest),
         "last_decision": _look_to_json(view.last_decision),
+        "blocked": _blocked_to_json(view.blocked),
+    }
+
+
+def _blocked_to_json(blocked: Blocked | None) -> dict[str, Any] | None:
+    if blocked is None:
+        return None
+    return {
+        "action": blocked.action.value,
+        "message": blocked.message,
+        "since": blocked.since,
+        "retry_at": blocked.retry_at,
+        "refusals": blocked.refusals,
     }
 
 

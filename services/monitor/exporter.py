@@ -70,10 +70,10 @@ class MonitorCollector(Collector):
             snapshot.rejected,
         )
         if self._rollouts is not None:
-            yield _decision_family(self._rollouts())
+            yield from _decision_families(self._rollouts())
 
 
-def _decision_family(rollouts: RolloutsSnapshot) -> Metric:
+def _decision_families(rollouts: RolloutsSnapshot) -> Iterator[Metric]:
     decisions = CounterMetricFamily(
         "headwater_monitor_rollout_decisions",
         "Rollout decisions the registry accepted (advance, promote, rollback), by model.",
@@ -81,7 +81,16 @@ def _decision_family(rollouts: RolloutsSnapshot) -> Metric:
     )
     for (model, action), count in sorted(rollouts.decisions.items()):
         decisions.add_metric((model, action), count)
-    return decisions
+    yield decisions
+    blocked = CounterMetricFamily(
+        "headwater_monitor_rollout_blocked",
+        "Rollout decisions the registry refused on the rollout as it stood (a failed "
+        "promotion gate), each try counted, by model and action.",
+        labels=("model", "action"),
+    )
+    for (model, action), count in sorted(rollouts.blocked.items()):
+        blocked.add_metric((model, action), count)
+    yield blocked
 
 
 def _version_families(versions: tuple[VersionSnapshot, ...]) -> Iterator[Metric]:

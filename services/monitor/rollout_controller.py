@@ -14,9 +14,14 @@ every tick, and tells it what the registry answered.
   ``examples`` partition decides (it alone has the labels); the registry's
   revision check turns a second actor's decision (during a rebalance) into a
   harmless refusal.
-- **Stale revisions**: a refused transition holds the model's decisions at that
+- **Refusals**: a refused transition holds the model's decisions at that
   revision and asks for a fresh copy of its rollout; once the registry's
-  rollout has moved on the controller judges it again, never retrying blindly.
+  rollout has moved on (a stale revision) the controller judges it again,
+  never retrying blindly. A fresh copy still at that revision means the
+  decision was refused on the rollout as it stands (a promotion gate failed):
+  the rollout is *blocked* (:mod:`~headwater.services.monitor.rollout_blocks`),
+  the decision tried again every ``blocked_retry_s``, at once when the
+  model's gates change, and raised once per reason as a ``rollout.blocked`` alert.
 
 >>> controller = RolloutController()
 >>> controller.track(TrackedRollout("r1", "churn", "canary", "progressing", 1, 2,
@@ -38,7 +43,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from headwater.services.monitor.canary import Action, Decision
@@ -48,6 +53,7 @@ from headwater.services.monitor.domain import (
     PredictionObserved,
     Severity,
 )
+from headwater.services.monitor.rollout_blocks import Blocked, RefusalBook
 from headwater.services.monitor.rollouts import (
     JudgingPolicy,
     RolloutJudge,
@@ -59,6 +65,7 @@ from headwater.shared.errors import InvalidInput
 from headwater.shared.quality import prediction_score
 
 __all__ = [
+    "Blocked",
     "JudgingPolicy",
     "Look",
     "RolloutController",
@@ -130,6 +137,8 @@ class RolloutView:
         note: Why it is not judged (empty when it is).
         latest: The latest look (CONTINUE included) with its evidence.
         last_decision: The latest decision the registry accepted.
+        blocked: The decision the registry refuses on the rollout as it stands
+            (a failed promotion gate), with its message; None when none is.
 
     """
 
@@ -139,6 +148,7 @@ class RolloutView:
     note: str
     latest: Look | None
     last_decision: Look | None
+    blocked: Blocked | None = None
 
 
 @dataclass(frozen=True)
@@ -148,11 +158,13 @@ class RolloutsSnapshot:
     Attributes:
         rollouts: By model.
         decisions: Accepted decisions by (model, action), since the monitor started.
+        blocked: Decisions refused on the rollout as it stood, by (model, action).
 
     """
 
     rollouts: Mapping[str, RolloutView]
     decisions: Mapping[tuple[str, str], int]
+    blocked: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class _Tracked:
@@ -162,7 +174,6 @@ class _Tracked:
         self.rollout = rollout
         self.judge: RolloutJudge | None = None
         self.unjudgeable = ""
-        self.held_at: int | None = None
         self.latest: Look | None = None
         self.last_decision: Look | None = None
 
@@ -172,11 +183,13 @@ class RolloutController:
 
     Args:
         bandit_draws: Thompson pulls per bandit weight estimate.
+        blocked_retry_s: How long a blocked decision is held before it is tried again.
 
     """
 
-    def __init__(self, bandit_draws: int = 1000) -> None:
+    def __init__(self, bandit_draws: int = 1000, blocked_retry_s: float = 30.0) -> None:
         self._bandit_draws = bandit_draws
+        self._refusals = RefusalBook(blocked_retry_s)
         self._tracked: dict[str, _Tracked] = {}
         self._seen: set[str] = set()
         self._fetched: set[str] = set()
@@ -204,8 +217,23 @@ class RolloutController:
             tracked = self._tracked[model] = _Tracked(rollout)
         else:
             tracked.rollout = rollout
+        self._refusals.moved(rollout)
         self._follow(tracked)
         return True
+
+    def reread(self, rollout: TrackedRollout, now: float) -> bool:
+        """Take the registry's answer to ``GetRollout`` (its rollout as it is now).
+
+        As :meth:`track`; and when a decision on this very revision was refused,
+        the rollout is blocked (see :mod:`~headwater.services.monitor.rollout_blocks`).
+        """
+        changed = self.track(rollout)
+        self._refusals.reread(rollout, now)
+        return changed
+
+    def gates_changed(self, model: str) -> None:
+        """The model's promotion gates changed: a blocked decision is tried at the next tick."""
+        self._refusals.gates_changed(model)
 
     def no_rollout(self, model: str) -> None:
         """The registry has no rollout of ``model`` (it never had one)."""
@@ -267,7 +295,9 @@ class RolloutController:
             assert tracked.judge is not None
             decision = tracked.judge.decide(now)
             tracked.latest = Look(decision, now)
-            if decision.action is not Action.CONTINUE:
+            if decision.action is Action.CONTINUE:
+                continue
+            if not self._refusals.holds_back(tracked.rollout, decision.action, now):
                 transitions.append(Transition(tracked.rollout, decision))
         return tuple(transitions)
 
@@ -280,12 +310,20 @@ class RolloutController:
             tracked.last_decision = Look(transition.decision, now)
         return decision_alert(transition, now)
 
-    def refused(self, transition: Transition) -> None:
-        """The registry refused it (stale revision, or the rollout moved): hold and refresh."""
-        tracked = self._tracked.get(transition.model)
-        if tracked is not None:
-            tracked.held_at = transition.expected_revision
+    def refused(self, transition: Transition, message: str = "") -> None:
+        """The registry refused it (``message`` says why): hold, and read the rollout again.
+
+        The copy read then (:meth:`reread`) tells a stale revision (the rollout
+        moved: judged afresh) from a block (still at that revision).
+        """
+        self._refusals.refused(
+            transition.rollout, transition.action, message, transition.evidence
+        )
         self._stale.add(transition.model)
+
+    def drain_alerts(self) -> list[AlertRaised]:
+        """The ``rollout.blocked`` alerts raised since the last call (one per reason)."""
+        return self._refusals.drain_alerts()
 
     def snapshot(self, owned_partitions: Collection[int]) -> RolloutsSnapshot:
         """Every tracked rollout's view, and the accepted decisions counted."""
@@ -293,10 +331,16 @@ class RolloutController:
         for model, tracked in sorted(self._tracked.items()):
             note = self._not_judged_because(tracked)
             acting = self.owns(model, owned_partitions)
+            blocked = self._refusals.blocked(tracked.rollout)
             views[model] = RolloutView(
-                tracked.rollout, not note, acting, note, tracked.latest, tracked.last_decision
-            )
-        return RolloutsSnapshot(MappingProxyType(views), MappingProxyType(dict(self._decisions)))
+                tracked.rollout, not note, acting, note, tracked.latest, tracked.last_decision,
+                blocked,
+            )  # fmt: skip
+        return RolloutsSnapshot(
+            MappingProxyType(views),
+            MappingProxyType(dict(self._decisions)),
+            MappingProxyType(dict(self._refusals.counts)),
+        )
 
     # --- inside -------------------------------------------------------------------
 
@@ -345,7 +389,7 @@ class RolloutController:
             return f"cannot be judged: {tracked.unjudgeable}"
         if tracked.judge is None:
             return "waits for the first labelled example"
-        if tracked.held_at == rollout.revision:
+        if self._refusals.re_reading(rollout):
             return f"the registry refused a decision at revision {rollout.revision}: re-reading it"
         return ""
 

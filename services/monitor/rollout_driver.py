@@ -6,8 +6,12 @@
 - every ``rollout_tick_s``: ``GetRollout`` for the models first seen (or
   refused a decision), then ``decide(now)`` and one ``TransitionRollout`` per
   decision, expecting the revision it was made on. An accepted decision is an
-  ``Alert`` on ``alerts`` and a counted decision; a refused one (someone else
-  moved the rollout) makes the controller read the rollout again;
+  ``Alert`` on ``alerts`` and a counted decision; a refused one makes the
+  controller read the rollout again: moved (someone else moved it), it is
+  judged afresh; still at that revision (a promotion gate failed), it is
+  blocked, the decision held and tried again later, a ``rollout.blocked``
+  ``Alert`` raised once per reason;
+- ``PROMOTION_GATES_CHANGED`` tries a blocked decision of the model at once;
 - every registry call has the client's deadline; an unreachable registry is
   logged (when it goes and when it is back) and tried again at the next tick.
 
@@ -142,17 +146,22 @@ class RolloutDriver:
             self._consumer = None
 
     def on_registry_event(self, event: events_pb2.RegistryEvent) -> None:
-        """Follow a rollout the registry changed."""
+        """Follow a rollout the registry changed, and changed promotion gates."""
         if event.kind == events_pb2.REGISTRY_EVENT_KIND_ROLLOUT_CHANGED and event.HasField(
             "rollout"
         ):
             self._controller.track(convert.rollout_from_proto(event.rollout))
+        elif event.kind == events_pb2.REGISTRY_EVENT_KIND_PROMOTION_GATES_CHANGED:
+            self._controller.gates_changed(event.model)
 
     async def tick(self) -> None:
         """Read the rollouts due, then make every decision the controller asks for."""
         await self._refresh(self._controller.models_to_refresh()[:REFRESHES_PER_TICK])
         for transition in self._controller.decide(self._clock(), self._owned()):
             await self._transition(transition)
+        for alert in self._controller.drain_alerts():  # rollouts found blocked this tick
+            log.warning("rollout blocked", extra={"model": alert.model, "reason": alert.message})
+            self._publish_alert(alert)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -190,7 +199,7 @@ class RolloutDriver:
                 raise answer
             else:
                 self._reachability.succeeded()
-                self._controller.track(convert.rollout_from_proto(answer))
+                self._controller.reread(convert.rollout_from_proto(answer), self._clock())
 
     async def _transition(self, transition: Transition) -> None:
         rollout, decision = transition.rollout, transition.decision
@@ -226,7 +235,7 @@ class RolloutDriver:
             "rollout decision refused: reading the rollout again",
             extra=_extra(transition, error=str(err)),
         )
-        self._controller.refused(transition)
+        self._controller.refused(transition, str(err))
 
 
 def _extra(transition: Transition, **more: str) -> dict[str, object]:

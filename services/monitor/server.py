@@ -57,7 +57,7 @@ class MonitorServer:
         self.settings = settings
         self.http_port = settings.metrics_port
         self.state = MonitorState(settings.monitor_config())
-        self.rollouts = RolloutController()
+        self.rollouts = RolloutController(blocked_retry_s=settings.rollout_blocked_retry_s)
         self._clock = clock
         self._producer: EventProducer | None = None
         self._registry: RegistryClient | None = None

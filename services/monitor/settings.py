@@ -79,6 +79,13 @@ class MonitorSettings(ServiceSettings):
         description="How often the rollout controller looks at every rollout it judges "
         "(and retries an unreachable registry).",
     )
+    rollout_blocked_retry_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the rollout controller holds a decision the registry refused "
+        "on the rollout as it stands (a failed promotion gate) before trying it again; a "
+        "change of the model's gates tries it at once.",
+    )
     data_dir: Path | None = Field(
         None,
         description="Faust's working directory (the monitor keeps no tables in it); "

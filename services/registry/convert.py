@@ -258,6 +258,7 @@ def rollout_of_row(row: Mapping[str, Any]) -> rollouts.Rollout:
         policy=policy_of_json(row["policy"]),
         state=row["state"],
         step=row["step"],
+        switched_replicas=tuple(row["switched_replicas"]),
     )
 
 
@@ -278,6 +279,7 @@ def rollout_message(row: Mapping[str, Any]) -> registry_pb2.Rollout:
         updated_at=timestamp(row["updated_at"]),
         actor=row["actor"],
         step_started_at=timestamp(row["step_started_at"]),
+        switched_replicas=row["switched_replicas"],
     )
 
 
@@ -294,6 +296,7 @@ def transition_message(row: Mapping[str, Any]) -> registry_pb2.RolloutTransition
         evidence=row["evidence"],
         at=timestamp(row["at"]),
         revision=row["revision"],
+        switched_replica=row["switched_replica"],
     )
 
 

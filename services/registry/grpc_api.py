@@ -1,10 +1,12 @@
 """The ``headwater.registry.v1.Registry`` gRPC servicer: a few lines per RPC.
 
 Each method converts the request, calls :class:`.service.RegistryService`
-(or, for rollouts, :class:`.rollout_service.RolloutService`) and wraps the
-result; ``@grpc_errors`` turns headwater errors into status codes. The
-caller names itself in the ``x-headwater-actor`` metadata key, recorded in
-the audit log, on every registry event and on every rollout transition.
+(or, for rollouts, :class:`.rollout_service.RolloutService`, for gateway
+replicas :class:`.replica_service.ReplicaService`, for promotion gates
+:class:`.gate_service.GateService`) and wraps the result;
+``@grpc_errors`` turns headwater errors into status codes. The caller names
+itself in the ``x-headwater-actor`` metadata key, recorded in the audit log,
+on every registry event and on every rollout transition.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import TypeAlias
 
 import grpc
 
-from headwater.services.registry import convert
+from headwater.services.registry import convert, gate_convert, replica_convert
+from headwater.services.registry.gate_service import GateService
+from headwater.services.registry.replica_service import ReplicaService
 from headwater.services.registry.rollout_service import RolloutService
 from headwater.services.registry.service import RegistryService
 from headwater.shared.errors import InvalidInput
@@ -40,9 +44,17 @@ def actor_of(context: Context) -> str:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     """Adapts gRPC requests to the registry's services."""
 
-    def __init__(self, service: RegistryService, rollouts: RolloutService) -> None:
+    def __init__(
+        self,
+        service: RegistryService,
+        rollouts: RolloutService,
+        replicas: ReplicaService,
+        gates: GateService,
+    ) -> None:
         self._service = service
         self._rollouts = rollouts
+        self._replicas = replicas
+        self._gates = gates
 
     @grpc_errors
     async def CreateModel(  # noqa: D102
@@ -156,3 +168,42 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.Rollout:
         change = convert.rollout_change(request)
         return await self._rollouts.transition_rollout(change, actor_of(context))
+
+    @grpc_errors
+    async def Heartbeat(  # noqa: D102
+        self, request: registry_pb2.HeartbeatRequest, context: Context
+    ) -> registry_pb2.HeartbeatResponse:
+        return await self._replicas.heartbeat(replica_convert.heartbeat_of(request))
+
+    @grpc_errors
+    async def ListReplicas(  # noqa: D102
+        self, request: registry_pb2.ListReplicasRequest, context: Context
+    ) -> registry_pb2.ListReplicasResponse:
+        replicas = await self._replicas.list_replicas(request.model)
+        return registry_pb2.ListReplicasResponse(replicas=replicas)
+
+    @grpc_errors
+    async def RecordEvaluation(  # noqa: D102
+        self, request: registry_pb2.RecordEvaluationRequest, context: Context
+    ) -> registry_pb2.Evaluation:
+        return await self._gates.record_evaluation(gate_convert.new_evaluation(request))
+
+    @grpc_errors
+    async def ListEvaluations(  # noqa: D102
+        self, request: registry_pb2.ListEvaluationsRequest, context: Context
+    ) -> registry_pb2.ListEvaluationsResponse:
+        evaluations = await self._gates.list_evaluations(request.model, request.version)
+        return registry_pb2.ListEvaluationsResponse(evaluations=evaluations)
+
+    @grpc_errors
+    async def SetPromotionGates(  # noqa: D102
+        self, request: registry_pb2.SetPromotionGatesRequest, context: Context
+    ) -> registry_pb2.PromotionGates:
+        wanted = gate_convert.gates_of_message(request.gates)
+        return await self._gates.set_gates(request.model, wanted, actor_of(context))
+
+    @grpc_errors
+    async def GetPromotionGates(  # noqa: D102
+        self, request: registry_pb2.GetPromotionGatesRequest, context: Context
+    ) -> registry_pb2.PromotionGates:
+        return await self._gates.get_gates(request.model)

@@ -48,6 +48,7 @@ class TransitionRow:
     actor: str
     reason: str
     evidence: dict[str, float]
+    switched_replica: str = ""
 
 
 async def insert_rollout(conn: asyncpg.Connection, row: RolloutRow) -> Row:
@@ -95,8 +96,8 @@ async def insert_transition(conn: asyncpg.Connection, row: TransitionRow) -> Row
     """Append one transition to a rollout's history; return it as stored."""
     stored = await conn.fetchrow(
         "INSERT INTO rollout_transitions (rollout_id, from_state, to_state, action, step,"
-        " revision, actor, reason, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        " RETURNING *",
+        " revision, actor, reason, evidence, switched_replica)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         row.rollout_id,
         row.from_state,
         row.to_state,
@@ -106,6 +107,7 @@ async def insert_transition(conn: asyncpg.Connection, row: TransitionRow) -> Row
         row.actor,
         row.reason,
         row.evidence,
+        row.switched_replica,
     )
     assert stored is not None
     return stored

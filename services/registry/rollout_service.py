@@ -6,20 +6,26 @@ writes the rollout row (revision + 1), its transition row, one audit entry,
 the deployment's new routes when the move changes them (with a
 DEPLOYMENT_CHANGED outbox event, as SetDeployment writes) and a ROLLOUT_CHANGED
 outbox event, in that order. The rules are :mod:`.rollouts`'; this module only
-reads, decides through them, and writes.
+reads, decides through them, and writes. A start and a promote first pass the
+candidate's promotion gates (:mod:`.gate_service`): a refusal writes nothing
+but its audit entry, once the refused transaction has rolled back.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
-from headwater.services.registry import convert, deployments, domain, metrics, rollouts
+from headwater.services.registry import convert, deployments, domain, metrics, replicas, rollouts
 from headwater.services.registry import repository as repo
 from headwater.services.registry import rollout_repository as rollout_repo
+from headwater.services.registry.gate_service import GateService
+from headwater.services.registry.gates import GateRefusal
+from headwater.services.registry.replica_service import live_replicas, switch_next_replica
 from headwater.services.registry.rollout_policy import (
     NewRollout,
     RolloutChange,
@@ -36,6 +42,23 @@ DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 #: Actions after which the controller's clock of the current step starts over.
 _NEW_STEP_CLOCK = frozenset({"advance", "resume"})
+Request = TypeVar("Request")
+
+
+def _audits_gate_refusals(
+    method: Callable[[RolloutService, Request, str], Awaitable[registry_pb2.Rollout]],
+) -> Callable[[RolloutService, Request, str], Awaitable[registry_pb2.Rollout]]:
+    """Audit a refusal by the promotion gates once its transaction has rolled back, re-raise it."""
+
+    @functools.wraps(method)
+    async def audited(self: RolloutService, request: Request, actor: str) -> registry_pb2.Rollout:
+        try:
+            return await method(self, request, actor)
+        except GateRefusal as refusal:
+            await self._gates.record_refusal(refusal, actor)
+            raise
+
+    return audited
 
 
 class RolloutService:
@@ -43,14 +66,26 @@ class RolloutService:
 
     Args:
         pool: asyncpg pool whose connections ran :func:`repository.init_connection`.
+        gates: Checks the candidate's promotion gates at start and promote.
         on_commit: Called after every committed change (wakes the outbox relay).
+        replica_timeout_s: How long a gateway replica stays live after its last
+            heartbeat (a rolling advance switches live replicas only).
 
     """
 
-    def __init__(self, pool: asyncpg.Pool, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gates: GateService,
+        on_commit: Callable[[], None] = lambda: None,
+        replica_timeout_s: float = 15.0,
+    ) -> None:
         self._pool = pool
+        self._gates = gates
         self._on_commit = on_commit
+        self._replica_timeout_s = replica_timeout_s
 
+    @_audits_gate_refusals
     async def start_rollout(self, draft: NewRollout, actor: str) -> registry_pb2.Rollout:
         """Start rolling ``draft.candidate_version`` out over the deployed primary."""
         rollouts.validate_start(draft.model, draft.strategy, draft.candidate_version, draft.policy)
@@ -68,6 +103,7 @@ class RolloutService:
             move = rollouts.start(
                 draft.model, draft.strategy, baseline, draft.candidate_version, draft.policy
             )
+            await self._gates.enforce_start(conn, draft, baseline)
             row = await rollout_repo.insert_rollout(conn, _new_row(move.rollout, actor))
             written = await _write_move(
                 conn, row, "", "start", actor, draft.reason, {}, deployment, move.routes
@@ -75,6 +111,7 @@ class RolloutService:
         self._committed("start")
         return written
 
+    @_audits_gate_refusals
     async def transition_rollout(self, change: RolloutChange, actor: str) -> registry_pb2.Rollout:
         """Move the model's active rollout by one action (the routes follow)."""
         domain.validate_model_name(change.model)
@@ -93,7 +130,9 @@ class RolloutService:
             if change.rollout_id and change.rollout_id != active["id"]:
                 raise rollouts.other_rollout_error(change.model, change.rollout_id, current)
             rollouts.check_revision(current, active["revision"], change.expected_revision)
-            move = rollouts.apply(current, change.action, evidence)
+            move, evidence, switched = await self._decide(conn, active, current, change, evidence)
+            if change.action == "promote":
+                await self._gates.enforce_promote(conn, current, active["id"])
             row = await rollout_repo.update_rollout(
                 conn,
                 active["id"],
@@ -103,10 +142,28 @@ class RolloutService:
             )
             written = await _write_move(
                 conn, row, current.state, change.action, actor, change.reason, evidence,
-                deployment, move.routes,
+                deployment, move.routes, switched_replica=switched,
             )  # fmt: skip
         self._committed(change.action)
         return written
+
+    async def _decide(
+        self,
+        conn: asyncpg.Connection,
+        active: repo.Row,
+        current: rollouts.Rollout,
+        change: RolloutChange,
+        evidence: dict[str, float],
+    ) -> tuple[rollouts.Move, dict[str, float], str]:
+        """The move, its evidence and the replica it switched ('' but for a rolling advance)."""
+        if current.strategy == "rolling" and change.action == "advance":
+            switch = await switch_next_replica(conn, active, current, self._replica_timeout_s)
+            return switch.move, {**evidence, **switch.evidence}, switch.replica_id
+        move = rollouts.apply(current, change.action, evidence)
+        if current.strategy == "blue-green" and change.action == "advance" and current.step == 0:
+            live = await live_replicas(conn, self._replica_timeout_s)  # the switch: all ready?
+            evidence = {**evidence, **replicas.check_switch_ready(current, live)}
+        return move, evidence, ""
 
     async def get_rollout(self, model: str) -> registry_pb2.Rollout:
         """The model's active rollout, else its latest; NotFound when it never had one."""
@@ -151,6 +208,8 @@ async def _write_move(
     evidence: dict[str, float],
     deployment: repo.Row,
     routes: tuple[deployments.Route, ...] | None,
+    *,
+    switched_replica: str = "",
 ) -> registry_pb2.Rollout:
     """Write the transition, the routes (when they change), the audit entry and the events."""
     await rollout_repo.insert_transition(
@@ -158,7 +217,7 @@ async def _write_move(
         rollout_repo.TransitionRow(
             rollout_id=row["id"], from_state=from_state, to_state=row["state"],
             action=action, step=row["step"], revision=row["revision"], actor=actor,
-            reason=reason, evidence=evidence,
+            reason=reason, evidence=evidence, switched_replica=switched_replica,
         ),
     )  # fmt: skip
     rollout = convert.rollout_message(row)
@@ -167,6 +226,8 @@ async def _write_move(
         "to_state": row["state"], "step": row["step"], "revision": row["revision"],
         "reason": reason, "evidence": evidence,
     }  # fmt: skip
+    if switched_replica:
+        detail.update(switched_replica=switched_replica, switched=list(rollout.switched_replicas))
     events = []
     if routes is not None:
         changed = await _write_routes(conn, row, deployment, routes)

@@ -20,8 +20,10 @@ strategy      start                                        advance
 canary        b primary (1 - s0), c canary (s0)            step k: c canary (sk), b the rest
 blue-green    b primary (1), c challenger (0): loaded,     the atomic switch: c primary (1),
               learning, no traffic                         b challenger (0) for instant rollback
-rolling       as blue-green (switching one gateway         as blue-green
-              replica at a time is built later)
+rolling       as blue-green                                one gateway replica reporting c
+                                                           ready now answers with c (see
+                                                           :mod:`.replicas`); the one switching
+                                                           the last live replica: as blue-green
 shadow        b primary (1), c shadow (shadow_percent)     a canary at s0, then the steps
 bandit        b primary (0.5), c canary (0.5)              c canary (the controller's weight)
 ============  ===========================================  ===================================
@@ -82,9 +84,11 @@ class Rollout:
     """Where a rollout stands: everything its next move depends on.
 
     ``step`` counts the advances: canary: the index into ``step_percents``;
-    blue-green and rolling: 0 before the switch, 1 after; shadow: 0 while
+    blue-green and rolling: 0 before the switch, 1 after (rolling: after the
+    advance that switched its last live gateway replica); shadow: 0 while
     mirrored, k >= 1 a canary at ``step_percents[k - 1]``; bandit: the number
-    of weight updates.
+    of weight updates. ``switched_replicas``: rolling, the gateway replicas
+    switched to the candidate so far, in switch order (:mod:`.replicas`).
     """
 
     model: str
@@ -94,6 +98,7 @@ class Rollout:
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     state: str = "pending"
     step: int = 0
+    switched_replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,8 @@ STRATEGY)"
 
 
 def _unpaused_state(rollout: Rollout) -> str:
-    """Where a resume returns: pending for a switching strategy not switched yet."""
-    if rollout.strategy in SWITCHING_STRATEGIES and rollout.step == 0:
+    """Where a resume returns: pending for a switching strategy not switched yet (not a replica)."""
+    if rollout.strategy in SWITCHING_STRATEGIES and not (rollout.step or rollout.switched_replicas):
         return "pending"
     return "progressing"
 

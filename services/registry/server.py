@@ -15,10 +15,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from headwater.services.registry import repository as repo
+from headwater.services.registry.gate_service import GateService
 from headwater.services.registry.grpc_api import RegistryServicer
 from headwater.services.registry.metrics import MetricsInterceptor
 from headwater.services.registry.migrate import apply_migrations
 from headwater.services.registry.outbox import OutboxRelay
+from headwater.services.registry.replica_service import ReplicaService
 from headwater.services.registry.rollout_service import RolloutService
 from headwater.services.registry.service import RegistryService
 from headwater.services.registry.settings import RegistrySettings
@@ -54,6 +56,8 @@ class RegistryServer:
         port: The bound gRPC port (useful when ``settings.port`` is 0).
         service: The use cases, for in-process callers.
         rollouts: The rollout use cases, for in-process callers.
+        replicas: The gateway replicas' use cases, for in-process callers.
+        gates: The promotion gate use cases, for in-process callers.
 
     """
 
@@ -62,6 +66,8 @@ class RegistryServer:
         self.port = settings.port
         self.service: RegistryService | None = None
         self.rollouts: RolloutService | None = None
+        self.replicas: ReplicaService | None = None
+        self.gates: GateService | None = None
         self._pool: asyncpg.Pool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -108,8 +114,16 @@ class RegistryServer:
             on_commit=relay.wake,
             audit_max_entries=settings.audit_list_max_entries,
         )
-        self.rollouts = RolloutService(self._pool, on_commit=relay.wake)
-        await self._start_grpc(RegistryServicer(self.service, self.rollouts))
+        self.gates = GateService(self._pool, on_commit=relay.wake)
+        self.rollouts = RolloutService(
+            self._pool,
+            self.gates,
+            on_commit=relay.wake,
+            replica_timeout_s=settings.replica_timeout_s,
+        )
+        self.replicas = ReplicaService(self._pool, settings.replica_timeout_s)
+        servicer = RegistryServicer(self.service, self.rollouts, self.replicas, self.gates)
+        await self._start_grpc(servicer)
         self._relay_task = asyncio.create_task(self._run_relay(relay), name="registry-outbox")
         self._relay_task.add_done_callback(self._on_relay_done)
         self._metrics.start(settings.host, settings.metrics_port)

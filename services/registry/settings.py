@@ -53,3 +53,9 @@ class RegistrySettings(ServiceSettings):
     audit_list_max_entries: int = Field(
         1_000, ge=1, description="Most audit entries one ListAuditEntries call returns."
     )
+    replica_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="A gateway replica whose last heartbeat is older than this is dropped "
+        "from ListReplicas (and deleted) and never switched by a rolling rollout.",
+    )

@@ -72,3 +72,10 @@ LEARNER_METRIC = get_or_create(
     "rolling_accuracy, mae, rolling_mae), every learner of a model on the same examples.",
     ("model", "version", "metric"),
 )
+EVALUATIONS = get_or_create(
+    Counter,
+    "headwater_trainer_evaluations_total",
+    "Learner evaluations sent to the registry, by model and outcome (recorded; refused: "
+    "the registry said no, given up; failed: not answered or an error, tried again).",
+    ("model", "outcome"),
+)

@@ -1,5 +1,9 @@
 """The trainer's composition root: topics, producer, registry client, join, learners, HTTP.
 
+The learners' evaluations go to the registry from their own background task
+(:mod:`.learn.reporter`), stopped after the learners so their last checkpoints'
+evaluations still go out.
+
 >>> server = TrainerServer(TrainerSettings(port=0))
 >>> server.http_port  # known once started
 0
@@ -15,6 +19,7 @@ from headwater.services.trainer.http_api import build_web_app
 from headwater.services.trainer.join.streams import JoinStreams
 from headwater.services.trainer.learn.consumer import LearningLoop, RegistryEventsTail
 from headwater.services.trainer.learn.pool import LearnerPool
+from headwater.services.trainer.learn.reporter import EvaluationReporter
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
 from headwater.shared.artifacts import ArtifactCodec
@@ -61,6 +66,7 @@ class TrainerServer:
         self._registry: RegistryClient | None = None
         self._index: UpdateIndex | None = None
         self._events: RegistryEventsTail | None = None
+        self._reporter: EvaluationReporter | None = None
         self._http = HttpEndpoint("trainer")
         self._work_dir: WorkDir | None = None
 
@@ -104,6 +110,8 @@ class TrainerServer:
         )
         await self._index.start()
         self.pool = LearnerPool(settings, self._registry, codec, self._index)
+        self._reporter = EvaluationReporter(settings, self._registry, self.pool)
+        self._reporter.start()
         self._events = RegistryEventsTail(settings, self.pool)
         await self._events.start()
         self.learning = LearningLoop(settings, self.pool, self._producer, self._index)
@@ -141,6 +149,9 @@ class TrainerServer:
             await self.join.stop(left())
         if self.learning is not None:
             await self.learning.stop(left())
+        if self._reporter is not None:  # after the learners' last checkpoints
+            await self._reporter.stop(left())
+            self._reporter = None
         for closing in (self._events, self._index):
             if closing is not None:
                 await closing.stop()

@@ -89,6 +89,13 @@ class TrainerSettings(ServiceSettings):
     metric_window: int = Field(
         1_000, ge=1, description="Examples in the learner's rolling metric window."
     )
+    evaluation_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Least time between two reports of a learner's progressive-validation "
+        "metrics to the registry (RecordEvaluation, source trainer; the promotion gates read "
+        "them); each checkpoint reports its metrics at once.",
+    )
     max_poll_records: int = Field(500, ge=1, description="Most examples read in one poll.")
     from_beginning: bool = Field(
         True,

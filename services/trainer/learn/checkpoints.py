@@ -11,6 +11,10 @@ examples learned since it, which together name one learner state); before
 trying again the trainer lists the model's versions and adopts the one with
 that tag instead of registering a second copy.
 
+Each snapshot's metrics are also evaluations (:mod:`.evaluations`): the learner's
+own version's at the snapshot, and, once registered, the checkpoint version's,
+which holds that very state.
+
 >>> checkpoint_id("churn", 3, 500)
 'churn/3/500'
 """
@@ -21,12 +25,19 @@ import asyncio
 import dataclasses
 import logging
 import pickle
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.services.trainer import metrics
 from headwater.services.trainer.learn.convert import offset_ranges
+from headwater.services.trainer.learn.evaluations import (
+    EvaluationOutbox,
+    LearnerEvaluation,
+    for_version,
+    learner_evaluations,
+)
 from headwater.services.trainer.learn.learner import Learner, Progress
 from headwater.services.trainer.learn.loading import LoadedLearner
 from headwater.services.trainer.settings import TrainerSettings
@@ -59,6 +70,23 @@ class CheckpointRequest:
     description: str
     checkpoint_id: str
     signature: str = ""
+    evaluations: tuple[LearnerEvaluation, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnansweredCheckpoint:
+    """A registration left unanswered: it may have committed (looked up before the next one).
+
+    Attributes:
+        checkpoint_id: The checkpoint's tag value.
+        progress: The learner's progress the checkpoint holds.
+        evaluations: The learner's evaluations at the snapshot (the version's, once found).
+
+    """
+
+    checkpoint_id: str
+    progress: Progress
+    evaluations: tuple[LearnerEvaluation, ...] = ()
 
 
 @dataclass
@@ -73,8 +101,8 @@ class CheckpointState:
         task: The registration in flight or last finished, if any.
         error: Why the last registration failed; empty once one succeeds.
         retry_at: No checkpoint is due before this (monotonic seconds), after a failure.
-        unanswered: The checkpoint id and progress of a registration left unanswered
-            (it may have committed: looked up before the next one is registered).
+        unanswered: A registration left unanswered (it may have committed: looked up
+            before the next one is registered).
 
     """
 
@@ -84,7 +112,7 @@ class CheckpointState:
     task: asyncio.Task[registry_pb2.ModelVersion | None] | None = None
     error: str = ""
     retry_at: float = 0.0
-    unanswered: tuple[str, Progress] | None = None
+    unanswered: UnansweredCheckpoint | None = None
 
     @property
     def busy(self) -> bool:
@@ -168,11 +196,16 @@ async def register(
 class Checkpointer:
     """Takes and registers the checkpoints of the pool's learners.
 
+    Each checkpoint puts the learner's evaluations at the snapshot in ``outbox``:
+    for its base version when taken, for the checkpoint's version once registered.
+
     Args:
         settings: Checkpoint cadences and the registry retry pause.
         registry: Where checkpoints are registered.
         codec: Signs the snapshots.
         clock: Monotonic seconds (cadences and retry pauses).
+        outbox: Where the evaluations of each snapshot wait to be reported.
+        wall: Wall-clock seconds (when a snapshot's metrics were measured).
 
     """
 
@@ -182,11 +215,15 @@ class Checkpointer:
         registry: RegistryClient,
         codec: ArtifactCodec,
         clock: Callable[[], float],
+        outbox: EvaluationOutbox | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._codec = codec
         self._clock = clock
+        self._outbox = outbox if outbox is not None else EvaluationOutbox()
+        self._wall = wall
 
     def track(self, learner: Learner) -> CheckpointState:
         """The checkpoint state of a learner just loaded: its cadence starts now."""
@@ -213,6 +250,7 @@ class Checkpointer:
         if state.task is not None and state.busy:
             return state.task
         request, progress = self._snapshot(model, loaded)
+        self._outbox.put(request.evaluations)  # the learner's own version, at the snapshot
         previous = state.examples
         state.examples = progress.examples_learned
         state.taken_at = self._clock()
@@ -231,13 +269,17 @@ class Checkpointer:
         learner = loaded.learner
         progress = learner.progress()
         content = pickled_state(self._codec, learner.model)  # the consistency point
+        measured = learner.metrics()
         version_lineage = lineage(
             parent_version=learner.base_version,
             source="online-snapshot",
             offsets=offset_ranges(progress.offsets),
             example_count=progress.examples_learned,
-            metrics=learner.metrics(),
+            metrics=measured,
             seed=loaded.seed,
+        )
+        evaluations = learner_evaluations(
+            model, progress.base_version, measured, progress.scored, self._wall()
         )
         request = CheckpointRequest(
             model=model,
@@ -247,6 +289,7 @@ class Checkpointer:
             description=f"online snapshot of v{progress.base_version} after "
             f"{progress.examples_learned} examples",
             checkpoint_id=checkpoint_id(model, progress.base_version, progress.examples_learned),
+            evaluations=evaluations,
         )
         return request, progress
 
@@ -272,11 +315,14 @@ class Checkpointer:
             state.error = str(err) or repr(err)
             state.retry_at = self._clock() + 5 * self._settings.registry_retry_s
             if isinstance(err, Unavailable):  # it may have committed: look for it first next time
-                state.unanswered = (request.checkpoint_id, progress)
+                state.unanswered = UnansweredCheckpoint(
+                    request.checkpoint_id, progress, request.evaluations
+                )
             log.error("checkpoint failed", extra={"model": model, "error": repr(err)})
             return None
         state.error = ""
         _mark(learner, state, version, progress)
+        self._outbox.put(for_version(request.evaluations, version.version))
         metrics.CHECKPOINTS.labels(model=model, outcome="created").inc()
         log.info("checkpoint registered", extra={"model": model, "version": version.version})
         return version
@@ -296,14 +342,15 @@ class Checkpointer:
         unanswered = state.unanswered
         if unanswered is None:
             return None
-        found = await find_checkpoint(self._registry, model, unanswered[0])
+        found = await find_checkpoint(self._registry, model, unanswered.checkpoint_id)
         state.unanswered = None
         if found is None:
             return None
         log.info("unanswered checkpoint adopted", extra={"model": model, "version": found.version})
-        if unanswered[0] == checkpoint:
+        if unanswered.checkpoint_id == checkpoint:
             return found
-        _mark(learner, state, found, unanswered[1])
+        _mark(learner, state, found, unanswered.progress)
+        self._outbox.put(for_version(unanswered.evaluations, found.version))
         return None
 
 

@@ -220,6 +220,11 @@ class Learner:
         """Examples learned since the base version."""
         return self._learned
 
+    @property
+    def scored(self) -> int:
+        """Predictions scored by the progressive metric since the base version."""
+        return self._score.scored
+
     def partitions(self) -> set[tuple[str, int]]:
         """The topic-partitions the learner has consumed from."""
         return set(self._positions)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from headwater.services.trainer import metrics
 from headwater.services.trainer.learn.active import TP, ActiveLearner, SaveState
 from headwater.services.trainer.learn.checkpoints import Checkpointer, drain_checkpoints
+from headwater.services.trainer.learn.evaluations import EvaluationOutbox
 from headwater.services.trainer.learn.loading import (
     NOT_DEPLOYED_CACHE_SIZE,
     LearnerLoader,
@@ -104,7 +105,9 @@ class LearnerPool:
         self._not_deployed = NotLearnable(settings.not_deployed_recheck_s, NOT_DEPLOYED_CACHE_SIZE)
         self._pending: dict[str, registry_pb2.Deployment] = {}
         self._loader = LearnerLoader(settings, registry, codec, index)
-        self._checkpointer = Checkpointer(settings, registry, codec, clock)
+        #: The learners' evaluations waiting for the reporter (checkpoints put theirs here).
+        self.evaluations = EvaluationOutbox()
+        self._checkpointer = Checkpointer(settings, registry, codec, clock, self.evaluations, wall)
 
     # -- examples -------------------------------------------------------------------
 

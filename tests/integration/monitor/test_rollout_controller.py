@@ -5,13 +5,17 @@ arms go to ``examples`` as the trainer's join would write them; the monitor
 judges them and moves the rollout through the registry: a clearly worse
 candidate is rolled back, a clearly better one advanced and promoted. The
 registry's history keeps each decision with its evidence, ``alerts`` carries
-it, and the monitor's HTTP shows and counts it.
+it, and the monitor's HTTP shows and counts it. A candidate better on served
+traffic whose trainer-reported score fails a promotion gate is advanced but
+never promoted: the rollout is blocked, retried without hammering the audit
+log or the alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 import uuid
@@ -29,8 +33,15 @@ from headwater.shared.bus.topics import Topic
 from headwater.shared.features import target_to_proto
 from headwater.shared.pb import events_pb2, registry_pb2
 from headwater.shared.registry_client import RegistryClient, rollout_policy
+from headwater.shared.registry_gates_client import promotion_gates
 from headwater.shared.settings import KafkaSettings, RegistryClientSettings
-from tests.fixtures import eventually, prometheus_samples, read_records, unique_name
+from tests.fixtures import (
+    assigned_consumer,
+    eventually,
+    prometheus_samples,
+    read_records,
+    unique_name,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -60,6 +71,7 @@ async def monitor(
         app_id=unique_name("monitor"),
         session_timeout_s=6.0,
         rollout_tick_s=0.2,
+        rollout_blocked_retry_s=1.0,
     )
     server = MonitorServer(settings)
     await server.start()
@@ -225,3 +237,67 @@ async def judged_while_progressing(server: MonitorServer) -> bool:
         return False
 
     return await eventually(probe, timeout_s=60, interval_s=0.1, what="the rollout judged")
+
+
+async def every_alert(kafka: KafkaSettings, quiet_s: float = 1.0) -> list[events_pb2.Alert]:
+    """Every alert on ``alerts`` so far (read until nothing more comes for ``quiet_s``)."""
+    records = []
+    async with assigned_consumer(kafka, Topic.ALERTS) as (consumer, _):
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                if part:
+                    records.extend(part)
+                    quiet_since = time.monotonic()
+    return [decode_event(events_pb2.Alert, r.value, r.headers) for r in records]
+
+
+def blocked_tries(server: MonitorServer, at_least: int) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        with contextlib.suppress(AssertionError):  # 404 until the monitor saw the model
+            rollout = (await monitor_view(server))[0]["rollout"]
+            blocked = rollout and rollout["blocked"]
+            return bool(blocked and blocked["refusals"] >= at_least)
+        return False
+
+    return probe
+
+
+@pytest.mark.usefixtures("two_versions")
+async def test_a_better_canary_failing_a_promotion_gate_is_advanced_but_never_promoted(
+    client: RegistryClient, kafka_settings: KafkaSettings, monitor: MonitorServer
+) -> None:
+    started = await client.start_rollout(MODEL, 2, "canary", FAST_CANARY)
+    # the candidate's learner scores 0.8 over 1000 examples, as the trainer reports it
+    await client.record_evaluation(MODEL, 2, "trainer", "accuracy", 0.8, examples=1000)
+    await client.set_promotion_gates(MODEL, promotion_gates(min_score=("accuracy", 0.85)))
+
+    await serve_until(
+        kafka_settings, p_candidate=0.95, p_baseline=0.85, done=blocked_tries(monitor, 3)
+    )  # served traffic says promote; refused three times, 1 s apart
+
+    (history,) = await client.list_rollouts(MODEL)
+    assert (history.rollout.id, history.rollout.state) == (started.id, R.ROLLOUT_STATE_PROGRESSING)
+    assert [t.action for t in history.transitions] == [
+        R.ROLLOUT_ACTION_START, R.ROLLOUT_ACTION_ADVANCE]  # fmt: skip
+    assert [(r.version, r.weight) for r in (await client.get_deployment(MODEL)).routes] == [
+        (1, 0.0), (2, 1.0)]  # fmt: skip
+    refused = [e for e in await client.list_audit_entries(MODEL) if e.action == "gates.refused"]
+    assert len(refused) == 1 and refused[0].actor == "monitor"  # the same refusal, audited once
+    detail = json.loads(refused[0].detail_json)
+    assert (detail["action"], detail["rollout_id"]) == ("promote", started.id)
+
+    gate = "gate min_score failed: accuracy 0.8 < 0.85 required (short by 0.05) over 1000 examples"
+    alerts = [a for a in await every_alert(kafka_settings) if a.kind.startswith("rollout.")]
+    assert [a.kind for a in alerts] == ["rollout.advance", "rollout.blocked"]  # alerted once
+    blocked_alert = alerts[1]
+    assert blocked_alert.version == 2 and blocked_alert.severity == events_pb2.SEVERITY_WARNING
+    assert gate in blocked_alert.message and blocked_alert.values["step_percent"] == 100.0
+
+    model, samples = await monitor_view(monitor)
+    blocked = model["rollout"]["blocked"]
+    assert blocked["action"] == "promote" and gate in blocked["message"]
+    assert model["rollout"]["judged"] and model["rollout"]["last_decision"]["action"] == "advance"
+    key = ("headwater_monitor_rollout_blocked_total", (("action", "promote"), ("model", MODEL)))
+    assert samples[key] >= 3
+    assert decisions_counted(samples, "promote") == 0.0

@@ -8,6 +8,7 @@ from aiokafka.structs import ConsumerRecord
 from headwater.shared.bus.consumer import assign_all_partitions
 from headwater.shared.bus.topics import Topic
 from headwater.shared.pb import events_pb2
+from headwater.shared.registry_client import RegistryClient
 from headwater.shared.settings import KafkaSettings
 from tests.fixtures import eventually
 from tests.fixtures import registry_settings as registry_settings  # the tests import it here
@@ -18,6 +19,14 @@ SPEC = (
     ' "params": {"optimizer": {"component": "optim.SGD", "params": {"lr": 0.05}}}}]}'
 )
 FEATURES = [("x1", "float"), ("x2", "float"), ("plan", "str", False)]
+
+
+async def two_versions_deployed(client: RegistryClient, model: str = "churn") -> None:
+    """A model with versions 1 and 2, version 1 deployed alone."""
+    await client.create_model(model, "binary", FEATURES)
+    await client.create_version(model, SPEC)
+    await client.create_version(model, SPEC)
+    await client.deploy(model, 1)
 
 
 async def unpublished(database_url: str) -> int:

@@ -17,6 +17,7 @@ from tests.integration.registry.conftest import (
     FEATURES,
     SPEC,
     read_all_events,
+    two_versions_deployed,
     wait_all_published,
 )
 
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.integration
 
 K = events_pb2.RegistryEventKind
 R = registry_pb2
-
-
-async def two_versions_deployed(client: RegistryClient, model: str = "churn") -> None:
-    """A model with versions 1 and 2, version 1 deployed alone."""
-    await client.create_model(model, "binary", FEATURES)
-    await client.create_version(model, SPEC)
-    await client.create_version(model, SPEC)
-    await client.deploy(model, 1)
 
 
 def weights(deployment: registry_pb2.Deployment) -> list[tuple[int, float, int]]:

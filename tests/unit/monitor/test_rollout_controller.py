@@ -251,3 +251,68 @@ def test_someone_elses_advance_moves_the_judge_along() -> None:
     latest = controller.snapshot(OWNED).rollouts["churn"].latest
     assert latest is not None and latest.decision.evidence["step_percent"] == 100.0
     assert latest.decision.evidence["samples_candidate"] == 20
+
+
+GATE = (
+    "version 2 of 'churn' cannot be promoted: gate min_score failed: accuracy 0.81 < 0.85 "
+    "required (short by 0.04) over 1200 examples (headwater gates show churn)"
+)
+
+
+def test_a_promotion_refused_by_a_gate_blocks_the_rollout_without_hammering() -> None:
+    controller = RolloutController(blocked_retry_s=30.0)
+    last_step = canary(revision=5, step=1)  # at 100 %: the next decision is PROMOTE
+    controller.track(last_step)
+    serve(controller, random.Random(10), p_candidate=0.95, p_baseline=0.9, n=40)
+    (promote,) = controller.decide(now=101.0, owned_partitions=OWNED)
+    assert promote.action is Action.PROMOTE
+
+    controller.refused(promote, GATE)
+    assert controller.decide(now=101.5, owned_partitions=OWNED) == ()  # re-reading it first
+    controller.reread(last_step, now=102.0)  # still at revision 5: a gate, not a stale revision
+    view = controller.snapshot(OWNED).rollouts["churn"]
+    assert view.judged and view.blocked is not None
+    assert (view.blocked.action, view.blocked.revision, view.blocked.message) == (
+        Action.PROMOTE, 5, GATE)  # fmt: skip
+    assert (view.blocked.since, view.blocked.retry_at, view.blocked.refusals) == (102.0, 132.0, 1)
+    (alert,) = controller.drain_alerts()
+    assert (alert.kind, alert.version, alert.severity) == ("rollout.blocked", 2, Severity.WARNING)
+    assert alert.message == f"churn: canary of v2 over v1: promote blocked: {GATE}"
+    assert alert.values["step_percent"] == 100.0
+    assert controller.models_to_refresh() == ()
+
+    for now in (103.0, 110.0, 131.9):  # held: no decision every tick
+        assert controller.decide(now=now, owned_partitions=OWNED) == ()
+    (retry,) = controller.decide(now=132.0, owned_partitions=OWNED)
+    assert retry.action is Action.PROMOTE and retry.expected_revision == 5
+    controller.refused(retry, GATE.replace("0.81", "0.82").replace("0.04", "0.03"))
+    controller.reread(last_step, now=132.5)
+    assert controller.drain_alerts() == []  # the same reason: alerted once
+    blocked = controller.snapshot(OWNED).rollouts["churn"].blocked
+    assert blocked is not None and (blocked.refusals, blocked.since) == (2, 102.0)
+    assert "0.82" in blocked.message
+    assert controller.snapshot(OWNED).blocked == {("churn", "promote"): 2}
+
+    assert controller.decide(now=133.0, owned_partitions=OWNED) == ()
+    controller.gates_changed("churn")  # e.g. an operator lowered the threshold
+    (at_once,) = controller.decide(now=133.5, owned_partitions=OWNED)
+    controller.refused(at_once, "version 2 of 'churn' cannot be promoted: gate min_examples failed")
+    controller.reread(last_step, now=134.0)
+    assert [a.kind for a in controller.drain_alerts()] == ["rollout.blocked"]  # a new reason
+
+    (accepted,) = controller.decide(now=164.0, owned_partitions=OWNED)
+    controller.accepted(accepted, registry_accepts(accepted, 164.0), now=164.0)
+    view = controller.snapshot(OWNED).rollouts["churn"]
+    assert view.rollout.state == "promoted" and view.blocked is None
+
+
+def test_a_refusal_read_back_at_a_new_revision_is_stale_not_blocked() -> None:
+    controller = RolloutController()
+    controller.track(canary(revision=5, step=1))
+    serve(controller, random.Random(11), p_candidate=0.95, p_baseline=0.9, n=40)
+    (promote,) = controller.decide(now=101.0, owned_partitions=OWNED)
+    controller.refused(promote, "rollout of 'churn' is at revision 6 (paused)")
+    controller.reread(canary(revision=6, step=1, state="paused"), now=102.0)
+    view = controller.snapshot(OWNED).rollouts["churn"]
+    assert view.blocked is None and view.note.startswith("paused")
+    assert controller.drain_alerts() == [] and controller.snapshot(OWNED).blocked == {}

@@ -179,3 +179,53 @@ async def test_a_refused_transition_is_followed_by_a_fresh_read() -> None:
     assert view.rollout.state == "paused" and view.rollout.revision == 2
     await fake.driver.tick()
     assert len(registry.transitions) == 1 and fake.alerts == []
+
+
+class GatedRegistry(FakeRegistry):
+    """Refuses every promote with a gate's message while ``gate`` is set, like the registry."""
+
+    gate = "version 2 of 'churn' cannot be promoted: gate min_score failed: accuracy 0.8 < 0.85"
+
+    async def transition_rollout(self, model: str, action: str, **request: Any) -> R.Rollout:
+        if action == "promote" and self.gate:
+            self.transitions.append({"model": model, "action": action, **request})
+            raise FailedPrecondition(self.gate)
+        return await super().transition_rollout(model, action, **request)
+
+
+async def test_a_gated_promotion_is_held_alerted_once_and_retried_when_the_gates_change() -> None:
+    last_step = canary_proto(revision=4)
+    last_step.step = 1  # at 100 %: the candidate is ready to be promoted
+    registry = GatedRegistry({"churn": last_step})
+    fake = Driver(registry)
+    fake.driver.on_registry_event(rollout_changed(last_step))
+    for i in range(60):
+        fake.controller.observe_example(
+            ExampleObserved("churn", 2, Task.CLASSIFICATION, True, i % 10 != 0), partition=0
+        )
+
+    for _ in range(5):  # refused at once, then held: one call, not one per tick
+        await fake.driver.tick()
+        fake.now += 1.0
+    assert [t["action"] for t in registry.transitions] == ["promote"]
+    assert registry.gets == ["churn"]  # read back once: still at revision 4, so blocked
+    (alert,) = fake.alerts
+    assert alert.kind == "rollout.blocked" and registry.gate in alert.message
+    view = fake.driver.snapshot()
+    blocked = view.rollouts["churn"].blocked
+    assert blocked is not None and blocked.message == registry.gate
+    assert view.blocked == {("churn", "promote"): 1}
+
+    fake.now += 30.0  # the retry interval: tried again, the same reason is not alerted again
+    await fake.driver.tick()
+    assert len(registry.transitions) == 2 and len(fake.alerts) == 1
+
+    registry.gate = ""
+    gates_changed = events_pb2.RegistryEvent(
+        kind=events_pb2.REGISTRY_EVENT_KIND_PROMOTION_GATES_CHANGED, model="churn"
+    )
+    fake.driver.on_registry_event(gates_changed)
+    await fake.driver.tick()  # at once, not 30 s later
+    assert [t["action"] for t in registry.transitions] == ["promote"] * 3
+    assert [a.kind for a in fake.alerts] == ["rollout.blocked", "rollout.promote"]
+    assert fake.driver.snapshot().rollouts["churn"].blocked is None

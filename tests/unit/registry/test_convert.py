@@ -130,7 +130,7 @@ def test_rollout_rows_become_messages_with_every_policy_field_set() -> None:
         "id": "r1", "model": "m", "strategy": "shadow", "state": "rolled_back",
         "baseline_version": 1, "candidate_version": 2, "step": 1,
         "policy": convert.policy_json(policy), "revision": 3, "actor": "ops",
-        "created_at": NOW, "updated_at": NOW, "step_started_at": NOW,
+        "created_at": NOW, "updated_at": NOW, "step_started_at": NOW, "switched_replicas": [],
     }  # fmt: skip
     message = convert.rollout_message(row)
     assert message.strategy == registry_pb2.ROLLOUT_STRATEGY_SHADOW
@@ -142,6 +142,7 @@ def test_rollout_rows_become_messages_with_every_policy_field_set() -> None:
     transition = convert.transition_message({
         "rollout_id": "r1", "from_state": "", "to_state": "progressing", "action": "start",
         "step": 0, "actor": "ops", "reason": "", "evidence": {}, "at": NOW, "revision": 1,
+        "switched_replica": "",
     })  # fmt: skip
     assert transition.from_state == registry_pb2.ROLLOUT_STATE_UNSPECIFIED
     assert transition.action == registry_pb2.ROLLOUT_ACTION_START

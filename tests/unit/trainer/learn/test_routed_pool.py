@@ -123,7 +123,8 @@ async def test_a_retired_learners_gauges_go_with_it() -> None:
     pool.on_registry_event(registry.deploy((1, 1.0, "primary")))
     pool.apply_deployments()
 
-    exported = {s.labels["version"] for m in gauge.collect() for s in m.samples}
+    samples = [s for m in gauge.collect() for s in m.samples]  # process-wide: other tests' too
+    exported = {s.labels["version"] for s in samples if s.labels["model"] == MODEL}
     assert "2" not in exported and "1" in exported
 
 

@@ -38,6 +38,7 @@ class _RegistryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reg
     REGISTRY_EVENT_KIND_ALIAS_DELETED: _RegistryEventKind.ValueType  # 4
     REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED: _RegistryEventKind.ValueType  # 5
     REGISTRY_EVENT_KIND_ROLLOUT_CHANGED: _RegistryEventKind.ValueType  # 6
+    REGISTRY_EVENT_KIND_PROMOTION_GATES_CHANGED: _RegistryEventKind.ValueType  # 7
 
 class RegistryEventKind(_RegistryEventKind, metaclass=_RegistryEventKindEnumTypeWrapper): ...
 
@@ -48,6 +49,7 @@ REGISTRY_EVENT_KIND_ALIAS_SET: RegistryEventKind.ValueType  # 3
 REGISTRY_EVENT_KIND_ALIAS_DELETED: RegistryEventKind.ValueType  # 4
 REGISTRY_EVENT_KIND_DEPLOYMENT_CHANGED: RegistryEventKind.ValueType  # 5
 REGISTRY_EVENT_KIND_ROLLOUT_CHANGED: RegistryEventKind.ValueType  # 6
+REGISTRY_EVENT_KIND_PROMOTION_GATES_CHANGED: RegistryEventKind.ValueType  # 7
 Global___RegistryEventKind: _TypeAlias = RegistryEventKind  # noqa: Y015
 
 class _Severity:
@@ -555,6 +557,7 @@ class RegistryEvent(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
+    PROMOTION_GATES_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     sequence: _builtins.int
     """Outbox sequence: strictly increasing in commit order."""
@@ -571,6 +574,10 @@ class RegistryEvent(_message.Message):
     def rollout(self) -> _registry_pb2.Rollout:
         """Set on ROLLOUT_CHANGED: the rollout after the change."""
 
+    @_builtins.property
+    def promotion_gates(self) -> _registry_pb2.PromotionGates:
+        """Set on PROMOTION_GATES_CHANGED: the model's gates after the change."""
+
     def __init__(
         self,
         *,
@@ -584,10 +591,11 @@ class RegistryEvent(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         actor: _builtins.str = ...,
         rollout: _registry_pb2.Rollout | None = ...,
+        promotion_gates: _registry_pb2.PromotionGates | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "occurred_at", b"occurred_at", "rollout", b"rollout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "occurred_at", b"occurred_at", "promotion_gates", b"promotion_gates", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "deployment", b"deployment", "event_id", b"event_id", "kind", b"kind", "model", b"model", "occurred_at", b"occurred_at", "rollout", b"rollout", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "deployment", b"deployment", "event_id", b"event_id", "kind", b"kind", "model", b"model", "occurred_at", b"occurred_at", "promotion_gates", b"promotion_gates", "rollout", b"rollout", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

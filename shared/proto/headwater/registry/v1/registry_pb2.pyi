@@ -146,7 +146,10 @@ class _RolloutStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rollo
     ROLLOUT_STRATEGY_CANARY: _RolloutStrategy.ValueType  # 3
     """A canary whose weight advances through the policy's steps."""
     ROLLOUT_STRATEGY_ROLLING: _RolloutStrategy.ValueType  # 4
-    """Replica by replica (for now the routes move like blue/green)."""
+    """The candidate is loaded as a challenger, then each ADVANCE switches one
+    gateway replica that reports it ready; the one switching the last live
+    replica also switches the routes (as blue/green).
+    """
     ROLLOUT_STRATEGY_SHADOW: _RolloutStrategy.ValueType  # 5
     """The candidate gets a mirrored share; promotable to primary, or advanced
     into a canary at the first step.
@@ -166,7 +169,10 @@ stays loaded (challenger) until promote, so rollback is instant.
 ROLLOUT_STRATEGY_CANARY: RolloutStrategy.ValueType  # 3
 """A canary whose weight advances through the policy's steps."""
 ROLLOUT_STRATEGY_ROLLING: RolloutStrategy.ValueType  # 4
-"""Replica by replica (for now the routes move like blue/green)."""
+"""The candidate is loaded as a challenger, then each ADVANCE switches one
+gateway replica that reports it ready; the one switching the last live
+replica also switches the routes (as blue/green).
+"""
 ROLLOUT_STRATEGY_SHADOW: RolloutStrategy.ValueType  # 5
 """The candidate gets a mirrored share; promotable to primary, or advanced
 into a canary at the first step.
@@ -1213,6 +1219,7 @@ class Rollout(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     STEP_STARTED_AT_FIELD_NUMBER: _builtins.int
+    SWITCHED_REPLICAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     model: _builtins.str
     strategy: Global___RolloutStrategy.ValueType
@@ -1239,6 +1246,10 @@ class Rollout(_message.Message):
     def step_started_at(self) -> _timestamp_pb2.Timestamp:
         """When the current step began (start, advance, resume)."""
 
+    @_builtins.property
+    def switched_replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rolling: the gateway replicas switched to the candidate, in switch order."""
+
     def __init__(
         self,
         *,
@@ -1255,10 +1266,11 @@ class Rollout(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         actor: _builtins.str = ...,
         step_started_at: _timestamp_pb2.Timestamp | None = ...,
+        switched_replicas: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "policy", b"policy", "step_started_at", b"step_started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "baseline_version", b"baseline_version", "candidate_version", b"candidate_version", "created_at", b"created_at", "id", b"id", "model", b"model", "policy", b"policy", "revision", b"revision", "state", b"state", "step", b"step", "step_started_at", b"step_started_at", "strategy", b"strategy", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "baseline_version", b"baseline_version", "candidate_version", b"candidate_version", "created_at", b"created_at", "id", b"id", "model", b"model", "policy", b"policy", "revision", b"revision", "state", b"state", "step", b"step", "step_started_at", b"step_started_at", "strategy", b"strategy", "switched_replicas", b"switched_replicas", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1298,6 +1310,7 @@ class RolloutTransition(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    SWITCHED_REPLICA_FIELD_NUMBER: _builtins.int
     rollout_id: _builtins.str
     from_state: Global___RolloutState.ValueType
     """UNSPECIFIED for the START transition."""
@@ -1309,6 +1322,8 @@ class RolloutTransition(_message.Message):
     reason: _builtins.str
     revision: _builtins.int
     """The rollout's revision after the transition."""
+    switched_replica: _builtins.str
+    """Rolling: the gateway replica this ADVANCE switched to the candidate."""
     @_builtins.property
     def evidence(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """What the decision rests on: sample counts, metric values, test statistics."""
@@ -1328,10 +1343,11 @@ class RolloutTransition(_message.Message):
         evidence: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        switched_replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "evidence", b"evidence", "from_state", b"from_state", "reason", b"reason", "revision", b"revision", "rollout_id", b"rollout_id", "step", b"step", "to_state", b"to_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "evidence", b"evidence", "from_state", b"from_state", "reason", b"reason", "revision", b"revision", "rollout_id", b"rollout_id", "step", b"step", "switched_replica", b"switched_replica", "to_state", b"to_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1514,3 +1530,475 @@ class TransitionRolloutRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransitionRolloutRequest: _TypeAlias = TransitionRolloutRequest  # noqa: Y015
+
+@_typing.final
+class ReplicaVersion(_message.Message):
+    """One version a gateway replica has in memory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    WARMUP_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    ready: _builtins.bool
+    """Routed and warmed up: it answers as soon as it is asked to."""
+    warmup_latency_ms: _builtins.float
+    """Median latency of a few warm-up predictions on a synthetic row built from
+    the model's schema, measured once when the version was loaded (0: none).
+    """
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        ready: _builtins.bool = ...,
+        warmup_latency_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "ready", b"ready", "version", b"version", "warmup_latency_ms", b"warmup_latency_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaVersion: _TypeAlias = ReplicaVersion  # noqa: Y015
+
+@_typing.final
+class HeartbeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    replica_id: _builtins.str
+    """Names the replica (unique among the gateways of one registry)."""
+    address: _builtins.str
+    """host:port clients reach the replica at."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaVersion]: ...
+    def __init__(
+        self,
+        *,
+        replica_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        versions: _abc.Iterable[Global___ReplicaVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "replica_id", b"replica_id", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class ReplicaAssignment(_message.Message):
+    """What one replica answers with for one model while a rolling rollout of it
+    switches replicas.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_REVISION_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ID_FIELD_NUMBER: _builtins.int
+    SWITCHED_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    """The version this replica must answer with: the candidate once switched,
+    else the baseline.
+    """
+    deployment_revision: _builtins.int
+    """Holds while the deployment is at this revision only: any later route
+    change (promote, rollback, abort, the last switch) supersedes it.
+    """
+    rollout_id: _builtins.str
+    switched: _builtins.bool
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        deployment_revision: _builtins.int = ...,
+        rollout_id: _builtins.str = ...,
+        switched: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_revision", b"deployment_revision", "model", b"model", "rollout_id", b"rollout_id", "switched", b"switched", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaAssignment: _TypeAlias = ReplicaAssignment  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    REPLICA_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    replica_timeout_s: _builtins.float
+    """How long a silent replica stays listed (the registry's replica timeout)."""
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaAssignment]: ...
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___ReplicaAssignment] | None = ...,
+        replica_timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "replica_timeout_s", b"replica_timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
+
+@_typing.final
+class Replica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    FIRST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
+    LAST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    @_builtins.property
+    def first_heartbeat_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_heartbeat_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaVersion]: ...
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaAssignment]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        first_heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
+        last_heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
+        versions: _abc.Iterable[Global___ReplicaVersion] | None = ...,
+        assignments: _abc.Iterable[Global___ReplicaAssignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_heartbeat_at", b"first_heartbeat_at", "last_heartbeat_at", b"last_heartbeat_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "assignments", b"assignments", "first_heartbeat_at", b"first_heartbeat_at", "id", b"id", "last_heartbeat_at", b"last_heartbeat_at", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Replica: _TypeAlias = Replica  # noqa: Y015
+
+@_typing.final
+class ListReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """When set, each replica's versions and assignments are this model's only
+    (every live replica is still listed).
+    """
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReplicasRequest: _TypeAlias = ListReplicasRequest  # noqa: Y015
+
+@_typing.final
+class ListReplicasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]: ...
+    def __init__(
+        self,
+        *,
+        replicas: _abc.Iterable[Global___Replica] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReplicasResponse: _TypeAlias = ListReplicasResponse  # noqa: Y015
+
+@_typing.final
+class ScoreGate(_message.Message):
+    """A least progressive-validation score. Classifiers: accuracy or
+    rolling_accuracy, at least the threshold; regressors: mae or rolling_mae,
+    at most the threshold.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    threshold: _builtins.float
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metric", b"metric", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreGate: _TypeAlias = ScoreGate  # noqa: Y015
+
+@_typing.final
+class PromotionGates(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MIN_EXAMPLES_FIELD_NUMBER: _builtins.int
+    REQUIRE_SCHEMA_COMPATIBLE_FIELD_NUMBER: _builtins.int
+    MAX_WARMUP_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    min_examples: _builtins.int
+    """Least examples behind the version's score (min_score's metric, else the
+    task's accuracy or mae); 0: no gate.
+    """
+    require_schema_compatible: _builtins.bool
+    """The candidate consumes only declared features and predicts what the
+    deployed version predicts. Unset means true.
+    """
+    max_warmup_latency_ms: _builtins.float
+    """Most warm-up latency any gateway replica reported, in ms; unset: no gate."""
+    revision: _builtins.int
+    """Grows by one with every change; 0: never set (the defaults)."""
+    updated_by: _builtins.str
+    @_builtins.property
+    def min_score(self) -> Global___ScoreGate:
+        """Unset: no score gate."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        min_score: Global___ScoreGate | None = ...,
+        min_examples: _builtins.int = ...,
+        require_schema_compatible: _builtins.bool | None = ...,
+        max_warmup_latency_ms: _builtins.float | None = ...,
+        revision: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms", "_require_schema_compatible", b"_require_schema_compatible", "max_warmup_latency_ms", b"max_warmup_latency_ms", "min_score", b"min_score", "require_schema_compatible", b"require_schema_compatible", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms", "_require_schema_compatible", b"_require_schema_compatible", "max_warmup_latency_ms", b"max_warmup_latency_ms", "min_examples", b"min_examples", "min_score", b"min_score", "model", b"model", "require_schema_compatible", b"require_schema_compatible", "revision", b"revision", "updated_at", b"updated_at", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_warmup_latency_ms: _TypeAlias = _typing.Literal["max_warmup_latency_ms"]  # noqa: Y015
+    _WhichOneofArgType__max_warmup_latency_ms: _TypeAlias = _typing.Literal["_max_warmup_latency_ms", b"_max_warmup_latency_ms"]  # noqa: Y015
+    _WhichOneofReturnType__require_schema_compatible: _TypeAlias = _typing.Literal["require_schema_compatible"]  # noqa: Y015
+    _WhichOneofArgType__require_schema_compatible: _TypeAlias = _typing.Literal["_require_schema_compatible", b"_require_schema_compatible"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_warmup_latency_ms) -> _WhichOneofReturnType__max_warmup_latency_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__require_schema_compatible) -> _WhichOneofReturnType__require_schema_compatible | None: ...
+
+Global___PromotionGates: _TypeAlias = PromotionGates  # noqa: Y015
+
+@_typing.final
+class SetPromotionGatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    GATES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    @_builtins.property
+    def gates(self) -> Global___PromotionGates:
+        """Replaces every gate; its model, revision and updated_* are ignored."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        gates: Global___PromotionGates | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPromotionGatesRequest: _TypeAlias = SetPromotionGatesRequest  # noqa: Y015
+
+@_typing.final
+class GetPromotionGatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPromotionGatesRequest: _TypeAlias = GetPromotionGatesRequest  # noqa: Y015
+
+@_typing.final
+class Evaluation(_message.Message):
+    """One measurement of a version, e.g. the trainer's progressive-validation
+    accuracy or a gateway replica's warm-up latency.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    source: _builtins.str
+    """Who measured it: "trainer", "gateway:<replica>", ..."""
+    metric: _builtins.str
+    """accuracy, rolling_accuracy, mae, rolling_mae, warmup_latency_ms, ..."""
+    value: _builtins.float
+    examples: _builtins.int
+    """Examples (or warm-up requests) behind the value."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was measured."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the registry stored it."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        examples: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "examples", b"examples", "metric", b"metric", "model", b"model", "recorded_at", b"recorded_at", "source", b"source", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
+
+@_typing.final
+class RecordEvaluationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    source: _builtins.str
+    metric: _builtins.str
+    value: _builtins.float
+    examples: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: now (the registry's clock)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        examples: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "examples", b"examples", "metric", b"metric", "model", b"model", "source", b"source", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEvaluationRequest: _TypeAlias = RecordEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsRequest: _TypeAlias = ListEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
+    def __init__(
+        self,
+        *,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsResponse: _TypeAlias = ListEvaluationsResponse  # noqa: Y015

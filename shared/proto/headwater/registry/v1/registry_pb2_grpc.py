@@ -119,6 +119,36 @@ class RegistryStub:
                 request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
                 response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/headwater.registry.v1.Registry/Heartbeat',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/headwater.registry.v1.Registry/ListReplicas',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
+        self.RecordEvaluation = channel.unary_unary(
+                '/headwater.registry.v1.Registry/RecordEvaluation',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.RecordEvaluationRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Evaluation.FromString,
+                _registered_method=True)
+        self.ListEvaluations = channel.unary_unary(
+                '/headwater.registry.v1.Registry/ListEvaluations',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsResponse.FromString,
+                _registered_method=True)
+        self.SetPromotionGates = channel.unary_unary(
+                '/headwater.registry.v1.Registry/SetPromotionGates',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.SetPromotionGatesRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.FromString,
+                _registered_method=True)
+        self.GetPromotionGates = channel.unary_unary(
+                '/headwater.registry.v1.Registry/GetPromotionGates',
+                request_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.GetPromotionGatesRequest.SerializeToString,
+                response_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -235,6 +265,57 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """A gateway replica says it is alive, where it listens and which versions it
+        has loaded; the answer says what it must answer with while a rolling
+        rollout switches replicas one at a time. Frequent: no audit entry, no event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplicas(self, request, context):
+        """The live replicas (last heartbeat within the registry's replica timeout),
+        by id; silent ones are dropped (and deleted).
+        Promotion gates: what a version must show before a rollout of it may
+        start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+        that fails one is FAILED_PRECONDITION naming the gate and the margin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEvaluation(self, request, context):
+        """Records a version's latest evaluation by one source (the trainer's
+        progressive-validation score, a gateway's warm-up latency): one kept per
+        (model, version, metric, source); an older `at` never replaces a newer
+        one. Neither audited nor published: evaluations are frequent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvaluations(self, request, context):
+        """The latest evaluations of one version, by metric, then source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPromotionGates(self, request, context):
+        """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPromotionGates(self, request, context):
+        """A model's gates: the defaults (schema compatibility only) until set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +403,36 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.TransitionRollout,
                     request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.FromString,
                     response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.SerializeToString,
+            ),
+            'RecordEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvaluation,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.RecordEvaluationRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.Evaluation.SerializeToString,
+            ),
+            'ListEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvaluations,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsResponse.SerializeToString,
+            ),
+            'SetPromotionGates': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPromotionGates,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.SetPromotionGatesRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.SerializeToString,
+            ),
+            'GetPromotionGates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPromotionGates,
+                    request_deserializer=headwater_dot_registry_dot_v1_dot_registry__pb2.GetPromotionGatesRequest.FromString,
+                    response_serializer=headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -783,6 +894,168 @@ class Registry:
             '/headwater.registry.v1.Registry/TransitionRollout',
             headwater_dot_registry_dot_v1_dot_registry__pb2.TransitionRolloutRequest.SerializeToString,
             headwater_dot_registry_dot_v1_dot_registry__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/Heartbeat',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/ListReplicas',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/RecordEvaluation',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.RecordEvaluationRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.Evaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/ListEvaluations',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.ListEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPromotionGates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/SetPromotionGates',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.SetPromotionGatesRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPromotionGates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headwater.registry.v1.Registry/GetPromotionGates',
+            headwater_dot_registry_dot_v1_dot_registry__pb2.GetPromotionGatesRequest.SerializeToString,
+            headwater_dot_registry_dot_v1_dot_registry__pb2.PromotionGates.FromString,
             options,
             channel_credentials,
             insecure,

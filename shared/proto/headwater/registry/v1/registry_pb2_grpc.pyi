@@ -62,6 +62,30 @@ class RegistryStub:
     """A model's rollouts, newest first, each with its transitions (oldest first)."""
     TransitionRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TransitionRolloutRequest, _registry_pb2.Rollout]
     """Moves the model's active rollout by one action; the routes follow."""
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]
+    """A gateway replica says it is alive, where it listens and which versions it
+    has loaded; the answer says what it must answer with while a rolling
+    rollout switches replicas one at a time. Frequent: no audit entry, no event.
+    """
+    ListReplicas: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]
+    """The live replicas (last heartbeat within the registry's replica timeout),
+    by id; silent ones are dropped (and deleted).
+    Promotion gates: what a version must show before a rollout of it may
+    start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+    that fails one is FAILED_PRECONDITION naming the gate and the margin.
+    """
+    RecordEvaluation: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RecordEvaluationRequest, _registry_pb2.Evaluation]
+    """Records a version's latest evaluation by one source (the trainer's
+    progressive-validation score, a gateway's warm-up latency): one kept per
+    (model, version, metric, source); an older `at` never replaces a newer
+    one. Neither audited nor published: evaluations are frequent.
+    """
+    ListEvaluations: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListEvaluationsRequest, _registry_pb2.ListEvaluationsResponse]
+    """The latest evaluations of one version, by metric, then source."""
+    SetPromotionGates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionGatesRequest, _registry_pb2.PromotionGates]
+    """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+    GetPromotionGates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetPromotionGatesRequest, _registry_pb2.PromotionGates]
+    """A model's gates: the defaults (schema compatibility only) until set."""
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -94,6 +118,30 @@ class RegistryAsyncStub(RegistryStub):
     """A model's rollouts, newest first, each with its transitions (oldest first)."""
     TransitionRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.TransitionRolloutRequest, _registry_pb2.Rollout]  # type: ignore[assignment]
     """Moves the model's active rollout by one action; the routes follow."""
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """A gateway replica says it is alive, where it listens and which versions it
+    has loaded; the answer says what it must answer with while a rolling
+    rollout switches replicas one at a time. Frequent: no audit entry, no event.
+    """
+    ListReplicas: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListReplicasRequest, _registry_pb2.ListReplicasResponse]  # type: ignore[assignment]
+    """The live replicas (last heartbeat within the registry's replica timeout),
+    by id; silent ones are dropped (and deleted).
+    Promotion gates: what a version must show before a rollout of it may
+    start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+    that fails one is FAILED_PRECONDITION naming the gate and the margin.
+    """
+    RecordEvaluation: _aio.UnaryUnaryMultiCallable[_registry_pb2.RecordEvaluationRequest, _registry_pb2.Evaluation]  # type: ignore[assignment]
+    """Records a version's latest evaluation by one source (the trainer's
+    progressive-validation score, a gateway's warm-up latency): one kept per
+    (model, version, metric, source); an older `at` never replaces a newer
+    one. Neither audited nor published: evaluations are frequent.
+    """
+    ListEvaluations: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListEvaluationsRequest, _registry_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
+    """The latest evaluations of one version, by metric, then source."""
+    SetPromotionGates: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionGatesRequest, _registry_pb2.PromotionGates]  # type: ignore[assignment]
+    """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+    GetPromotionGates: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetPromotionGatesRequest, _registry_pb2.PromotionGates]  # type: ignore[assignment]
+    """A model's gates: the defaults (schema compatibility only) until set."""
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -225,5 +273,65 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Rollout, _abc.Awaitable[_registry_pb2.Rollout]]:
         """Moves the model's active rollout by one action; the routes follow."""
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _registry_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.HeartbeatResponse, _abc.Awaitable[_registry_pb2.HeartbeatResponse]]:
+        """A gateway replica says it is alive, where it listens and which versions it
+        has loaded; the answer says what it must answer with while a rolling
+        rollout switches replicas one at a time. Frequent: no audit entry, no event.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReplicas(
+        self,
+        request: _registry_pb2.ListReplicasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListReplicasResponse, _abc.Awaitable[_registry_pb2.ListReplicasResponse]]:
+        """The live replicas (last heartbeat within the registry's replica timeout),
+        by id; silent ones are dropped (and deleted).
+        Promotion gates: what a version must show before a rollout of it may
+        start (StartRollout) or finish (TransitionRollout PROMOTE); a version
+        that fails one is FAILED_PRECONDITION naming the gate and the margin.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordEvaluation(
+        self,
+        request: _registry_pb2.RecordEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Evaluation, _abc.Awaitable[_registry_pb2.Evaluation]]:
+        """Records a version's latest evaluation by one source (the trainer's
+        progressive-validation score, a gateway's warm-up latency): one kept per
+        (model, version, metric, source); an older `at` never replaces a newer
+        one. Neither audited nor published: evaluations are frequent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvaluations(
+        self,
+        request: _registry_pb2.ListEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListEvaluationsResponse, _abc.Awaitable[_registry_pb2.ListEvaluationsResponse]]:
+        """The latest evaluations of one version, by metric, then source."""
+
+    @_abc_1.abstractmethod
+    def SetPromotionGates(
+        self,
+        request: _registry_pb2.SetPromotionGatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.PromotionGates, _abc.Awaitable[_registry_pb2.PromotionGates]]:
+        """Replaces a model's gates (audited; a PROMOTION_GATES_CHANGED event)."""
+
+    @_abc_1.abstractmethod
+    def GetPromotionGates(
+        self,
+        request: _registry_pb2.GetPromotionGatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.PromotionGates, _abc.Awaitable[_registry_pb2.PromotionGates]]:
+        """A model's gates: the defaults (schema compatibility only) until set."""
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
