@@ -26,6 +26,8 @@ from headwater.shared.pb import events_pb2, oip_pb2, oip_pb2_grpc, registry_pb2
 from headwater.shared.settings import KafkaSettings
 
 Label = bool | int | str | float
+#: The OIP request parameter the gateway routes by.
+ROUTING_KEY_PARAMETER = "routing_key"
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,19 @@ def parse_value(text: str) -> Label:
 
 
 def build_infer_request(
-    model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]]
+    model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]], routing_key: str = ""
 ) -> oip_pb2.ModelInferRequest:
     """One tensor per feature present in the rows, typed by the model's schema.
+
+    A ``routing_key`` becomes the request parameter the gateway routes by (the
+    same key reaches the same version while the weights stand); without one the
+    gateway routes by the request's fresh ``id``.
+
+    >>> model = registry_pb2.Model(name="m", features=[registry_pb2.Feature(
+    ...     name="x", type=registry_pb2.FEATURE_TYPE_FLOAT, required=True)])
+    >>> request = build_infer_request(model, [{"x": 1.0}], routing_key="user-7")
+    >>> request.parameters["routing_key"].string_param, request.inputs[0].datatype
+    ('user-7', 'FP64')
 
     Raises:
         InvalidInput: a row does not fit the schema (the same check the gateway makes).
@@ -68,6 +80,8 @@ def build_infer_request(
     schema = FeatureSchema.from_proto(model)
     rows = [schema.validate_row(row) for row in rows]
     request = oip_pb2.ModelInferRequest(model_name=model.name, id=uuid.uuid4().hex)
+    if routing_key:
+        request.parameters[ROUTING_KEY_PARAMETER].string_param = routing_key
     for feature in model.features:
         if not any(feature.name in row for row in rows):
             continue
@@ -131,10 +145,10 @@ class InferenceClient:
         await self._channel.close()
 
     async def infer(
-        self, model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]]
+        self, model: registry_pb2.Model, rows: Sequence[Mapping[str, Any]], routing_key: str = ""
     ) -> list[InferenceResult]:
-        """Predict ``rows`` with the model's deployed version."""
-        request = build_infer_request(model, rows)
+        """Predict ``rows`` with the version the gateway routes them to (by ``routing_key``)."""
+        request = build_infer_request(model, rows, routing_key)
         try:
             response = await self._stub.ModelInfer(request, timeout=self._deadline_s)
         except grpc.aio.AioRpcError as error:

@@ -116,12 +116,14 @@ def demo(
     examples: int = typer.Option(4000, help="Rows streamed through the gateway."),
     checkpoint_every: int = typer.Option(
         1000, help="Examples between checkpoint versions (when the demo starts the stack)."),
-    promote: bool = typer.Option(True, help="Deploy each new checkpoint version live."),
+    canaries: bool = typer.Option(
+        True, help="Canaries the monitor judges from the labels: of a version that never "
+        "learns, then of each new checkpoint."),
     state_dir: Path | None = StateDirOption,
 ) -> None:
     """Run the learning loop end to end on the embedded stack, then print a summary."""
     settings = _settings(state_dir)
-    plan = DemoPlan(examples=examples, promote=promote)
+    plan = DemoPlan(examples=examples, canaries=canaries)
     asyncio.run(_run_demo(settings, plan, {
         "HEADWATER_TRAINER_CHECKPOINT_EVERY_EXAMPLES": str(checkpoint_every)}))
 

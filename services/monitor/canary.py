@@ -8,7 +8,8 @@ for a :class:`Decision`:
 1. ROLLBACK when the candidate is shown worse than the baseline by more than
    ``max_drop`` (the always-valid p-value is at most ``alpha``), or when both
    arms have ``min_samples`` latencies and the candidate's p99 exceeds
-   ``max_latency_ratio`` x the baseline's;
+   ``max_latency_ratio`` x the baseline's and the baseline's by more than
+   ``latency_slack_ms``;
 2. else ADVANCE when the step's ``interval_s`` has passed and the step holds
    ``min_samples`` scores per arm (the baseline serves nothing at a 100 % step,
    so there only the candidate's count is required); PROMOTE instead after
@@ -137,6 +138,10 @@ class CanaryPolicy:
         alpha: The false-rollback rate of a candidate that is no worse than
             ``max_drop``, over every look of the rollout.
         max_latency_ratio: Largest acceptable candidate p99 / baseline p99.
+        latency_slack_ms: Least excess of the candidate's p99 over the baseline's
+            that counts as slower, whatever the ratio: the p99s of in-memory
+            models are a millisecond or so, where the host's scheduling jitter
+            alone makes one arm's p99 several times the other's.
         latency_window: Latest latencies per arm the p99 is taken over.
         mixture_scale: Standard deviation of the test's mixing distribution, in
             units of the scores' standard deviation
@@ -150,6 +155,7 @@ class CanaryPolicy:
     max_drop: float = 0.01
     alpha: float = 0.05
     max_latency_ratio: float = 1.5
+    latency_slack_ms: float = 10.0
     latency_window: int = 1000
     mixture_scale: float = 0.1
 
@@ -162,6 +168,7 @@ class CanaryPolicy:
             (self.max_drop >= 0, f"max_drop must be >= 0, got {self.max_drop}"),
             (0 < self.alpha < 1, f"alpha must be within (0, 1), got {self.alpha}"),
             (self.max_latency_ratio >= 1, "max_latency_ratio must be >= 1"),
+            (self.latency_slack_ms >= 0, "latency_slack_ms must be >= 0"),
             (self.latency_window >= 1, "latency_window must be >= 1"),
             (self.mixture_scale > 0, "mixture_scale must be > 0"),
         )
@@ -317,6 +324,7 @@ class CanaryJudge:
             "alpha": policy.alpha,
             "p_value": self._p_value,
             "max_latency_ratio": policy.max_latency_ratio,
+            "latency_slack_ms": policy.latency_slack_ms,
         }
         for arm in Arm:
             moments = self._scores[arm].moments()
@@ -362,13 +370,17 @@ class CanaryJudge:
         return Decision(Action.ROLLBACK, reason, evidence)
 
     def _latency_rollback(self, evidence: dict[str, float]) -> Decision | None:
-        ratio = evidence.get("latency_ratio", 0.0)
-        if ratio <= self.policy.max_latency_ratio:
+        policy, ratio = self.policy, evidence.get("latency_ratio", 0.0)
+        if ratio <= policy.max_latency_ratio:
+            return None
+        candidate, baseline = (evidence[f"latency_p99_{arm}_ms"] for arm in Arm)
+        if candidate - baseline <= policy.latency_slack_ms:
             return None
         reason = (
-            f"candidate p99 latency {evidence['latency_p99_candidate_ms']:.4g} ms is "
-            f"{ratio:.3g}x the baseline's {evidence['latency_p99_baseline_ms']:.4g} ms, "
-            f"more than max_latency_ratio {self.policy.max_latency_ratio:g}"
+            f"candidate p99 latency {candidate:.4g} ms is {ratio:.3g}x the baseline's "
+            f"{baseline:.4g} ms, more than max_latency_ratio {policy.max_latency_ratio:g} "
+            f"and {candidate - baseline:.4g} ms more, beyond latency_slack_ms "
+            f"{policy.latency_slack_ms:g}"
         )
         return Decision(Action.ROLLBACK, reason, evidence)
 

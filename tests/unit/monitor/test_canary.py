@@ -156,6 +156,24 @@ def test_latency_within_the_ratio_does_not_stop_a_step() -> None:
     assert decision.evidence["latency_ratio"] == pytest.approx(16.0 / 14.0, rel=0.02)
 
 
+def test_a_p99_gap_within_the_latency_slack_is_jitter_not_a_slower_candidate() -> None:
+    # what the e2e stack saw: sub-millisecond models whose p99s differ by a hiccup
+    judge = classifier_judge(min_samples=60, interval_s=0.0)
+    for i in range(100):
+        judge.observe_latency(Arm.CANDIDATE, 6.5 if i % 10 == 0 else 0.3)
+        judge.observe_latency(Arm.BASELINE, 1.0 if i % 10 == 0 else 0.3)
+        judge.observe_score(Arm.CANDIDATE, 1.0)
+        judge.observe_score(Arm.BASELINE, float(i % 2))
+    jitter = judge.decide(now=1.0)
+    assert jitter.evidence["latency_ratio"] == pytest.approx(6.5) and jitter.evidence[
+        "latency_slack_ms"] == 10.0
+    assert jitter.action is Action.ADVANCE
+    for _ in range(100):  # now 20 ms against 1 ms: slower by more than the slack too
+        judge.observe_latency(Arm.CANDIDATE, 20.0)
+    slow = judge.decide(now=2.0)
+    assert slow.action is Action.ROLLBACK and "beyond latency_slack_ms 10" in slow.reason
+
+
 @pytest.mark.parametrize(
     ("candidate_error", "expected"), [(2.0, Action.ROLLBACK), (0.8, Action.PROMOTE)]
 )
