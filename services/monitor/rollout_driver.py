@@ -36,8 +36,7 @@ from headwater.services.monitor.rollout_controller import (
     Transition,
 )
 from headwater.services.monitor.settings import MonitorSettings
-from headwater.shared.bus.codec import decode_event
-from headwater.shared.bus.consumer import assign_all_partitions, fetch_batch
+from headwater.shared.bus.consumer import assign_all_partitions, follow_registry_events
 from headwater.shared.bus.topics import Topic
 from headwater.shared.errors import (
     FailedPrecondition,
@@ -172,16 +171,7 @@ class RolloutDriver:
             await asyncio.sleep(self._settings.rollout_tick_s)
 
     async def _read_events(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await fetch_batch(consumer, 500, "registry-events")
-            for records in batch.values():
-                for record in records:
-                    try:
-                        event = decode_event(events_pb2.RegistryEvent, record.value, record.headers)
-                    except InvalidInput as err:
-                        log.warning("unreadable registry event", extra={"error": str(err)})
-                        continue
-                    self.on_registry_event(event)
+        await follow_registry_events(consumer, self.on_registry_event)
 
     async def _refresh(self, models: Sequence[str]) -> None:
         answers = await asyncio.gather(

@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.topics import Topic, topic_name
-from headwater.shared.errors import Unavailable
+from headwater.shared.errors import InvalidInput, Unavailable
+from headwater.shared.pb import events_pb2
 from headwater.shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -211,3 +213,24 @@ async def fetch_batch(
         log.warning("fetch failed", extra={"reading": what, "error": repr(err)})
         await asyncio.sleep(retry_s)
         return {}
+
+
+async def follow_registry_events(
+    consumer: AIOKafkaConsumer, on_event: Callable[[events_pb2.RegistryEvent], None]
+) -> None:
+    """Hand every ``RegistryEvent`` ``consumer`` reads to ``on_event``, until cancelled.
+
+    The tail of a service that only reacts to registry changes (the trainer's
+    learners, the monitor's rollout controller): an unreadable event is logged
+    and skipped, since the registry, not this reader, owns the topic.
+    """
+    while True:
+        batch = await fetch_batch(consumer, 500, "registry-events")
+        for records in batch.values():
+            for record in records:
+                try:
+                    event = decode_event(events_pb2.RegistryEvent, record.value, record.headers)
+                except InvalidInput as err:
+                    log.warning("unreadable registry event", extra={"error": str(err)})
+                    continue
+                on_event(event)

@@ -23,10 +23,10 @@ from headwater.services.trainer.learn.active import TP
 from headwater.services.trainer.learn.pool import LearnerPool
 from headwater.services.trainer.learn.updates import UpdateIndex
 from headwater.services.trainer.settings import TrainerSettings
-from headwater.shared.bus.codec import decode_event
 from headwater.shared.bus.consumer import (
     assign_all_partitions,
     fetch_batch,
+    follow_registry_events,
     make_consumer,
     stop_reading,
 )
@@ -34,7 +34,7 @@ from headwater.shared.bus.producer import EventProducer
 from headwater.shared.bus.record_policy import RecordPolicy
 from headwater.shared.bus.records import ConsumedRecord
 from headwater.shared.bus.topics import Topic
-from headwater.shared.errors import InvalidInput, ResourceExhausted, Unavailable
+from headwater.shared.errors import ResourceExhausted, Unavailable
 from headwater.shared.model_updates import update_key
 from headwater.shared.pb import events_pb2
 
@@ -264,16 +264,7 @@ class RegistryEventsTail:
         self._task = asyncio.create_task(self._run(consumer), name="trainer-registry-events")
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await fetch_batch(consumer, 500, "registry-events")
-            for records in batch.values():
-                for record in records:
-                    try:
-                        event = decode_event(events_pb2.RegistryEvent, record.value, record.headers)
-                    except InvalidInput as err:
-                        log.warning("unreadable registry event", extra={"error": str(err)})
-                        continue
-                    self._pool.on_registry_event(event)
+        await follow_registry_events(consumer, self._pool.on_registry_event)
 
     async def stop(self) -> None:
         """Stop reading."""
